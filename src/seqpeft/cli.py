@@ -1,0 +1,101 @@
+"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, list)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seqpeft.errors import SeqpeftInputError
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from seqpeft.evaluate import evaluate_file, load_predictor
+    from seqpeft.train import write_json_atomic
+
+    predictor = load_predictor(Path(args.model), Path(args.adapter) if args.adapter else None, args.max_length)
+    metrics = evaluate_file(predictor, Path(args.data))
+    for name, value in metrics.items():
+        print(f"{name:>10}: {value:.4f}")
+    if args.output:
+        write_json_atomic(Path(args.output), {"data": str(args.data), "model": str(args.model),
+                                              "adapter": args.adapter, **metrics})
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from seqpeft.evaluate import load_predictor, predict_file
+
+    predictor = load_predictor(Path(args.model), Path(args.adapter) if args.adapter else None, args.max_length)
+    count = predict_file(predictor, Path(args.input), Path(args.output))
+    print(f"wrote {count} predictions to {args.output}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from seqpeft.methods import METHODS
+
+        for name, method in METHODS.items():
+            print(f"{name:<15} {method.description}")
+        print(f"{'<peft config>':<15} any other peft config class by name (methods.<name>.peft: LoHaConfig, ...)")
+        return 0
+    config = _load_config(args.config)
+    if args.what == "models":
+        for name, spec in config.get("models", {}).items():
+            where = spec.get("hub") or spec.get("path") or f"built {spec.get('build', {}).get('family', '?')}"
+            print(f"{name:<28} {where}")
+    else:
+        for name, spec in config.get("tasks", {}).items():
+            print(f"{name:<28} {spec.get('kind', 'sequence_classification'):<24} source {spec.get('source')}:{spec.get('path')}")
+    return 0
+
+
+def _load_config(path: str) -> dict:
+    import yaml
+
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise SeqpeftInputError(config_path, "config file not found.", fix="pass --config config/config.yaml or config/demo.yaml.")
+    return yaml.safe_load(config_path.read_text()) or {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqpeft", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on a labelled CSV (sequence,label): accuracy, f1, mcc, precision, recall, loss")
+    evaluate.add_argument("--model", required=True, help="a run's artifacts directory, or a checkpoint with a classification head")
+    evaluate.add_argument("--adapter", help="a run's artifacts directory to apply on top of --model (the base model)")
+    evaluate.add_argument("--data", required=True, help="CSV with sequence,label columns (GUE format)")
+    evaluate.add_argument("--output", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="predict labels for sequences in a CSV or FASTA file")
+    predict.add_argument("--model", required=True, help="a run's artifacts directory, or a checkpoint with a classification head")
+    predict.add_argument("--adapter", help="a run's artifacts directory to apply on top of --model")
+    predict.add_argument("--input", required=True, help="CSV with a sequence column, or FASTA")
+    predict.add_argument("--output", required=True, help="CSV to write: id, prediction, one probability column per label")
+    predict.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    predict.set_defaults(handler=_predict)
+
+    listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
+    listing.add_argument("what", choices=["models", "methods", "tasks"])
+    listing.add_argument("--config", default="config/config.yaml", help="config whose models/tasks to list")
+    listing.set_defaults(handler=_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SeqpeftInputError as error:
+        print(f"seqpeft: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

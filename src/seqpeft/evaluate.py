@@ -1,0 +1,110 @@
+"""Evaluate and predict with a trained model outside the DAG (the ``seqpeft`` command's work).
+
+A model is either a run's ``artifacts`` directory (written by every fine-tuning job) or a plain
+Hugging Face checkpoint that carries its own classification head, like a published fine-tuned
+Mistral-DNA model. Sequences are tokenized with the model's own tokenizer in one fast batch call.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqpeft.errors import SeqpeftInputError
+
+
+@dataclass
+class Predictor:
+    model: Any
+    tokenizer: Any
+    max_length: int
+    per_residue: bool
+    label_names: list[str] | None
+    batch_size: int = 128
+
+    def split_for(self, sequences: list[str], labels: np.ndarray | None):
+        """A batching ``Split`` (see ``seqpeft.train``) for raw sequences."""
+        from seqpeft.tokenize import TokenizedSplit, _encode
+        from seqpeft.train import Split
+
+        ids, offsets = _encode(self.tokenizer, sequences)
+        if labels is None:
+            labels = np.zeros(len(sequences), dtype=np.int64)
+        return Split(TokenizedSplit(ids, offsets, np.asarray(labels, dtype=np.int64)), per_residue=False)
+
+
+def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
+    """A ready-to-run classifier from ``--model DIR [--adapter DIR]``.
+
+    ``--model`` alone: a run's artifacts directory, or a checkpoint with a ``score`` head.
+    ``--model`` + ``--adapter``: the base model and a run's artifacts trained on top of it.
+    """
+    from seqpeft.models import load_backbone, make_classifier
+    from seqpeft.train import load_trained
+
+    model_dir = Path(model_dir)
+    if adapter_dir is not None or (model_dir / "seqpeft.json").is_file():
+        artifacts = Path(adapter_dir) if adapter_dir is not None else model_dir
+        model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None)
+        return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), description["per_residue"],
+                         description.get("label_names"))
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    num_labels = len(config.get("id2label", {})) or 2
+    loaded = load_backbone(model_dir, {}, num_labels=num_labels)
+    if not loaded.pretrained_head:
+        raise SeqpeftInputError(model_dir, "has no sequence-classification head to evaluate.",
+                                fix="pass a run's artifacts directory with --adapter, or a checkpoint saved as *ForSequenceClassification.")
+    model = make_classifier(loaded, num_labels)
+    model.eval()
+    limit = max_length or int(config.get("max_position_embeddings", 512))
+    return Predictor(model, loaded.tokenizer, limit, False, None)
+
+
+def evaluate_file(predictor: Predictor, data_path: Path) -> dict[str, float]:
+    """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``)."""
+    import torch
+
+    from seqpeft.data import read_labeled_csv
+    from seqpeft.metrics import classification_metrics
+    from seqpeft.train import predict_split
+
+    if predictor.per_residue:
+        raise SeqpeftInputError(data_path, "per-residue models are evaluated inside the workflow.",
+                                fix="use the signal-peptide metrics of the run directory.")
+    records = read_labeled_csv(Path(data_path), alphabet="dna")
+    split = predictor.split_for(records.sequences, records.labels)
+    labels, logits, loss = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
+                                         predictor.batch_size, torch.device("cpu"))
+    return classification_metrics(labels, logits, loss)
+
+
+def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> int:
+    """Write one row per input record: id, predicted label and one probability column per label."""
+    import torch
+
+    from seqpeft.data import read_sequences
+    from seqpeft.train import _write_text_atomic, predict_split
+
+    if predictor.per_residue:
+        raise SeqpeftInputError(input_path, "per-residue prediction is not available for this model yet.",
+                                fix="use a sequence-classification model.")
+    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
+    split = predictor.split_for(sequences, None)
+    _, logits, _ = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
+                                 predictor.batch_size, torch.device("cpu"))
+    probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    names = predictor.label_names or [str(i) for i in range(probabilities.shape[1])]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
+    for record_id, row in zip(ids, probabilities):
+        writer.writerow([record_id, names[int(row.argmax())]] + [f"{p:.6f}" for p in row])
+    _write_text_atomic(Path(output_path), buffer.getvalue())
+    return len(ids)

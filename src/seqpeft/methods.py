@@ -1,0 +1,207 @@
+"""Registry of fine-tuning methods.
+
+Each method turns a loaded backbone into the thing that trains (a peft model, or the backbone
+with some parameters frozen) and may hook into the training loop (AdaLoRA's budget schedule).
+The module imports no torch/peft at import time: the workflow reads ``METHOD_NAMES`` and the
+descriptions while parsing the DAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from seqpeft.errors import SeqpeftInputError
+
+
+@dataclass
+class MethodContext:
+    """What a method needs to know beyond its own arguments."""
+
+    family: Any  # seqpeft.models.ModelFamily
+    total_steps: int
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    apply: Callable[[Any, dict, MethodContext], Any]
+    after_optimizer_step: Callable[[Any, int], None] | None = None
+    extra_loss: Callable[[Any], Any] | None = None
+    uses_peft: bool = True
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def _targets(args: dict, default: tuple[str, ...], key: str = "target_modules") -> list[str]:
+    return list(args.get(key) or default)
+
+
+def _check_targets(backbone, targets: list[str], method: str, model_name: str) -> None:
+    """Fail early, listing the model's module names, when a target module does not exist."""
+    if isinstance(targets, str):
+        return
+    names = [name for name, _ in backbone.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        leaves = sorted({name.rsplit(".", 1)[-1] for name in names if name})
+        raise SeqpeftInputError(
+            None, f"method {method!r}: target modules {missing} do not exist in model {model_name!r}.",
+            fix=f"choose target_modules among the model's module names: {leaves}.",
+        )
+
+
+def _peft_wrap(backbone, config):
+    from peft import get_peft_model
+
+    return get_peft_model(backbone, config)
+
+
+def _full(backbone, args: dict, ctx: MethodContext):
+    backbone.requires_grad_(True)
+    return backbone
+
+
+def _frozen(backbone, args: dict, ctx: MethodContext):
+    backbone.requires_grad_(False)
+    return backbone
+
+
+def _lora(backbone, args: dict, ctx: MethodContext):
+    from peft import LoraConfig
+
+    targets = _targets(args, ctx.family.lora_targets)
+    _check_targets(backbone, targets, "lora", ctx.model_name)
+    options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args, "target_modules": targets}
+    return _peft_wrap(backbone, LoraConfig(task_type="FEATURE_EXTRACTION", **options))
+
+
+def adalora_schedule(total_steps: int, args: dict) -> dict:
+    """AdaLoRA's tinit/tfinal/deltaT scaled to the real number of optimizer steps.
+
+    The seed code hard-coded ``total_step``; here it comes from epochs x steps per epoch, with
+    warm-up (no pruning) for the first 10 % and a fixed budget for the last 20 %.
+    """
+    total_steps = max(int(total_steps), 10)
+    tinit = int(args.get("tinit", max(1, total_steps // 10)))
+    tfinal = int(args.get("tfinal", max(1, total_steps // 5)))
+    if tinit + tfinal >= total_steps:
+        raise SeqpeftInputError(None, f"adalora: tinit ({tinit}) + tfinal ({tfinal}) must be below total_step ({total_steps}).",
+                                fix="train for more steps or lower tinit/tfinal.")
+    delta = int(args.get("deltaT", max(1, (total_steps - tinit - tfinal) // 20)))
+    return {"total_step": total_steps, "tinit": tinit, "tfinal": tfinal, "deltaT": delta}
+
+
+def _adalora(backbone, args: dict, ctx: MethodContext):
+    from peft import AdaLoraConfig
+
+    targets = _targets(args, ctx.family.lora_targets)
+    _check_targets(backbone, targets, "adalora", ctx.model_name)
+    options = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args}
+    options.update(adalora_schedule(ctx.total_steps, args))
+    options["target_modules"] = targets
+    return _peft_wrap(backbone, AdaLoraConfig(task_type="FEATURE_EXTRACTION", **options))
+
+
+def _adalora_step(model, global_step: int) -> None:
+    # The HF Trainer never calls this; without it AdaLoRA is LoRA with extra parameters.
+    model.base_model.update_and_allocate(global_step)
+
+
+def _adalora_orthogonality(model):
+    """AdaLoRA's orthogonal regulariser (peft only adds it when the model itself returns a loss)."""
+    import torch
+
+    config = model.peft_config[model.active_adapter]
+    penalties = []
+    for name, param in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and param.requires_grad:
+            cov = param @ param.T if "lora_A" in name else param.T @ param
+            penalties.append(torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)))
+    if not penalties:
+        return None
+    return config.orth_reg_weight * torch.stack(penalties).mean()
+
+
+def _prompt_learning(config_name: str, defaults: dict) -> Callable:
+    def apply(backbone, args: dict, ctx: MethodContext):
+        import peft
+
+        if config_name == "PrefixTuningConfig" and not ctx.family.supports_prefix:
+            raise SeqpeftInputError(
+                None, f"prefix_tuning does not apply to model {ctx.model_name!r} ({ctx.family.name} has no past-key-values support).",
+                fix="remove prefix_tuning for this model from the experiments, or use prompt_tuning / p_tuning.",
+            )
+        options = {**defaults, **args}
+        return _peft_wrap(backbone, getattr(peft, config_name)(task_type="FEATURE_EXTRACTION", **options))
+
+    return apply
+
+
+def _ia3(backbone, args: dict, ctx: MethodContext):
+    from peft import IA3Config
+
+    targets = _targets(args, ctx.family.ia3_targets)
+    feedforward = _targets(args, ctx.family.ia3_feedforward, "feedforward_modules")
+    _check_targets(backbone, targets, "ia3", ctx.model_name)
+    return _peft_wrap(backbone, IA3Config(task_type="FEATURE_EXTRACTION", **{**args, "target_modules": targets,
+                                                                               "feedforward_modules": feedforward}))
+
+
+register(Method("full", "Full fine-tuning: every backbone weight and the head train.", _full, uses_peft=False))
+register(Method("frozen", "Frozen backbone, linear probe: only the task head trains.", _frozen, uses_peft=False))
+register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora))
+register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
+                _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality))
+register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
+                _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
+register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",
+                _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10})))
+register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
+                _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
+register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
+
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def passthrough_method(config_class: str) -> Method:
+    """Any other peft config class by name, e.g. ``LoHaConfig``, with the entry's arguments."""
+
+    def apply(backbone, args: dict, ctx: MethodContext):
+        import peft
+
+        config_cls = getattr(peft, config_class, None)
+        if config_cls is None or not config_class.endswith("Config"):
+            raise SeqpeftInputError(None, f"peft has no config class {config_class!r}.",
+                                    fix="name a peft config class, e.g. LoHaConfig, LoKrConfig, VeraConfig.")
+        options = dict(args)
+        if "target_modules" in config_cls.__dataclass_fields__ and "target_modules" not in options:
+            options["target_modules"] = list(ctx.family.lora_targets)
+        if "target_modules" in options:
+            _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
+        return _peft_wrap(backbone, config_cls(task_type="FEATURE_EXTRACTION", **options))
+
+    return Method(config_class, f"peft pass-through: {config_class}", apply)
+
+
+RESERVED_KEYS = ("method", "peft", "training", "description")
+
+
+def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:
+    """The registry entry for a config method entry, and the arguments to pass to it."""
+    args = {key: value for key, value in spec.items() if key not in RESERVED_KEYS}
+    if "peft" in spec:
+        return passthrough_method(spec["peft"]), args
+    registry_name = spec.get("method", name)
+    if registry_name not in METHODS:
+        raise SeqpeftInputError(None, f"unknown method {registry_name!r} (methods.{name}).",
+                                fix=f"use one of {sorted(METHODS)} or 'peft: <ConfigClass>' for any other peft method.")
+    return METHODS[registry_name], args

@@ -1,0 +1,397 @@
+"""Model families, model preparation and the classifier that sits on every backbone.
+
+Why a classifier of our own instead of ``AutoModelForSequenceClassification``: the Hugging Face
+heads pool differently per family and break under prompt methods (a decoder given only
+``inputs_embeds`` pools the last *position*, which is a pad in a right-padded batch; an encoder's
+first token becomes a virtual token). ``SequenceClassifier`` pools from our own attention mask
+after dropping prepended virtual tokens, so every method x family gives the same logits for a
+sequence whether it is alone or in a padded batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from seqpeft.errors import SeqpeftInputError
+
+POOLINGS = ("last", "first", "mean")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What seqpeft needs to know about an architecture to fine-tune it correctly."""
+
+    name: str
+    model_type: str
+    decoder: bool
+    lora_targets: tuple[str, ...]
+    ia3_targets: tuple[str, ...]
+    ia3_feedforward: tuple[str, ...]
+    supports_prefix: bool = True
+    build_config: Callable[..., Any] | None = None
+    # Encoders ship a pooler we never use; an unused module gets no gradients (AdaLoRA fails on them).
+    load_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def default_pooling(self) -> str:
+        # Decoders only see the whole sequence at the last real token; encoders put it in [CLS].
+        return "last" if self.decoder else "first"
+
+
+def _llama_like(config_cls_name: str) -> Callable[..., Any]:
+    def build(spec: dict, vocab_size: int, special: dict, max_positions: int):
+        import transformers
+
+        config_cls = getattr(transformers, config_cls_name)
+        extra = {}
+        if config_cls_name == "MixtralConfig":
+            extra = {
+                "num_local_experts": spec.get("num_local_experts", 4),
+                "num_experts_per_tok": spec.get("num_experts_per_tok", 1),
+            }
+        return config_cls(
+            vocab_size=vocab_size,
+            hidden_size=spec.get("hidden_size", 64),
+            num_hidden_layers=spec.get("num_hidden_layers", 2),
+            num_attention_heads=spec.get("num_attention_heads", 4),
+            num_key_value_heads=spec.get("num_key_value_heads", spec.get("num_attention_heads", 4)),
+            intermediate_size=spec.get("intermediate_size", 128),
+            max_position_embeddings=max_positions,
+            pad_token_id=special["pad"],
+            bos_token_id=special["cls"],
+            eos_token_id=special["sep"],
+            tie_word_embeddings=False,
+            **extra,
+        )
+
+    return build
+
+
+def _bert_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.get("hidden_size", 64),
+        num_hidden_layers=spec.get("num_hidden_layers", 2),
+        num_attention_heads=spec.get("num_attention_heads", 4),
+        intermediate_size=spec.get("intermediate_size", 128),
+        max_position_embeddings=max_positions,
+        pad_token_id=special["pad"],
+        hidden_dropout_prob=spec.get("dropout", 0.1),
+        attention_probs_dropout_prob=spec.get("dropout", 0.1),
+    )
+
+
+def _esm_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
+    from transformers import EsmConfig
+
+    return EsmConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.get("hidden_size", 64),
+        num_hidden_layers=spec.get("num_hidden_layers", 2),
+        num_attention_heads=spec.get("num_attention_heads", 4),
+        intermediate_size=spec.get("intermediate_size", 128),
+        max_position_embeddings=max_positions,
+        position_embedding_type="rotary",
+        pad_token_id=special["pad"],
+        mask_token_id=special.get("mask"),
+        token_dropout=False,
+        emb_layer_norm_before=False,
+        hidden_dropout_prob=spec.get("dropout", 0.1),
+        attention_probs_dropout_prob=spec.get("dropout", 0.1),
+    )
+
+
+def _opt_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
+    from transformers import OPTConfig
+
+    hidden = spec.get("hidden_size", 64)
+    return OPTConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        word_embed_proj_dim=hidden,
+        num_hidden_layers=spec.get("num_hidden_layers", 2),
+        num_attention_heads=spec.get("num_attention_heads", 4),
+        ffn_dim=spec.get("intermediate_size", 128),
+        max_position_embeddings=max_positions,
+        pad_token_id=special["pad"],
+        bos_token_id=special["cls"],
+        eos_token_id=special["sep"],
+    )
+
+
+_LLAMA_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family
+    for family in (
+        ModelFamily("llama", "llama", True, _LLAMA_PROJ, ("k_proj", "v_proj", "down_proj"), ("down_proj",),
+                    build_config=_llama_like("LlamaConfig")),
+        ModelFamily("mistral", "mistral", True, _LLAMA_PROJ, ("k_proj", "v_proj", "down_proj"), ("down_proj",),
+                    build_config=_llama_like("MistralConfig")),
+        # Mixtral experts are fused 3-D parameters in transformers 5, invisible to module-level tuners.
+        ModelFamily("mixtral", "mixtral", True, ("q_proj", "k_proj", "v_proj", "o_proj"), ("k_proj", "v_proj", "o_proj"),
+                    ("o_proj",), build_config=_llama_like("MixtralConfig")),
+        ModelFamily("opt", "opt", True, ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+                    ("k_proj", "v_proj", "fc2"), ("fc2",), build_config=_opt_config),
+        ModelFamily("bert", "bert", False, ("query", "key", "value", "dense"), ("key", "value", "output.dense"),
+                    ("output.dense",), build_config=_bert_config, load_kwargs=(("add_pooling_layer", False),)),
+        # ESM has no past-key-values support, so peft prefix tuning does not apply to it.
+        ModelFamily("esm", "esm", False, ("query", "key", "value", "dense"), ("key", "value", "output.dense"),
+                    ("output.dense",), supports_prefix=False, build_config=_esm_config,
+                    load_kwargs=(("add_pooling_layer", False),)),
+    )
+}
+
+
+def family_of(model_type: str, source: str = "") -> ModelFamily:
+    """The family registered for a transformers ``model_type``."""
+    for family in FAMILIES.values():
+        if family.model_type == model_type:
+            return family
+    raise SeqpeftInputError(
+        source or None,
+        f"model type {model_type!r} has no registered family.",
+        fix=f"use one of {sorted(FAMILIES)} or register a ModelFamily in seqpeft.models.FAMILIES.",
+    )
+
+
+def _atomic_dir(out_dir: Path) -> Path:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+
+def _publish_dir(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
+    """Materialise a model directory that ``from_pretrained`` loads offline.
+
+    ``build`` entries become a randomly initialised tiny model (seeded) saved with its tokenizer;
+    ``hub`` entries are downloaded once (pinned revision, safetensors unless allowed otherwise) so
+    GPU jobs never touch the network.
+    """
+    out_dir = Path(out_dir)
+    tmp = _atomic_dir(out_dir)
+    try:
+        if "build" in spec:
+            _build_tiny_model(name, spec, tmp, tokenizer_dir)
+        elif "hub" in spec:
+            _download_hub_model(name, spec, tmp)
+        else:
+            raise SeqpeftInputError(None, f"model {name!r} needs 'build' or 'hub' to be prepared.",
+                                    fix="local models ('path:') are used in place and need no preparation.")
+        _publish_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None) -> None:
+    import torch
+    from transformers import AutoModel, PreTrainedTokenizerFast
+
+    if tokenizer_dir is None:
+        raise SeqpeftInputError(None, f"built model {name!r} has no tokenizer.", fix="set models.<name>.tokenizer.")
+    build = dict(spec["build"])
+    family_name = build.get("family", "llama")
+    if family_name not in FAMILIES:
+        raise SeqpeftInputError(None, f"models.{name}.build.family: unknown family {family_name!r}.",
+                                fix=f"use one of {sorted(FAMILIES)}.")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    special = {
+        "pad": tokenizer.pad_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "mask": tokenizer.mask_token_id,
+    }
+    # Room for the longest input plus virtual tokens of prompt methods.
+    max_positions = int(spec.get("max_length", 512)) + 128
+    config = FAMILIES[family_name].build_config(build, len(tokenizer), special, max_positions)
+    torch.manual_seed(int(build.get("seed", 0)))
+    model = AutoModel.from_config(config, **dict(FAMILIES[family_name].load_kwargs))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _download_hub_model(name: str, spec: dict, out_dir: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    check_remote_code_policy(name, spec)
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+    if spec.get("allow_pickle"):
+        patterns += ["*.bin", "*.pt"]
+    if spec.get("trust_remote_code"):
+        patterns.append("*.py")
+    snapshot_download(repo_id=spec["hub"], revision=spec["revision"], local_dir=out_dir, allow_patterns=patterns)
+
+
+def check_remote_code_policy(name: str, spec: dict) -> None:
+    """Refuse repository code unless the entry opts in *and* pins the exact commit it vetted."""
+    if not spec.get("trust_remote_code"):
+        return
+    revision = str(spec.get("revision") or "")
+    if len(revision) != 40 or any(c not in "0123456789abcdef" for c in revision):
+        raise SeqpeftInputError(
+            None,
+            f"model {name!r} sets trust_remote_code but its revision {revision or '(none)'!r} is not a pinned commit.",
+            fix=f"set models.{name}.revision to the 40-hex commit hash whose code you reviewed.",
+        )
+
+
+@dataclass
+class LoadedBackbone:
+    backbone: Any
+    family: ModelFamily
+    hidden_size: int
+    tokenizer: Any
+    pretrained_head: dict[str, Any] = field(default_factory=dict)
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None) -> LoadedBackbone:
+    """Load the bare backbone (no task head) from a prepared or local model directory.
+
+    A decoder checkpoint saved as ``*ForSequenceClassification`` carries its ``score`` head; it is
+    returned in ``pretrained_head`` when its shape fits ``num_labels``, so a published fine-tuned
+    checkpoint evaluates exactly as it was trained (last-token pooling, no bias).
+    """
+    from transformers import AutoConfig, AutoModel
+
+    spec = spec or {}
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise SeqpeftInputError(model_dir, "is not a model directory (no config.json).",
+                                fix="point the model entry at a directory saved with save_pretrained, or re-run prepare_model.")
+    trust = bool(spec.get("trust_remote_code", False))
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
+    family = family_of(config.model_type, str(model_dir / "config.json"))
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not weights and not spec.get("allow_pickle"):
+        raise SeqpeftInputError(model_dir, "has no .safetensors weights.",
+                                fix="convert the weights to safetensors, or set allow_pickle: true for this model if you trust the files.")
+    try:
+        backbone = AutoModel.from_pretrained(
+            str(model_dir), config=config, trust_remote_code=trust, use_safetensors=not spec.get("allow_pickle"),
+            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs),
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        if "safetensors" in str(error).lower() or "header" in str(error).lower() or "deserializ" in str(error).lower():
+            raise SeqpeftInputError(model_dir, f"its weights could not be read ({error}).",
+                                    fix="the safetensors file is corrupt or truncated: delete the directory and prepare it again.") from error
+        raise
+    head = _read_pretrained_head(weights, num_labels) if num_labels else {}
+    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(model_dir), head)
+
+
+def _read_pretrained_head(weights: list[Path], num_labels: int) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    for path in weights:
+        with safe_open(str(path), framework="pt") as handle:
+            if "score.weight" in handle.keys():
+                weight = handle.get_tensor("score.weight")
+                if weight.shape[0] != num_labels:
+                    return {}
+                head = {"weight": weight}
+                if "score.bias" in handle.keys():
+                    head["bias"] = handle.get_tensor("score.bias")
+                return head
+    return {}
+
+
+def _build_classifier_class():
+    import torch
+    from torch import nn
+
+    class SequenceClassifier(nn.Module):
+        """Backbone (possibly peft-wrapped) + pooling + linear head, batch-invariant by design.
+
+        ``per_residue`` heads emit one logit vector per real token (labels are aligned by the
+        caller); sequence heads pool one vector per sequence.
+        """
+
+        def __init__(self, backbone, hidden_size: int, num_labels: int, pooling: str,
+                     per_residue: bool = False, dropout: float = 0.1, head_bias: bool = True):
+            super().__init__()
+            if pooling not in POOLINGS:
+                raise SeqpeftInputError(None, f"unknown pooling {pooling!r}.", fix=f"use one of {POOLINGS}.")
+            self.backbone = backbone
+            self.pooling = pooling
+            self.per_residue = per_residue
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(hidden_size, num_labels, bias=head_bias)
+
+        def hidden_states(self, input_ids, attention_mask):
+            output = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            # Prompt methods prepend virtual tokens: keep only the positions of the real tokens.
+            return hidden[:, hidden.shape[1] - input_ids.shape[1]:]
+
+        def pool(self, hidden, attention_mask):
+            if self.pooling == "first":
+                return hidden[:, 0]
+            if self.pooling == "last":
+                last = attention_mask.sum(dim=1) - 1
+                return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+            mask = attention_mask.unsqueeze(-1).bool()
+            summed = hidden.masked_fill(~mask, 0.0).sum(dim=1)
+            return summed / mask.sum(dim=1).clamp(min=1)
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.hidden_states(input_ids, attention_mask)
+            if self.per_residue:
+                return self.head(self.dropout(hidden))
+            return self.head(self.dropout(self.pool(hidden, attention_mask)))
+
+    return SequenceClassifier
+
+
+_CLASSIFIER_CLASS = None
+
+
+def make_classifier(loaded: LoadedBackbone, num_labels: int, pooling: str | None = None,
+                    per_residue: bool = False, dropout: float = 0.1):
+    """Wrap a backbone into ``SequenceClassifier``, reusing a published head if one was found."""
+    import torch
+
+    global _CLASSIFIER_CLASS
+    if _CLASSIFIER_CLASS is None:
+        _CLASSIFIER_CLASS = _build_classifier_class()
+    pretrained = loaded.pretrained_head if not per_residue else {}
+    model = _CLASSIFIER_CLASS(
+        loaded.backbone, loaded.hidden_size, num_labels, pooling or loaded.family.default_pooling,
+        per_residue=per_residue, dropout=dropout, head_bias=not pretrained or "bias" in pretrained,
+    )
+    if pretrained:
+        with torch.no_grad():
+            model.head.weight.copy_(pretrained["weight"])
+            if "bias" in pretrained:
+                model.head.bias.copy_(pretrained["bias"])
+    return model
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; peft's frozen base weights count in the total only."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)

@@ -1,0 +1,252 @@
+"""Tokenizers the project builds, and the tokenized-task cache every fine-tuning job reads.
+
+Tokenization runs once per (task, tokenizer): the cache holds token ids as one flat int32 array
+per split plus offsets, which loads in milliseconds, and the tokenizer's fingerprint, so a job
+given a cache made by another tokenizer refuses to train instead of silently learning noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from seqpeft.errors import SeqpeftInputError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ESM_VOCAB = [
+    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
+    "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+]
+CACHE_FORMAT = 1
+
+
+def _char_level_tokenizer(vocab: list[str], specials: dict[str, str], split_pattern: str):
+    """A fast tokenizer that cuts the sequence by a regex and maps each piece through ``vocab``."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {token: index for index, token in enumerate(vocab)}
+    tokenizer = Tokenizer(models.WordLevel(ids, unk_token=specials["unk"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(split_pattern), behavior="isolated")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{specials['cls']} $A {specials['sep']}",
+        special_tokens=[(specials["cls"], ids[specials["cls"]]), (specials["sep"], ids[specials["sep"]])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=specials["pad"], unk_token=specials["unk"], cls_token=specials["cls"],
+        sep_token=specials["sep"], mask_token=specials["mask"], padding_side="right",
+    )
+
+
+_DNA_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+
+
+def _nucleotide(spec: dict):
+    return _char_level_tokenizer(SPECIAL_TOKENS + list("ACGTN"), _DNA_SPECIALS, ".")
+
+
+def _kmer(spec: dict):
+    import itertools
+
+    k = int(spec.get("k", 3))
+    if not 1 <= k <= 6:
+        raise SeqpeftInputError(None, f"k-mer tokenizer k={k} is out of range.", fix="use 1 <= k <= 6.")
+    kmers = ["".join(p) for size in range(1, k + 1) for p in itertools.product("ACGTN", repeat=size)]
+    # Non-overlapping k-mers; the tail shorter than k gets its own shorter token.
+    return _char_level_tokenizer(SPECIAL_TOKENS + kmers, _DNA_SPECIALS, f".{{1,{k}}}")
+
+
+def _esm(spec: dict):
+    specials = {"pad": "<pad>", "unk": "<unk>", "cls": "<cls>", "sep": "<eos>", "mask": "<mask>"}
+    return _char_level_tokenizer(ESM_VOCAB, specials, ".")
+
+
+TOKENIZER_BUILDERS: dict[str, Callable[[dict], object]] = {
+    "nucleotide": _nucleotide,
+    "kmer": _kmer,
+    "esm": _esm,
+}
+
+
+def build_tokenizer(spec: dict, out_dir: Path) -> None:
+    """Build a project tokenizer (``spec['kind']``) and save it atomically to ``out_dir``."""
+    kind = spec.get("kind")
+    if kind not in TOKENIZER_BUILDERS:
+        raise SeqpeftInputError(None, f"unknown tokenizer kind {kind!r}.", fix=f"use one of {sorted(TOKENIZER_BUILDERS)}.")
+    tokenizer = TOKENIZER_BUILDERS[kind](spec)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides token ids, so caches are keyed by identity, not by name."""
+    if getattr(tokenizer, "is_fast", False):
+        payload = tokenizer.backend_tokenizer.to_str()
+    else:
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _encode(tokenizer, sequences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Batch-encode with the fast tokenizer; returns flat ids and offsets (len n + 1)."""
+    encoded = tokenizer(sequences, add_special_tokens=True, truncation=False,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((token for ids in encoded for token in ids), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+@dataclass
+class TokenizedSplit:
+    """Token ids of one split, plus per-sequence labels (or per-residue labels) and record fields."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    label_offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index]:self.offsets[index + 1]]
+
+    def residue_labels(self, index: int) -> np.ndarray:
+        return self.labels[self.label_offsets[index]:self.label_offsets[index + 1]]
+
+    def subset(self, indices: np.ndarray) -> "TokenizedSplit":
+        indices = np.asarray(indices, dtype=np.int64)
+        ids, offsets = _gather(self.ids, self.offsets, indices)
+        if self.label_offsets is None:
+            return TokenizedSplit(ids, offsets, self.labels[indices])
+        labels, label_offsets = _gather(self.labels, self.label_offsets, indices)
+        return TokenizedSplit(ids, offsets, labels, label_offsets)
+
+
+def _gather(flat: np.ndarray, offsets: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lengths = offsets[indices + 1] - offsets[indices]
+    new_offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    pieces = [flat[offsets[i]:offsets[i + 1]] for i in indices]
+    gathered = np.concatenate(pieces) if pieces else flat[:0]
+    return gathered, new_offsets
+
+
+@dataclass
+class TokenizedTask:
+    kind: str
+    fingerprint: str
+    splits: dict[str, TokenizedSplit]
+    meta: dict
+
+
+def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
+    """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    kind = task_spec.get("kind", "sequence_classification")
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
+                  "tokenizer": str(tokenizer_dir), "data": str(data_path)}
+    if kind == "sequence_classification":
+        meta.update(_tokenize_csv_task(Path(data_path), tokenizer, arrays))
+    elif kind == "signal_peptide":
+        meta.update(_tokenize_signalp_task(Path(data_path), tokenizer, arrays))
+    else:
+        raise SeqpeftInputError(None, f"unknown task kind {kind!r}.", fix="use sequence_classification or signal_peptide.")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _save_npz_atomic(Path(out_path), arrays)
+
+
+def _tokenize_csv_task(data_dir: Path, tokenizer, arrays: dict) -> dict:
+    from seqpeft.data import check_label_sets, read_labeled_csv
+
+    splits = {name: read_labeled_csv(data_dir / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
+    check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
+    for name, records in splits.items():
+        ids, offsets = _encode(tokenizer, records.sequences)
+        arrays[f"{name}_ids"], arrays[f"{name}_offsets"] = ids, offsets
+        arrays[f"{name}_labels"] = records.labels.astype(np.int64)
+    num_labels = int(max(int(records.labels.max()) for records in splits.values())) + 1
+    return {"num_labels": num_labels, "splits": list(splits)}
+
+
+def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:
+    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES, read_signalp_fasta
+
+    records = read_signalp_fasta(fasta)
+    ids, offsets = _encode(tokenizer, [record.sequence for record in records])
+    lengths = np.diff(offsets)
+    residues = np.array([len(record.sequence) for record in records])
+    specials = lengths - residues
+    if len(set(specials.tolist())) > 1:
+        bad = int(np.argmax(specials != specials[0]))
+        raise SeqpeftInputError(fasta, "the tokenizer does not give one token per residue, so per-residue labels cannot be aligned.",
+                                record=records[bad].accession, fix="use a residue-level tokenizer (e.g. the ESM vocabulary).")
+    label_index = {letter: index for index, letter in enumerate(RESIDUE_LABELS)}
+    label_offsets = np.zeros(len(records) + 1, dtype=np.int64)
+    np.cumsum(residues, out=label_offsets[1:])
+    arrays["all_ids"], arrays["all_offsets"] = ids, offsets
+    arrays["all_labels"] = np.fromiter((label_index[c] for r in records for c in r.labels), dtype=np.int8,
+                                       count=int(label_offsets[-1]))
+    arrays["all_label_offsets"] = label_offsets
+    arrays["all_partition"] = np.array([r.partition for r in records], dtype=np.int8)
+    arrays["all_kingdom"] = np.array([KINGDOMS.index(r.kingdom) for r in records], dtype=np.int8)
+    arrays["all_sp_type"] = np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)
+    arrays["all_accession"] = np.array([r.accession for r in records])
+    return {"num_labels": len(RESIDUE_LABELS), "label_names": list(RESIDUE_LABELS), "splits": ["all"],
+            "leading_specials": 1 if int(specials[0]) > 0 else 0}
+
+
+def _save_npz_atomic(out_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cache(path: Path) -> TokenizedTask:
+    """Load a cache written by ``tokenize_task``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeqpeftInputError(path, "tokenized cache is missing.", fix="run the tokenize rule for this task and tokenizer.")
+    with np.load(path, allow_pickle=False) as archive:
+        data = {key: archive[key] for key in archive.files}
+    meta = json.loads(bytes(data.pop("meta")).decode())
+    splits = {}
+    for name in meta["splits"]:
+        label_offsets = data.get(f"{name}_label_offsets")
+        splits[name] = TokenizedSplit(data[f"{name}_ids"], data[f"{name}_offsets"], data[f"{name}_labels"], label_offsets)
+    meta["records"] = {key[4:]: value for key, value in data.items()
+                       if key.startswith("all_") and key[4:] in ("partition", "kingdom", "sp_type", "accession")}
+    return TokenizedTask(meta["kind"], meta["fingerprint"], splits, meta)

@@ -1,0 +1,465 @@
+"""One fine-tuning job: model x method x task x partition, from a tokenized cache to metrics.
+
+A plain PyTorch loop rather than the Hugging Face Trainer, because the benchmark needs what the
+Trainer does not do: AdaLoRA's per-step budget update, length-bucketed batches with dynamic
+padding, pooling that is right under prompt methods, and per-evaluation history with wall time.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from seqpeft.errors import SeqpeftInputError
+from seqpeft.tokenize import TokenizedSplit, TokenizedTask, load_cache
+
+HISTORY_COLUMNS = ["step", "epoch", "wall_seconds", "train_loss", "dev_loss", "dev_mcc", "dev_accuracy"]
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings shared by every job (a method entry may override any of them)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    patience: int = 3
+    evals_per_epoch: int = 1
+    seed: int = 0
+    device: str = "auto"
+    max_train_samples: int | None = None
+    bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SeqpeftInputError(None, f"unknown training settings {unknown}.", fix=f"use only {sorted(known)}.")
+        return cls(**values)
+
+
+@dataclass
+class FinetuneJob:
+    task: str
+    model: str
+    method: str
+    partition: str
+    task_spec: dict
+    model_spec: dict
+    method_spec: dict
+    training: dict
+    cache_path: Path
+    model_dir: Path
+    out_dir: Path
+    threads: int = 1
+
+
+@dataclass
+class Split:
+    """The tokenized sequences of one split and how to batch them."""
+
+    data: TokenizedSplit
+    per_residue: bool
+    leading_specials: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+FOLD_PARTITIONS = (0, 1, 2)
+
+
+def fold_indices(partitions: np.ndarray, fold: str) -> dict[str, np.ndarray]:
+    """Indices for a cross-validation fold ``t{T}v{V}``: test on T, select on V, train on the rest."""
+    if len(fold) != 4 or fold[0] != "t" or fold[2] != "v" or not fold[1].isdigit() or not fold[3].isdigit():
+        raise SeqpeftInputError(None, f"partition {fold!r} is not a cross-validation fold.", fix="use t{T}v{V}, e.g. t0v1.")
+    test, dev = int(fold[1]), int(fold[3])
+    if test == dev or test not in FOLD_PARTITIONS or dev not in FOLD_PARTITIONS:
+        raise SeqpeftInputError(None, f"partition {fold!r} needs two different partitions among 0, 1, 2.", fix="e.g. t0v1.")
+    (train,) = [p for p in FOLD_PARTITIONS if p not in (test, dev)]
+    return {name: np.flatnonzero(partitions == p) for name, p in (("train", train), ("dev", dev), ("test", test))}
+
+
+def task_splits(cache: TokenizedTask, partition: str) -> dict[str, Split]:
+    """train/dev/test splits of a cached task for one partition wildcard value."""
+    if cache.kind == "sequence_classification":
+        return {name: Split(cache.splits[name], per_residue=False) for name in ("train", "dev", "test")}
+    everything = cache.splits["all"]
+    records = cache.meta["records"]
+    leading = int(cache.meta.get("leading_specials", 1))
+    result = {}
+    for name, indices in fold_indices(records["partition"], partition).items():
+        extra = {key: values[indices] for key, values in records.items()}
+        result[name] = Split(everything.subset(indices), per_residue=True, leading_specials=leading, extra=extra)
+    return result
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, cut into buckets of ``bucket_size`` batches, sort each bucket by length, shuffle batches.
+
+    Sequences of similar length share a batch, so dynamic padding wastes little, while the order
+    of batches stays random from epoch to epoch.
+    """
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * bucket_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        bucket = order[start:start + chunk]
+        bucket = bucket[np.argsort(-lengths[bucket], kind="stable")]
+        batches.extend(bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(split: Split, indices: np.ndarray, pad_id: int, max_length: int, torch_module):
+    """Pad to the longest sequence of this batch; mask from lengths, never from token ids."""
+    torch = torch_module
+    data = split.data
+    pieces = [data.sequence(i) for i in indices]
+    pieces = [p if len(p) <= max_length else np.concatenate([p[:max_length - 1], p[-1:]]) for p in pieces]
+    width = max(len(p) for p in pieces)
+    input_ids = np.full((len(pieces), width), pad_id, dtype=np.int64)
+    attention = np.zeros((len(pieces), width), dtype=np.int64)
+    for row, piece in enumerate(pieces):
+        input_ids[row, :len(piece)] = piece
+        attention[row, :len(piece)] = 1
+    if split.per_residue:
+        labels = np.full((len(pieces), width), -100, dtype=np.int64)
+        for row, index in enumerate(indices):
+            residue_labels = data.residue_labels(index)
+            room = len(pieces[row]) - split.leading_specials - 1
+            residue_labels = residue_labels[:room]
+            labels[row, split.leading_specials:split.leading_specials + len(residue_labels)] = residue_labels
+    else:
+        labels = data.labels[indices].astype(np.int64)
+    return torch.from_numpy(input_ids), torch.from_numpy(attention), torch.from_numpy(labels)
+
+
+def _loss(torch, logits, labels):
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def predict_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels, logits, mean loss) over a split, in inference mode, batched by length.
+
+    Per-residue tasks return flattened residue positions (specials and padding removed).
+    """
+    import torch
+
+    model.eval()
+    lengths = split.data.lengths
+    order = np.argsort(-lengths, kind="stable")
+    all_labels, all_logits = [], []
+    total_loss, total_count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
+            logits = model(input_ids.to(device), attention.to(device)).float().cpu()
+            flat_logits = logits.reshape(-1, logits.shape[-1])
+            flat_labels = labels.reshape(-1)
+            keep = flat_labels != -100
+            count = int(keep.sum())
+            if count:
+                total_loss += float(torch.nn.functional.cross_entropy(flat_logits[keep], flat_labels[keep], reduction="sum"))
+                total_count += count
+            if split.per_residue:
+                all_labels.append(flat_labels[keep].numpy())
+                all_logits.append(flat_logits[keep].numpy())
+            else:
+                all_labels.append(labels.numpy())
+                all_logits.append(logits.numpy())
+    if split.per_residue:
+        return np.concatenate(all_labels), np.concatenate(all_logits), total_loss / max(total_count, 1)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return np.concatenate(all_labels)[inverse], np.concatenate(all_logits)[inverse], total_loss / max(total_count, 1)
+
+
+def evaluate_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, float]:
+    from seqpeft.metrics import classification_metrics
+
+    labels, logits, loss = predict_split(model, split, pad_id, max_length, batch_size, device)
+    return classification_metrics(labels, logits, loss)
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SeqpeftInputError(None, "training.device is 'cuda' but no CUDA device is visible.",
+                                fix="run on a GPU node, or set training.device: auto.")
+    return torch.device(name)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _seed_for(training: TrainingConfig, partition: str) -> int:
+    # A GUE partition is a replicate: its number shifts the seed. A fold keeps the base seed.
+    return training.seed + (int(partition) if partition.isdigit() else 0)
+
+
+def _trainable_state(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_spec: dict, num_labels: int,
+                per_residue: bool, total_steps: int, model_name: str = ""):
+    """Backbone + method + head; returns (classifier, method, method_args, loaded)."""
+    from seqpeft.methods import MethodContext, resolve_method
+    from seqpeft.models import load_backbone, make_classifier
+
+    reuse_head = bool(model_spec.get("reuse_pretrained_head", False))
+    loaded = load_backbone(job_model_dir, model_spec, num_labels=num_labels if reuse_head else None)
+    method, args = resolve_method(method_name, method_spec)
+    loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
+    model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
+                            dropout=float(model_spec.get("head_dropout", 0.1)))
+    return model, method, args, loaded
+
+
+def run_finetune(job: FinetuneJob) -> dict:
+    """Train, early-stop on dev MCC, restore the best weights, test, and write the run directory."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from seqpeft.models import count_parameters
+    from seqpeft.tokenize import tokenizer_fingerprint
+
+    training = TrainingConfig.from_dict(job.training)
+    torch.set_num_threads(max(1, int(job.threads)))
+    seed = _seed_for(training, str(job.partition))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = _resolve_device(training.device)
+    cache = load_cache(job.cache_path)
+    splits = task_splits(cache, str(job.partition))
+    if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
+        keep = np.sort(rng.choice(len(splits["train"].data), training.max_train_samples, replace=False))
+        splits["train"] = Split(splits["train"].data.subset(keep), splits["train"].per_residue, splits["train"].leading_specials)
+    for name, split in splits.items():
+        if len(split.data) == 0:
+            raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
+                                    fix="check the task's partitions.")
+    per_residue = cache.kind == "signal_peptide"
+    num_labels = int(cache.meta["num_labels"])
+    steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
+    total_steps = steps_per_epoch * training.epochs
+
+    rss_before = _rss_mb()
+    model, method, method_args, loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
+                                                     num_labels, per_residue, total_steps, job.model)
+    if tokenizer_fingerprint(loaded.tokenizer) != cache.fingerprint:
+        raise SeqpeftInputError(job.cache_path, f"was tokenized with a different tokenizer than model {job.model!r} uses.",
+                                fix="delete the cache and rerun the tokenize rule; check models.<name>.tokenizer.")
+    pad_id = loaded.tokenizer.pad_token_id
+    max_length = int(job.model_spec.get("max_length", 512))
+    truncated = int(sum((s.data.lengths > max_length).sum() for s in splits.values()))
+    if truncated:
+        print(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
+    model.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainable, total = count_parameters(model)
+    print(f"[seqpeft] start {job.task}/{job.model}/{job.method}/{job.partition}: trainable {trainable:,} of {total:,} "
+          f"parameters, {len(splits['train'].data)} train sequences, {total_steps} steps on {device}")
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.learning_rate,
+                                  weight_decay=training.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), total_steps)
+    eval_every = max(1, math.ceil(steps_per_epoch / training.evals_per_epoch))
+    history: list[dict] = []
+    best = {"mcc": -math.inf}
+    best_state, since_best, step, train_seconds, samples = None, 0, 0, 0.0, 0
+    running_loss, running_count = 0.0, 0
+    stop = False
+    for epoch in range(training.epochs):
+        batches = length_bucketed_batches(splits["train"].data.lengths, training.batch_size, training.bucket_size, rng)
+        for batch_number, indices in enumerate(batches, start=1):
+            started = time.perf_counter()
+            model.train()
+            input_ids, attention, labels = collate(splits["train"], indices, pad_id, max_length, torch)
+            logits = model(input_ids.to(device), attention.to(device))
+            loss = _loss(torch, logits, labels.to(device))
+            if method.extra_loss is not None:
+                extra = method.extra_loss(model.backbone)
+                loss = loss + extra if extra is not None else loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if method.after_optimizer_step is not None:
+                method.after_optimizer_step(model.backbone, step)
+            optimizer.zero_grad(set_to_none=True)
+            running_loss += float(loss.detach())
+            running_count += 1
+            samples += len(indices)
+            train_seconds += time.perf_counter() - started
+            if step % eval_every == 0 or batch_number == len(batches):
+                dev = evaluate_split(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
+                history.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "wall_seconds": round(train_seconds, 4),
+                                "train_loss": running_loss / max(running_count, 1), "dev_loss": dev["loss"],
+                                "dev_mcc": dev["mcc"], "dev_accuracy": dev["accuracy"]})
+                running_loss, running_count = 0.0, 0
+                print(f"[seqpeft] step {step} epoch {history[-1]['epoch']:.2f}: dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}")
+                if dev["mcc"] > best["mcc"]:
+                    best = {**dev, "step": step, "epoch": epoch + 1}
+                    best_state = _trainable_state(model)
+                    since_best = 0
+                else:
+                    since_best += 1
+                    if since_best >= training.patience:
+                        stop = True
+                        break
+        if stop:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    test = evaluate_split(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
+    if device.type == "cuda":
+        peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
+    else:
+        peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
+    dev_best = {key: value for key, value in best.items() if key not in ("step", "epoch")}
+    metrics = {
+        "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
+        "task_kind": cache.kind, "test": test, "dev": dev_best,
+        "trainable_params": trainable, "total_params": total,
+        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device,
+        "train_seconds": round(train_seconds, 3), "train_samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
+        "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)), "epochs_run": math.ceil(step / steps_per_epoch),
+        "steps": step, "seed": seed, "truncated_sequences": truncated, "device": str(device),
+        "training": asdict(training), "method_args": method_args,
+    }
+    out_dir = Path(job.out_dir)
+    save_artifacts(model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
+        "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
+        "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
+        "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
+        "max_length": max_length, "per_residue": per_residue,
+    })
+    write_history(out_dir / "history.csv", history)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    print(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
+          f"(best epoch {metrics['best_epoch']}, {train_seconds:.1f} s)")
+    return metrics
+
+
+def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict) -> None:
+    """The trained adapter (peft ``save_pretrained``), or full backbone, plus head and tokenizer."""
+    from safetensors.torch import save_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".artifacts.", dir=out_dir.parent))
+    try:
+        backbone_kind = "frozen"
+        if uses_peft:
+            model.backbone.save_pretrained(tmp / "adapter")
+            backbone_kind = "adapter"
+        elif any(p.requires_grad for p in model.backbone.parameters()):
+            model.backbone.save_pretrained(tmp / "backbone")
+            backbone_kind = "backbone"
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    _write_text_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text_atomic(Path(path), buffer.getvalue())
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
+    """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from seqpeft.methods import MethodContext, resolve_method
+    from seqpeft.models import load_backbone, make_classifier
+
+    artifacts_dir = Path(artifacts_dir)
+    description_path = artifacts_dir / "seqpeft.json"
+    if not description_path.is_file():
+        raise SeqpeftInputError(artifacts_dir, "is not a seqpeft run's artifacts directory (no seqpeft.json).",
+                                fix="pass results/runs/<task>/<model>/<method>/<partition>/artifacts.")
+    description = json.loads(description_path.read_text())
+    base = Path(base_model_dir or description["base_model"])
+    if description["weights"] == "backbone":
+        base = artifacts_dir / "backbone"
+    loaded = load_backbone(base, description.get("model_spec"))
+    if description["weights"] == "adapter":
+        from peft import PeftModel
+
+        loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
+    head = load_file(str(artifacts_dir / "head.safetensors"))
+    loaded.pretrained_head = {}
+    model = make_classifier(loaded, description["num_labels"], pooling=description["pooling"],
+                            per_residue=description["per_residue"])
+    if "bias" not in head:
+        model.head.bias = None
+    with torch.no_grad():
+        model.head.load_state_dict(head)
+    model.eval()
+    loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")
+    return model, loaded, description
+
+
+def load_tokenizer_dir(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
