@@ -1,0 +1,129 @@
+"""Fine-tuning jobs on tiny config-built models: outputs, learning, save/load, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from seqpeft.demo_data import generate_source
+from seqpeft.errors import SeqpeftInputError
+from seqpeft.tokenize import load_cache, tokenize_task
+from seqpeft.train import FinetuneJob, fold_indices, length_bucketed_batches, run_finetune
+
+TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}
+
+
+@pytest.fixture(scope="module")
+def dna_task(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("dna_task")
+    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 100, "n_test": 100, "length": 40,
+                     "motif_copies": 2}, root / "data")
+    model_dir = tiny_model_dir("llama")
+    tokenize_task({"kind": "sequence_classification"}, root / "data", model_dir, root / "cache.npz")
+    return root
+
+
+def _job(root, method, out, method_spec=None, training=None, model_dir=None, model_spec=None):
+    return FinetuneJob("demo", "tiny", method, "0", {}, model_spec or {"max_length": 64}, method_spec or {},
+                       training or TRAINING, root / "cache.npz", model_dir, out, threads=1)
+
+
+def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_model_dir, tmp_path):
+    from seqpeft.evaluate import load_predictor, predict_file
+
+    model_dir = tiny_model_dir("llama")
+    metrics = run_finetune(_job(dna_task, "lora", tmp_path / "run", model_dir=model_dir))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"] == metrics["test"]
+    assert 0 < saved["trainable_params"] < saved["total_params"]
+    assert set(saved["test"]) == {"accuracy", "f1", "mcc", "precision", "recall", "loss"}
+    with open(tmp_path / "run" / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == sorted(int(r["step"]) for r in rows)
+    assert float(rows[-1]["wall_seconds"]) > float(rows[0]["wall_seconds"])
+    assert 1 <= saved["best_epoch"] <= 3
+    # save -> load gives the same predictions as the metrics were computed with
+    artifacts = tmp_path / "run" / "artifacts"
+    assert (artifacts / "adapter" / "adapter_config.json").is_file()
+    predictor = load_predictor(artifacts)
+    test_csv = dna_task / "data" / "test.csv"
+    predict_file(predictor, test_csv, tmp_path / "pred.csv")
+    with open(tmp_path / "pred.csv") as handle:
+        predictions = [int(row["prediction"]) for row in csv.DictReader(handle)]
+    with open(test_csv) as handle:
+        labels = [int(row["label"]) for row in csv.DictReader(handle)]
+    accuracy = float(np.mean(np.array(predictions) == np.array(labels)))
+    assert accuracy == pytest.approx(saved["test"]["accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["full", "frozen", "prompt_tuning"])
+def test_methods_train_and_report_their_parameter_counts(dna_task, tiny_model_dir, tmp_path, method):
+    model_dir = tiny_model_dir("llama")
+    metrics = run_finetune(_job(dna_task, method, tmp_path / method, model_dir=model_dir,
+                                training={**TRAINING, "epochs": 1}))
+    hidden, labels = 32, 2
+    head = hidden * labels + labels
+    if method == "frozen":
+        assert metrics["trainable_params"] == head
+    elif method == "full":
+        assert metrics["trainable_params"] == metrics["total_params"]
+    else:  # 10 virtual tokens of the hidden size
+        assert metrics["trainable_params"] == head + 10 * hidden
+
+
+def test_full_fine_tuning_learns_the_planted_motif(dna_task, tiny_model_dir, tmp_path):
+    metrics = run_finetune(_job(dna_task, "full", tmp_path / "full", model_dir=tiny_model_dir("llama"),
+                                training={**TRAINING, "epochs": 6}))
+    assert metrics["test"]["mcc"] > 0.5
+
+
+def test_same_seed_gives_identical_metrics(dna_task, tiny_model_dir, tmp_path):
+    runs = [run_finetune(_job(dna_task, "lora", tmp_path / f"r{i}", model_dir=tiny_model_dir("llama"),
+                              training={**TRAINING, "epochs": 1})) for i in range(2)]
+    assert runs[0]["test"] == runs[1]["test"]
+
+
+def test_unknown_target_module_lists_the_model_modules(dna_task, tiny_model_dir, tmp_path):
+    with pytest.raises(SeqpeftInputError, match="do not exist in model") as error:
+        run_finetune(_job(dna_task, "lora", tmp_path / "x", method_spec={"target_modules": ["Wqkv"]},
+                          model_dir=tiny_model_dir("llama")))
+    assert "q_proj" in str(error.value)
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_cache_from_another_tokenizer_is_refused(dna_task, tiny_model_dir, tmp_path):
+    with pytest.raises(SeqpeftInputError, match="different tokenizer"):
+        run_finetune(_job(dna_task, "frozen", tmp_path / "x", model_dir=tiny_model_dir("esm")))
+
+
+def test_length_bucketed_batches_cover_every_index_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 200, size=5000)
+    batches = length_bucketed_batches(lengths, 32, 64, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(5000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert 1 - lengths.sum() / padded < 0.05
+    assert not np.array_equal(flat[:32], np.argsort(-lengths)[:32])  # batches are shuffled
+
+
+def test_fold_indices_follow_peft_sp_cross_validation():
+    partitions = np.array([0, 1, 2, 0, 1, 2])
+    fold = fold_indices(partitions, "t0v1")
+    assert fold["test"].tolist() == [0, 3] and fold["dev"].tolist() == [1, 4] and fold["train"].tolist() == [2, 5]
+    with pytest.raises(SeqpeftInputError, match="t0v0"):
+        fold_indices(partitions, "t0v0")
+
+
+def test_signal_peptide_cache_aligns_residue_labels(tmp_path, tiny_model_dir):
+    generate_source({"synthetic": "signalp", "seed": 1, "n_per_partition": 20}, tmp_path / "sp")
+    model_dir = tiny_model_dir("esm")
+    tokenize_task({"kind": "signal_peptide"}, tmp_path / "sp" / "train_set.fasta", model_dir, tmp_path / "sp.npz")
+    cache = load_cache(tmp_path / "sp.npz")
+    split = cache.splits["all"]
+    assert len(split) == 60
+    for index in range(len(split)):
+        assert len(split.sequence(index)) == len(split.residue_labels(index)) + 2
