@@ -1,0 +1,285 @@
+"""Downloads against a real local HTTP server: verify, retry, unpack, and never leave debris."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from seqpeft.download import download, fetch_source, sha256_of, unpack
+from seqpeft.errors import SeqpeftInputError
+
+TRAIN_CSV = b"sequence,label\nACGT,1\nTTTT,0\n"
+DEV_CSV = b"sequence,label\nACGA,1\n"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def make_tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+GUE_MEMBERS = {"GUE/tf/0/train.csv": TRAIN_CSV, "GUE/tf/0/dev.csv": DEV_CSV}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.files``; ``server.faults[path]`` lists failures to inject, one per request."""
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        server = self.server
+        server.hits[self.path] = server.hits.get(self.path, 0) + 1
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        faults = server.faults.get(self.path, [])
+        fault = faults.pop(0) if faults else None
+        if fault == "drop":  # close the socket without answering
+            self.close_connection = True
+            return
+        if fault == "503":
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if fault == "truncate":  # promise the whole body, send half, hang up
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def _httpd():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # port 0: a free port
+    httpd.daemon_threads = True
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def server(_httpd):
+    """The shared server with fresh files, faults and hit counts for each test."""
+    _httpd.files, _httpd.faults, _httpd.hits = {}, {}, {}
+    return _httpd
+
+
+def serve(server, path: str, body: bytes, faults: list[str] | None = None) -> str:
+    server.files[path] = body
+    server.faults[path] = list(faults or [])
+    return server.url + path
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sha256_of(tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(b"abc")
+    assert sha256_of(path) == sha(b"abc")
+
+
+def test_fetch_zip_strips_single_top_level_folder(server, tmp_path):
+    body = make_zip(GUE_MEMBERS)
+    url = serve(server, "/GUE.zip", body)
+    out = tmp_path / "sources" / "gue"
+    fetch_source({"url": url, "sha256": sha(body), "archive": "zip"}, out)
+    assert (out / "tf" / "0" / "train.csv").read_bytes() == TRAIN_CSV
+    assert (out / "tf" / "0" / "dev.csv").read_bytes() == DEV_CSV
+    assert leftovers(out.parent) == ["gue"]
+
+
+def test_fetch_tar_gz_keeps_multiple_top_level_entries(server, tmp_path):
+    body = make_tar({"a/train.csv": TRAIN_CSV, "README": b"hi"})
+    url = serve(server, "/data.tar.gz", body)
+    out = tmp_path / "data"
+    fetch_source({"url": url, "sha256": sha(body).upper(), "archive": "tar"}, out)
+    assert (out / "a" / "train.csv").read_bytes() == TRAIN_CSV and (out / "README").read_bytes() == b"hi"
+    assert leftovers(tmp_path) == ["data"]
+
+
+def test_fetch_plain_file_with_and_without_filename(server, tmp_path):
+    url = serve(server, "/files/train_set.fasta", b">x\nM\nI\n")
+    fetch_source({"url": url, "sha256": sha(b">x\nM\nI\n"), "archive": "none"}, tmp_path / "a")
+    assert (tmp_path / "a" / "train_set.fasta").read_bytes() == b">x\nM\nI\n"
+    fetch_source({"url": url, "sha256": sha(b">x\nM\nI\n"), "archive": "none", "filename": "sp.fasta"},
+                 tmp_path / "b")
+    assert leftovers(tmp_path / "b") == ["sp.fasta"]
+    assert leftovers(tmp_path) == ["a", "b"]
+
+
+def test_fetch_replaces_existing_out_dir(server, tmp_path):
+    body = make_zip(GUE_MEMBERS)
+    url = serve(server, "/GUE.zip", body)
+    out = tmp_path / "gue"
+    (out / "stale").mkdir(parents=True)
+    fetch_source({"url": url, "sha256": sha(body), "archive": "zip"}, out)
+    assert leftovers(out) == ["tf"]
+
+
+def test_checksum_mismatch_raises_without_retry_and_leaves_nothing(server, tmp_path):
+    url = serve(server, "/GUE.zip", make_zip(GUE_MEMBERS))
+    wrong = "0" * 64
+    with pytest.raises(SeqpeftInputError) as caught:
+        fetch_source({"url": url, "sha256": wrong, "archive": "zip"}, tmp_path / "gue")
+    message = str(caught.value)
+    assert url in message and wrong in message and sha(server.files["/GUE.zip"]) in message
+    assert "sha256" in message and "mirror" in message
+    assert server.hits["/GUE.zip"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_download_checksum_mismatch_leaves_no_file(server, tmp_path):
+    url = serve(server, "/f.bin", b"payload")
+    dest = tmp_path / "f.bin"
+    with pytest.raises(SeqpeftInputError, match="sha256 mismatch"):
+        download(url, dest, "1" * 64, backoff=0)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fault", ["truncate", "drop", "503"])
+def test_transient_failure_is_retried(server, tmp_path, fault):
+    body = b"x" * 100_000
+    url = serve(server, "/big.bin", body, faults=[fault])
+    dest = download(url, tmp_path / "big.bin", sha(body), retries=2, backoff=0)
+    assert dest.read_bytes() == body
+    assert server.hits["/big.bin"] == 2
+    assert leftovers(tmp_path) == ["big.bin"]
+
+
+def test_persistent_failure_gives_up_cleanly(server, tmp_path):
+    body = b"y" * 10_000
+    url = serve(server, "/flaky.bin", body, faults=["truncate", "drop", "truncate"])
+    with pytest.raises(SeqpeftInputError, match="failed after 2 attempt"):
+        download(url, tmp_path / "flaky.bin", sha(body), retries=1, backoff=0)
+    assert server.hits["/flaky.bin"] == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_http_404_is_not_retried(server, tmp_path):
+    with pytest.raises(SeqpeftInputError, match="HTTP 404"):
+        download(server.url + "/missing.zip", tmp_path / "m.zip", "a" * 64, retries=3, backoff=0)
+    assert server.hits["/missing.zip"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_verified_file_is_not_downloaded_again(server, tmp_path):
+    url = serve(server, "/f.bin", b"data")
+    dest = tmp_path / "f.bin"
+    download(url, dest, sha(b"data"), backoff=0)
+    download(url, dest, sha(b"data"), backoff=0)
+    assert server.hits["/f.bin"] == 1
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_truncated_archive_raises_and_leaves_no_out_dir(server, tmp_path, kind):
+    whole = make_zip(GUE_MEMBERS) if kind == "zip" else make_tar({"GUE/big.csv": bytes(range(256)) * 400})
+    body = whole[: len(whole) * 2 // 3]
+    url = serve(server, f"/cut.{kind}", body)
+    out = tmp_path / "cut"
+    with pytest.raises(SeqpeftInputError) as caught:
+        fetch_source({"url": url, "sha256": sha(body), "archive": kind}, out)
+    message = str(caught.value)
+    assert "truncated or corrupt" in message and "download it again" in message
+    assert leftovers(tmp_path) == []
+
+
+def test_file_url(tmp_path):
+    source = tmp_path / "src" / "GUE.tar"
+    source.parent.mkdir()
+    body = make_tar(GUE_MEMBERS, mode="w")
+    source.write_bytes(body)
+    out = tmp_path / "out" / "gue"
+    fetch_source({"url": source.as_uri(), "sha256": sha(body), "archive": "tar"}, out)
+    assert (out / "tf" / "0" / "train.csv").read_bytes() == TRAIN_CSV
+    assert leftovers(out.parent) == ["gue"]
+
+
+def test_file_url_missing_is_not_retried(tmp_path):
+    with pytest.raises(SeqpeftInputError, match="cannot read local file"):
+        download((tmp_path / "nope.zip").as_uri(), tmp_path / "x.zip", "a" * 64, backoff=10)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("builder,name", [
+    (make_zip, "../evil.txt"),
+    (make_zip, "/abs/evil.txt"),
+    (make_tar, "../evil.txt"),
+    (make_tar, "/tmp/evil.txt"),
+    (make_tar, "ok/../../evil.txt"),
+])
+def test_path_traversal_is_refused(tmp_path, builder, name):
+    archive = tmp_path / "bad.archive"
+    archive.write_bytes(builder({"good/file.txt": b"ok", name: b"evil"}))
+    dest = tmp_path / "out" / "data"
+    with pytest.raises(SeqpeftInputError, match="outside the target folder"):
+        unpack(archive, dest)
+    assert leftovers(tmp_path / "out") == []
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "evil.txt").exists()
+
+
+def test_tar_symlink_escaping_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        link = tarfile.TarInfo("data/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+        tf.addfile(link)
+    archive = tmp_path / "link.tar"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(SeqpeftInputError, match="points outside"):
+        unpack(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_an_archive(tmp_path):
+    archive = tmp_path / "junk.zip"
+    archive.write_bytes(b"<html>not found</html>")
+    with pytest.raises(SeqpeftInputError, match=r"junk\.zip.*truncated or corrupt"):
+        unpack(archive, tmp_path / "out")
+    assert leftovers(tmp_path) == ["junk.zip"]
+
+
+def test_bad_specs_are_named(tmp_path):
+    with pytest.raises(SeqpeftInputError, match="no 'sha256'"):
+        fetch_source({"url": "https://example.org/x.zip"}, tmp_path / "x")
+    with pytest.raises(SeqpeftInputError, match="not a 64-character hex digest"):
+        fetch_source({"url": "https://example.org/x.zip", "sha256": "abc"}, tmp_path / "x")
+    with pytest.raises(SeqpeftInputError, match="unknown archive kind 'rar'"):
+        fetch_source({"url": "https://example.org/x.rar", "sha256": "a" * 64, "archive": "rar"}, tmp_path / "x")
+    with pytest.raises(SeqpeftInputError, match="unsupported url scheme 'gopher'"):
+        fetch_source({"url": "gopher://example.org/x.zip", "sha256": "a" * 64}, tmp_path / "x")
+    assert leftovers(tmp_path) == []
