@@ -153,7 +153,7 @@ def test_fetch_replaces_existing_out_dir(server, tmp_path):
 
 def test_checksum_mismatch_raises_without_retry_and_leaves_nothing(server, tmp_path):
     url = serve(server, "/GUE.zip", make_zip(GUE_MEMBERS))
-    wrong = "0" * 64
+    wrong = "1" * 64
     with pytest.raises(SeqpeftInputError) as caught:
         fetch_source({"url": url, "sha256": wrong, "archive": "zip"}, tmp_path / "gue")
     message = str(caught.value)
@@ -283,3 +283,12 @@ def test_bad_specs_are_named(tmp_path):
     with pytest.raises(SeqpeftInputError, match="unsupported url scheme 'gopher'"):
         fetch_source({"url": "gopher://example.org/x.zip", "sha256": "a" * 64}, tmp_path / "x")
     assert leftovers(tmp_path) == []
+
+
+def test_placeholder_checksum_is_refused_before_any_download(tmp_path):
+    from seqpeft.download import fetch_source
+
+    spec = {"url": "http://127.0.0.1:9/GUE.zip", "sha256": "0" * 64, "archive": "zip"}
+    with pytest.raises(SeqpeftInputError, match="placeholder"):
+        fetch_source(spec, tmp_path / "gue")
+    assert list(tmp_path.iterdir()) == []

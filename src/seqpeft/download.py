@@ -97,6 +97,10 @@ def _check_digest(url: str, sha256: str) -> str:
     if len(digest) != 64 or not set(digest) <= _HEX:
         raise SeqpeftInputError(url, f"sha256 {sha256!r} is not a 64-character hex digest.",
                                 fix="set 'sha256' in the config to the file's digest (sha256sum FILE).")
+    if set(digest) == {"0"}:
+        # The placeholder of a source nobody has recorded yet: refuse before fetching gigabytes.
+        raise SeqpeftInputError(url, "the configured sha256 is the all-zero placeholder, so the download cannot be verified.",
+                                fix="record the digest of a trusted copy (sha256sum FILE) in the config, or use 'local:' with pre-staged data.")
     return digest
 
 

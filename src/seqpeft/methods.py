@@ -31,6 +31,9 @@ class Method:
     after_optimizer_step: Callable[[Any, int], None] | None = None
     extra_loss: Callable[[Any], Any] | None = None
     uses_peft: bool = True
+    # State outside the parameters that a resumed run needs (AdaLoRA's importance estimates).
+    save_state: Callable[[Any], Any] | None = None
+    load_state: Callable[[Any, Any], None] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -116,6 +119,19 @@ def _adalora_step(model, global_step: int) -> None:
     model.base_model.update_and_allocate(global_step)
 
 
+def _adalora_save_state(model) -> dict:
+    allocator = model.base_model.rankallocator
+    config = model.peft_config[model.active_adapter]
+    return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
+            "rank_pattern": config.rank_pattern}
+
+
+def _adalora_load_state(model, state: dict) -> None:
+    allocator = model.base_model.rankallocator
+    allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"]
+    model.peft_config[model.active_adapter].rank_pattern = state["rank_pattern"]
+
+
 def _adalora_orthogonality(model):
     """AdaLoRA's orthogonal regulariser (peft only adds it when the model itself returns a loss)."""
     import torch
@@ -160,7 +176,8 @@ register(Method("full", "Full fine-tuning: every backbone weight and the head tr
 register(Method("frozen", "Frozen backbone, linear probe: only the task head trains.", _frozen, uses_peft=False))
 register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora))
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
-                _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality))
+                _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
+                save_state=_adalora_save_state, load_state=_adalora_load_state))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
                 _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",

@@ -45,6 +45,7 @@ class TrainingConfig:
     device: str = "auto"
     max_train_samples: int | None = None
     bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
+    checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -149,10 +150,6 @@ def collate(split: Split, indices: np.ndarray, pad_id: int, max_length: int, tor
     return torch.from_numpy(input_ids), torch.from_numpy(attention), torch.from_numpy(labels)
 
 
-def _loss(torch, logits, labels):
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-
-
 def predict_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray, float]:
     """(labels, logits, mean loss) over a split, in inference mode, batched by length.
 
@@ -237,8 +234,145 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     return model, method, args, loaded
 
 
+class Preempted(RuntimeError):
+    """Raised after a SIGTERM: the checkpoint is saved and the job exits non-zero to be retried."""
+
+
+@dataclass
+class LoopState:
+    """Everything the training loop needs to continue exactly where it stopped."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    epoch_rng_state: dict | None = None
+    step: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    running_loss: float = 0.0
+    running_count: int = 0
+    since_best: int = 0
+    best: dict = field(default_factory=lambda: {"mcc": -math.inf})
+    history: list = field(default_factory=list)
+    micro_batch_size: int = 0
+    oom_events: list = field(default_factory=list)
+    finished: bool = False
+
+
+class Checkpointer:
+    """Atomic checkpoints in the run directory, keyed by the job's settings.
+
+    A checkpoint from a run with other settings (a changed config value) is discarded, never
+    resumed; a finished run removes its checkpoint.
+    """
+
+    def __init__(self, run_dir: Path, job_key: str, every_seconds: float):
+        self.path = Path(run_dir) / "checkpoint" / "state.pt"
+        self.job_key = job_key
+        self.every_seconds = every_seconds
+        self.last_save = time.monotonic()
+
+    def load(self):
+        import torch
+
+        if not self.path.is_file():
+            return None
+        payload = torch.load(self.path, map_location="cpu", weights_only=False)
+        if payload.get("job_key") != self.job_key:
+            print(f"[seqpeft] discarding checkpoint {self.path}: it belongs to other settings")
+            self.clear()
+            return None
+        return payload
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save >= self.every_seconds
+
+    def save(self, payload: dict) -> None:
+        import torch
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".state.", dir=self.path.parent)
+        os.close(handle)
+        try:
+            torch.save({**payload, "job_key": self.job_key}, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.last_save = time.monotonic()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def _job_key(job: FinetuneJob) -> str:
+    import hashlib
+
+    settings = {"task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
+                "task_spec": job.task_spec, "model_spec": job.model_spec, "method_spec": job.method_spec,
+                "training": job.training}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _TermFlag:
+    """Turns SIGTERM (SLURM preemption, scancel, time limit) into a flag checked between steps."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return copy.deepcopy(rng.bit_generator.state)
+
+
+def _training_step(torch, model, method, split: Split, indices, pad_id, max_length, device, micro_batch_size):
+    """Forward/backward of one batch as micro-batches; the loss is the batch mean as if unsplit."""
+    total_labels = 0
+    chunks = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+    prepared = [collate(split, chunk, pad_id, max_length, torch) for chunk in chunks]
+    total_labels = sum(int((labels != -100).sum()) for _, _, labels in prepared)
+    batch_loss = 0.0
+    for input_ids, attention, labels in prepared:
+        logits = model(input_ids.to(device), attention.to(device))
+        labels = labels.to(device)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=-100, reduction="sum") / max(total_labels, 1)
+        loss.backward()
+        batch_loss += float(loss.detach())
+    if method.extra_loss is not None:
+        extra = method.extra_loss(model.backbone)
+        if extra is not None:
+            extra.backward()
+            batch_loss += float(extra.detach())
+    return batch_loss
+
+
 def run_finetune(job: FinetuneJob) -> dict:
-    """Train, early-stop on dev MCC, restore the best weights, test, and write the run directory."""
+    """Train, early-stop on dev MCC, restore the best weights, test, and write the run directory.
+
+    Resumable: a checkpoint (trainable weights, optimizer, scheduler, RNG states, position in the
+    epoch's batch order, history) is saved atomically every ``checkpoint_minutes`` and at every
+    evaluation; SIGTERM saves one and raises ``Preempted``; the next run of the same job resumes
+    from it and ends with the same metrics as an uninterrupted run.
+    """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -280,59 +414,89 @@ def run_finetune(job: FinetuneJob) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainable, total = count_parameters(model)
-    print(f"[seqpeft] start {job.task}/{job.model}/{job.method}/{job.partition}: trainable {trainable:,} of {total:,} "
-          f"parameters, {len(splits['train'].data)} train sequences, {total_steps} steps on {device}")
-
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.learning_rate,
-                                  weight_decay=training.weight_decay)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable_params, lr=training.learning_rate, weight_decay=training.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), total_steps)
     eval_every = max(1, math.ceil(steps_per_epoch / training.evals_per_epoch))
-    history: list[dict] = []
-    best = {"mcc": -math.inf}
-    best_state, since_best, step, train_seconds, samples = None, 0, 0, 0.0, 0
-    running_loss, running_count = 0.0, 0
-    stop = False
-    for epoch in range(training.epochs):
-        batches = length_bucketed_batches(splits["train"].data.lengths, training.batch_size, training.bucket_size, rng)
-        for batch_number, indices in enumerate(batches, start=1):
-            started = time.perf_counter()
-            model.train()
-            input_ids, attention, labels = collate(splits["train"], indices, pad_id, max_length, torch)
-            logits = model(input_ids.to(device), attention.to(device))
-            loss = _loss(torch, logits, labels.to(device))
-            if method.extra_loss is not None:
-                extra = method.extra_loss(model.backbone)
-                loss = loss + extra if extra is not None else loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if method.after_optimizer_step is not None:
-                method.after_optimizer_step(model.backbone, step)
-            optimizer.zero_grad(set_to_none=True)
-            running_loss += float(loss.detach())
-            running_count += 1
-            samples += len(indices)
-            train_seconds += time.perf_counter() - started
-            if step % eval_every == 0 or batch_number == len(batches):
-                dev = evaluate_split(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
-                history.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "wall_seconds": round(train_seconds, 4),
-                                "train_loss": running_loss / max(running_count, 1), "dev_loss": dev["loss"],
-                                "dev_mcc": dev["mcc"], "dev_accuracy": dev["accuracy"]})
-                running_loss, running_count = 0.0, 0
-                print(f"[seqpeft] step {step} epoch {history[-1]['epoch']:.2f}: dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}")
-                if dev["mcc"] > best["mcc"]:
-                    best = {**dev, "step": step, "epoch": epoch + 1}
-                    best_state = _trainable_state(model)
-                    since_best = 0
-                else:
-                    since_best += 1
-                    if since_best >= training.patience:
-                        stop = True
-                        break
-        if stop:
-            break
+
+    out_dir = Path(job.out_dir)
+    checkpointer = Checkpointer(out_dir, _job_key(job), training.checkpoint_minutes * 60)
+    state, best_state = LoopState(micro_batch_size=training.batch_size), None
+    saved = checkpointer.load()
+    if saved is not None:
+        model.load_state_dict(saved["trainable"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        if method.load_state is not None:
+            method.load_state(model.backbone, saved["method_state"])
+        state, best_state = saved["loop"], saved["best_state"]
+        print(f"[seqpeft] resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+    else:
+        print(f"[seqpeft] start {job.task}/{job.model}/{job.method}/{job.partition}: trainable {trainable:,} of {total:,} "
+              f"parameters, {len(splits['train'].data)} train sequences, {total_steps} steps on {device}")
+
+    def save_checkpoint():
+        checkpointer.save({
+            "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": _rng_state(rng), "loop": state, "best_state": best_state,
+            "method_state": method.save_state(model.backbone) if method.save_state is not None else None,
+        })
+
+    with _TermFlag() as term:
+        while not state.finished and state.epoch < training.epochs:
+            if state.batch_in_epoch == 0:
+                state.epoch_rng_state = _rng_state(rng)
+            else:
+                rng.bit_generator.state = copy.deepcopy(state.epoch_rng_state)
+            batches = length_bucketed_batches(splits["train"].data.lengths, training.batch_size, training.bucket_size, rng)
+            while state.batch_in_epoch < len(batches):
+                indices = batches[state.batch_in_epoch]
+                started = time.perf_counter()
+                model.train()
+                loss = _step_with_oom_retry(torch, model, method, splits["train"], indices, pad_id, max_length, device, state)
+                torch.nn.utils.clip_grad_norm_(trainable_params, training.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                state.batch_in_epoch += 1
+                if method.after_optimizer_step is not None:
+                    method.after_optimizer_step(model.backbone, state.step)
+                optimizer.zero_grad(set_to_none=True)
+                state.running_loss += loss
+                state.running_count += 1
+                state.samples += len(indices)
+                state.train_seconds += time.perf_counter() - started
+                evaluated = state.step % eval_every == 0 or state.batch_in_epoch == len(batches)
+                if evaluated:
+                    dev = evaluate_split(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
+                    state.history.append({
+                        "step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
+                        "wall_seconds": round(state.train_seconds, 4),
+                        "train_loss": state.running_loss / max(state.running_count, 1), "dev_loss": dev["loss"],
+                        "dev_mcc": dev["mcc"], "dev_accuracy": dev["accuracy"]})
+                    state.running_loss, state.running_count = 0.0, 0
+                    print(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
+                          f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
+                    if dev["mcc"] > state.best["mcc"]:
+                        state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
+                        best_state = _trainable_state(model)
+                        state.since_best = 0
+                    else:
+                        state.since_best += 1
+                        if state.since_best >= training.patience:
+                            state.finished = True
+                if state.batch_in_epoch == len(batches):
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if term.raised:
+                    save_checkpoint()
+                    raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
+                if evaluated or checkpointer.due():
+                    save_checkpoint()
+                if state.finished:
+                    break
+
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     test = evaluate_split(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
@@ -340,29 +504,63 @@ def run_finetune(job: FinetuneJob) -> dict:
         peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
     else:
         peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
+    best = state.best
     dev_best = {key: value for key, value in best.items() if key not in ("step", "epoch")}
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": cache.kind, "test": test, "dev": dev_best,
         "trainable_params": trainable, "total_params": total,
         "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device,
-        "train_seconds": round(train_seconds, 3), "train_samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
-        "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)), "epochs_run": math.ceil(step / steps_per_epoch),
-        "steps": step, "seed": seed, "truncated_sequences": truncated, "device": str(device),
+        "train_seconds": round(state.train_seconds, 3),
+        "train_samples_per_second": round(state.samples / max(state.train_seconds, 1e-9), 2),
+        "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
+        "epochs_run": math.ceil(state.step / steps_per_epoch), "steps": state.step, "seed": seed,
+        "truncated_sequences": truncated, "device": str(device),
+        "micro_batch_size": state.micro_batch_size,
+        "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
+        "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
     }
-    out_dir = Path(job.out_dir)
     save_artifacts(model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
         "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
         "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
         "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
         "max_length": max_length, "per_residue": per_residue,
     })
-    write_history(out_dir / "history.csv", history)
+    write_history(out_dir / "history.csv", state.history)
     write_json_atomic(out_dir / "metrics.json", metrics)
+    checkpointer.clear()
     print(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
-          f"(best epoch {metrics['best_epoch']}, {train_seconds:.1f} s)")
+          f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
     return metrics
+
+
+def _is_out_of_memory(torch, error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError)
+
+
+def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_length, device, state: LoopState) -> float:
+    """One optimizer step's forward/backward; on CUDA OOM halve the micro-batch and try again.
+
+    The effective batch stays the same (more micro-batches are accumulated); only at micro-batch
+    1 does the job fail, with a message that says what to change.
+    """
+    while True:
+        try:
+            return _training_step(torch, model, method, split, indices, pad_id, max_length, device, state.micro_batch_size)
+        except Exception as error:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if not _is_out_of_memory(torch, error):
+                raise
+            for param in model.parameters():
+                param.grad = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if state.micro_batch_size <= 1:
+                raise SeqpeftInputError(None, f"out of GPU memory at micro-batch 1 (step {state.step + 1}).",
+                                        fix="use a GPU with more memory, a smaller max_length, or a parameter-efficient method / QLoRA.") from error
+            state.micro_batch_size = max(1, state.micro_batch_size // 2)
+            state.oom_events.append({"step": state.step + 1, "micro_batch_size": state.micro_batch_size})
+            print(f"[seqpeft] CUDA out of memory at step {state.step + 1}: micro-batch now {state.micro_batch_size}")
 
 
 def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict) -> None:

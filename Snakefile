@@ -1,0 +1,61 @@
+# seqpeft: a benchmark of parameter-efficient fine-tuning for DNA and protein language models.
+#
+#   snakemake --profile profiles/local                              # full benchmark (config/config.yaml)
+#   snakemake --profile profiles/local --configfile config/demo.yaml  # offline demo, minutes on a laptop
+#   snakemake --profile profiles/slurm                              # on a SLURM cluster
+#
+# Reruns follow missing outputs, changed inputs (mtime, input sets) and changed parameters: each
+# job gets only its own slice of the config as params, so editing methods.lora.r reruns only the
+# lora jobs. Code changes do not rerun anything (--rerun-triggers mtime params input, set in both
+# profiles); after changing library code, rerun what it affects with --forcerun RULE.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The repository's own package, also when snakemake runs from an environment without it installed.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from seqpeft.config import check_config, config_error_message
+from seqpeft.errors import SeqpeftInputError
+
+
+# config/config.yaml is the default; a --configfile replaces it instead of being merged into it,
+# so config/demo.yaml runs exactly the demo.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+# Types and key spelling (JSON schema, which also fills in defaults), then cross-references.
+# A problem is reported as one line naming the key path, e.g.
+#   experiments[0].models: unknown model 'mistral_dn'; known: ...
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+    check_config(config)
+except (WorkflowError, SeqpeftInputError) as error:
+    message = config_error_message(error)
+    if message is None:
+        raise
+    print(f"Invalid config ({', '.join(map(str, workflow.configfiles))}): {message}", file=sys.stderr)
+    raise WorkflowError("Invalid config: see the message above.") from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,349 @@
+"""Cross-reference checks and job-matrix expansion for the workflow config.
+
+Pure Python on purpose: the Snakefile imports this module while parsing, and every cluster job
+re-parses the workflow, so nothing here may import torch, transformers or peft.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and spelling of keys;
+``check_config`` checks what a schema cannot: that names refer to things that exist, that hub
+models are pinned, that cross-validation folds are well formed. Every problem is raised as a
+``SeqpeftInputError`` whose "path" is the config key path, e.g.
+``experiments[0].models: unknown model 'mistral_dn'; known: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqpeft.errors import SeqpeftInputError
+
+try:  # the registry module is light by design (no torch at import time)
+    from seqpeft.methods import METHOD_NAMES
+except ImportError:  # pragma: no cover - only while the registry module is missing
+    METHOD_NAMES = ("full", "frozen", "lora", "adalora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3")
+
+TASK_KINDS = ("sequence_classification", "signal_peptide")
+MODEL_SOURCES = ("hub", "path", "build")
+SIZES = ("tiny", "small", "medium", "large", "xlarge")
+FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
+REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Cluster resources per model size; ``config["resources"]["sizes"]`` overrides entries key by key.
+# mem_mb and runtime (minutes) are the first attempt's values; the workflow multiplies them by the
+# attempt number so that a retried job (out of memory, time limit) asks for more.
+DEFAULT_SIZE_RESOURCES: dict[str, dict[str, Any]] = {
+    "tiny": {"gpu": 0, "mem_mb": 4000, "runtime": 30},
+    "small": {"gpu": 1, "mem_mb": 16000, "runtime": 240},
+    "medium": {"gpu": 1, "mem_mb": 32000, "runtime": 480},
+    "large": {"gpu": 1, "mem_mb": 64000, "runtime": 720},
+    "xlarge": {"gpu": 1, "mem_mb": 128000, "runtime": 1440},
+}
+DEFAULT_FINETUNE_THREADS = 2
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One fine-tuning job of the matrix."""
+
+    task: str
+    model: str
+    method: str
+    partition: str
+
+
+def _fail(path: str, problem: str, fix: str = "") -> None:
+    raise SeqpeftInputError(path, problem, fix=fix)
+
+
+def _unknown(path: str, what: str, name: Any, known: dict | list | tuple) -> None:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    fix = f"did you mean {close[0]!r}?" if close else f"define {what} {name!r} or use a known one."
+    _fail(path, f"unknown {what} {name!r}; known: {', '.join(known) or '(none)'}.", fix)
+
+
+def _section(config: dict, key: str) -> dict:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        _fail(key, f"must be a mapping of names to entries, got {type(value).__name__}.")
+    return value
+
+
+def registry_method(config: dict, method: str) -> str:
+    """The registry name a method variant uses (its ``method:`` key, else its own name)."""
+    spec = _section(config, "methods").get(method) or {}
+    return str(spec.get("method", method))
+
+
+def check_config(config: dict) -> None:
+    """Raise ``SeqpeftInputError`` naming the key path of the first inconsistency in ``config``."""
+    sources = _section(config, "sources")
+    tasks = _section(config, "tasks")
+    tokenizers = _section(config, "tokenizers")
+    models = _section(config, "models")
+    methods = _section(config, "methods")
+
+    for section, entries in (("sources", sources), ("tasks", tasks), ("tokenizers", tokenizers),
+                             ("models", models), ("methods", methods)):
+        for name in entries:
+            if not NAME_RE.match(str(name)):
+                _fail(f"{section}.{name}", "names are used in file paths and may contain only letters, digits, "
+                      "'_', '-' and '.', starting with a letter or digit.")
+
+    for name, spec in sources.items():
+        path = f"sources.{name}"
+        spec = spec or {}
+        kinds = [k for k in ("url", "local", "synthetic") if spec.get(k) is not None]
+        if "synthetic" in kinds and len(kinds) > 1:
+            _fail(path, "a synthetic source cannot also have 'url' or 'local'.")
+        if not kinds:
+            _fail(path, "needs 'url' (downloaded), 'local' (pre-staged copy) or 'synthetic' (generated).")
+        if spec.get("url") is not None and not spec.get("sha256"):
+            _fail(f"{path}.sha256", "a downloaded source needs the sha256 of the file it downloads.",
+                  "set it from a trusted copy (sha256sum FILE).")
+        if spec.get("url") is not None and spec.get("local") is None and spec.get("archive") == "none" \
+                and not spec.get("filename"):
+            _fail(f"{path}.filename", "a source with 'archive: none' needs the file name to save the download as.")
+
+    for name, spec in tasks.items():
+        path = f"tasks.{name}"
+        spec = spec or {}
+        if spec.get("source") not in sources:
+            _unknown(f"{path}.source", "source", spec.get("source"), sources)
+        kind = spec.get("kind", "sequence_classification")
+        if kind not in TASK_KINDS:
+            _fail(f"{path}.kind", f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}.")
+        partitions = spec.get("partitions") or []
+        if not partitions:
+            _fail(f"{path}.partitions", "needs at least one partition.")
+        if len(set(map(str, partitions))) != len(partitions):
+            _fail(f"{path}.partitions", f"lists a partition twice: {partitions}.")
+        for i, part in enumerate(partitions):
+            if kind == "signal_peptide":
+                match = FOLD_RE.match(str(part))
+                if not match or match.group(1) == match.group(2):
+                    _fail(f"{path}.partitions[{i}]",
+                          f"{part!r} is not a cross-validation fold t{{T}}v{{V}} with T != V in 0..2.",
+                          "use t0v1, t0v2, t1v0, t1v2, t2v0 or t2v1 (test partition T, validation partition V).")
+            elif isinstance(part, bool) or not isinstance(part, int) or part < 0:
+                _fail(f"{path}.partitions[{i}]",
+                      f"{part!r} is not a replicate seed; sequence_classification partitions are integers >= 0.")
+
+    for name, spec in tokenizers.items():
+        if name in models and "tokenizer" not in (models[name] or {}):
+            _fail(f"tokenizers.{name}", f"the name is also a model that uses its own tokenizer, so "
+                  f"'{name}' would name two tokenizers.", "rename the tokenizer.")
+
+    for name, spec in models.items():
+        path = f"models.{name}"
+        spec = spec or {}
+        given = [k for k in MODEL_SOURCES if spec.get(k) is not None]
+        if len(given) != 1:
+            _fail(path, f"needs exactly one of hub, path, build; got {', '.join(given) or 'none'}.")
+        if "hub" in given:
+            revision = spec.get("revision")
+            if not revision:
+                _fail(f"{path}.revision", "a hub model needs a pinned revision (40-hex commit).",
+                      f"look it up with `huggingface-cli repo info {spec['hub']}` or on the model page.")
+            if spec.get("trust_remote_code") and not REVISION_RE.match(str(revision)):
+                _fail(f"{path}.revision", f"trust_remote_code runs the model repository's code, so the revision must "
+                      f"be a full 40-hex commit, not {revision!r}.")
+        if spec.get("tokenizer") is not None and spec["tokenizer"] not in tokenizers:
+            _unknown(f"{path}.tokenizer", "tokenizer", spec["tokenizer"], tokenizers)
+        if "build" in given and spec.get("tokenizer") is None:
+            _fail(f"{path}.tokenizer", "a config-built model has no tokenizer of its own.",
+                  f"name one of the tokenizers: {', '.join(sorted(tokenizers)) or '(define one under tokenizers)'}.")
+        if spec.get("size") is not None and spec["size"] not in SIZES:
+            _fail(f"{path}.size", f"unknown size {spec['size']!r}; known: {', '.join(SIZES)}.")
+
+    for name, spec in methods.items():
+        spec = spec or {}
+        if spec.get("peft") is not None:
+            continue  # pass-through to any peft config class
+        registry = spec.get("method", name)
+        if registry not in METHOD_NAMES:
+            where = f"methods.{name}.method" if "method" in spec else f"methods.{name}"
+            _unknown(where, "method", registry, METHOD_NAMES)
+
+    experiments = config.get("experiments") or []
+    if not experiments:
+        _fail("experiments", "lists no experiment blocks, so there is nothing to run.")
+    for i, block in enumerate(experiments):
+        for key, known, what in (("tasks", tasks, "task"), ("models", models, "model"), ("methods", methods, "method")):
+            names = (block or {}).get(key) or []
+            if not names:
+                _fail(f"experiments[{i}].{key}", f"lists no {key}.")
+            for name in names:
+                if name not in known:
+                    _unknown(f"experiments[{i}].{key}", what, name, known)
+
+    axes = ((config.get("figures") or {}).get("pareto_axes")) or []
+    for i, axis in enumerate(axes):
+        if axis not in ("params", "memory", "time"):
+            _fail(f"figures.pareto_axes[{i}]", f"unknown axis {axis!r}; known: params, memory, time.")
+
+
+def _key_path(parts) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def config_error_message(error: BaseException) -> str | None:
+    """One line naming the key path for a config problem, or None if ``error`` is not one.
+
+    Handles ``SeqpeftInputError`` from ``check_config`` and the jsonschema ``ValidationError``
+    that ``snakemake.utils.validate`` wraps in a ``WorkflowError`` (whose own message would
+    print the whole schema and config; it is found as the wrapper's ``__context__``).
+    """
+    if isinstance(error, SeqpeftInputError):
+        return str(error)
+    invalid, seen = error, set()
+    while invalid is not None and not (hasattr(invalid, "absolute_path") and hasattr(invalid, "validator")):
+        seen.add(id(invalid))
+        invalid = invalid.__cause__ or invalid.__context__
+        if invalid is not None and id(invalid) in seen:
+            invalid = None
+    if invalid is None:
+        return None
+    path = list(invalid.absolute_path)
+    if invalid.validator == "additionalProperties" and isinstance(invalid.instance, dict):
+        allowed = sorted((invalid.schema.get("properties") or {}))
+        extra = [key for key in invalid.instance if key not in allowed]
+        if extra:
+            close = difflib.get_close_matches(str(extra[0]), allowed, n=1)
+            fix = f" Fix: did you mean {close[0]!r}?" if close else ""
+            return (f"{_key_path([*path, extra[0]])}: unknown key; allowed here: {', '.join(allowed)}.{fix}")
+    described = invalid.schema.get("description") if isinstance(invalid.schema, dict) else None
+    hint = f" ({described.strip()})" if described else ""
+    return f"{_key_path(path) or '<top level>'}: {invalid.message}{hint}"
+
+
+def expand_runs(config: dict) -> list[Run]:
+    """Every (task, model, method, partition) of the experiment blocks, deduplicated, in block order."""
+    tasks = _section(config, "tasks")
+    runs: dict[Run, None] = {}
+    for block in config.get("experiments") or []:
+        for task in block["tasks"]:
+            for model in block["models"]:
+                for method in block["methods"]:
+                    for partition in tasks[task]["partitions"]:
+                        runs.setdefault(Run(task, model, method, str(partition)), None)
+    return list(runs)
+
+
+def results_dir(config: dict) -> str:
+    return str(config.get("results") or "results")
+
+
+def tokenizer_of(config: dict, model: str) -> str:
+    """The tokenizer key a model uses: its ``tokenizer:`` entry, else the model's own name."""
+    spec = _section(config, "models")[model] or {}
+    return str(spec.get("tokenizer") or model)
+
+
+def model_dir(config: dict, model: str) -> str:
+    """Where the model is loaded from: the ``path:`` of local models, else ``{results}/models/{model}``."""
+    spec = _section(config, "models")[model] or {}
+    if spec.get("path") is not None:
+        return str(spec["path"])
+    return f"{results_dir(config)}/models/{model}"
+
+
+def source_dir(config: dict, source: str) -> str:
+    """The source's directory: its ``local`` copy if set, else ``{results}/sources/{source}``."""
+    spec = _section(config, "sources")[source] or {}
+    if spec.get("local") is not None:
+        return str(spec["local"])
+    return f"{results_dir(config)}/sources/{source}"
+
+
+def task_data_path(config: dict, task: str) -> str:
+    """The task's data inside its source: a folder of train/dev/test.csv or a FASTA file.
+
+    A ``local`` copy of an ``archive: none`` source may be the file itself rather than a folder
+    holding it; then that file is the data.
+    """
+    spec = _section(config, "tasks")[task]
+    source = _section(config, "sources")[spec["source"]] or {}
+    base = source_dir(config, spec["source"])
+    if source.get("local") is not None and source.get("archive") == "none" and Path(base).is_file():
+        return base
+    return str(Path(base) / spec["path"])
+
+
+def tokenizer_dir(config: dict, tokenizer: str) -> str:
+    """Directory of a tokenizer key: a built tokenizer, or the directory of the model of that name."""
+    if tokenizer in _section(config, "tokenizers"):
+        return f"{results_dir(config)}/tokenizers/{tokenizer}"
+    return model_dir(config, tokenizer)
+
+
+def model_size(config: dict, model: str) -> str:
+    """The model's ``size``; config-built models default to tiny, others to small."""
+    spec = _section(config, "models")[model] or {}
+    return str(spec.get("size") or ("tiny" if spec.get("build") is not None else "small"))
+
+
+def size_resources(config: dict, model: str) -> dict[str, Any]:
+    """gpu / mem_mb / runtime (and optional gpu_model) for jobs of ``model``."""
+    size = model_size(config, model)
+    overrides = ((config.get("resources") or {}).get("sizes") or {}).get(size) or {}
+    return {**DEFAULT_SIZE_RESOURCES[size], **overrides}
+
+
+def finetune_threads(config: dict) -> int:
+    return int((config.get("resources") or {}).get("finetune_threads") or DEFAULT_FINETUNE_THREADS)
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, so that reordering keys in the YAML file does not
+    count as a change of a job's parameters."""
+    if isinstance(value, dict):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def method_spec(config: dict, method: str) -> dict:
+    """A method variant's arguments without its ``training:`` overrides, with ``method:`` resolved
+    to the registry name (unless the entry is a ``peft:`` pass-through)."""
+    spec = dict(_section(config, "methods")[method] or {})
+    spec.pop("training", None)
+    if spec.get("peft") is None:
+        spec["method"] = str(spec.get("method", method))
+    return canonical(spec)
+
+
+def training_for(config: dict, method: str) -> dict:
+    """The global ``training`` settings updated with the method's ``training:`` overrides."""
+    spec = _section(config, "methods")[method] or {}
+    return canonical({**(config.get("training") or {}), **(spec.get("training") or {})})
+
+
+def model_params(config: dict, model: str) -> dict:
+    """The model's spec minus ``size`` (a scheduling hint that must not force retraining)."""
+    spec = dict(_section(config, "models")[model] or {})
+    spec.pop("size", None)
+    return canonical(spec)
+
+
+def download_sources(config: dict) -> list[str]:
+    """Sources fetched by the download rule: a ``url`` and no ``local`` copy."""
+    return [name for name, spec in _section(config, "sources").items()
+            if (spec or {}).get("url") is not None and (spec or {}).get("local") is None]
+
+
+def synthetic_sources(config: dict) -> list[str]:
+    return [name for name, spec in _section(config, "sources").items() if (spec or {}).get("synthetic") is not None]
+
+
+def prepared_models(config: dict) -> list[str]:
+    """Models that the prepare rule materialises (``hub`` and ``build``; ``path:`` models are used in place)."""
+    return [name for name, spec in _section(config, "models").items() if (spec or {}).get("path") is None]

@@ -1,0 +1,232 @@
+"""The Snakemake workflow layer: dry runs, lint, config errors, profiles and rerun triggers.
+
+These run Snakemake as a subprocess; none executes a rule's script, so they pass without the
+library functions the scripts call. The network is made unreachable (proxies pointing at a
+closed port, Hugging Face offline) so that any attempt to download fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seqpeft.config import expand_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = ROOT / "config" / "config.yaml"
+DEMO = ROOT / "config" / "demo.yaml"
+RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize",
+         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "all"]
+
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+    "NO_PROXY": "",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def snakemake_cmd(*args: str | Path, workdir: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+    if workdir is not None:
+        cmd += ["--directory", str(workdir)]
+    return cmd + [str(a) for a in args]
+
+
+def start(*args: str | Path, workdir: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(snakemake_cmd(*args, workdir=workdir), cwd=ROOT, env={**os.environ, **OFFLINE},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+def run(*args: str | Path, workdir: Path | None = None) -> tuple[int, str]:
+    return finish(start(*args, workdir=workdir))
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run, as {rule: count}."""
+    match = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    assert match, f"no Job stats table in output:\n{output[-3000:]}"
+    stats = {}
+    for line in match.group(1).splitlines():
+        rule, count = line.split()
+        stats[rule] = int(count)
+    assert sum(stats.values()) == int(match.group(2))
+    return stats
+
+
+def load(path: Path, results: Path) -> dict:
+    config = yaml.safe_load(path.read_text())
+    config["results"] = str(results)
+    return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def full_dry_run_process(tmp_path_factory):
+    """Dry run of the full benchmark (~3.7k jobs, ~20 s on 2 cores): started before the first test
+    of this module, in the background, and read by the last one."""
+    results = tmp_path_factory.mktemp("full_results")
+    process = start("-n", "--quiet", "all", "--configfile", FULL, "--config", f"results={results}")
+    yield process, results
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_demo_dry_run_lists_every_rule(tmp_path):
+    code, out = run("-n", "--configfile", DEMO, "--config", f"results={tmp_path}")
+    assert code == 0, out[-3000:]
+    stats = job_stats(out)
+    assert set(stats) == set(RULES) - {"download_source"}
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 7
+    assert stats["generate_demo_source"] == 2
+    assert stats["build_tokenizer"] == 2
+    assert stats["prepare_model"] == 3
+    assert stats["tokenize"] == 2  # one cache per task x tokenizer, shared by the two DNA models
+    # a --configfile replaces config/config.yaml instead of being merged into it
+    assert "sources/gue" not in out and "download_source" not in out
+
+
+@pytest.mark.parametrize("configfile", [FULL, DEMO], ids=["full", "demo"])
+def test_lint_is_clean(configfile, tmp_path):
+    code, out = run("--lint", "--configfile", configfile, "--config", f"results={tmp_path}")
+    assert code == 0, out
+    assert "Lints for" not in out, out
+    assert "Congratulations, your workflow is in a good condition!" in out
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_unknown_method_fails_with_key_path(tmp_path):
+    config = load(DEMO, tmp_path / "results")
+    config["experiments"][0]["methods"].append("lroa")
+    code, out = run("-n", "--configfile", write_config(tmp_path, config))
+    assert code != 0
+    assert "experiments[0].methods: unknown method 'lroa'" in out
+    assert "did you mean 'lora'?" in out
+    assert "Traceback" not in out
+
+
+def test_misspelt_top_level_key_fails_with_key_path(tmp_path):
+    config = load(DEMO, tmp_path / "results")
+    config["trainig"] = config.pop("training")
+    code, out = run("-n", "--configfile", write_config(tmp_path, config))
+    assert code != 0
+    assert "trainig: unknown key" in out
+    assert "did you mean 'training'?" in out
+    assert "Failed validating" not in out  # one line, not the whole schema
+
+
+def test_misspelt_nested_key_fails_with_key_path(tmp_path):
+    config = load(DEMO, tmp_path / "results")
+    config["methods"]["lora"]["training"] = {"learning_rat": 1e-3}
+    code, out = run("-n", "--configfile", write_config(tmp_path, config))
+    assert code != 0
+    assert "methods.lora.training.learning_rat: unknown key" in out
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_profiles_parse(profile, tmp_path):
+    code, out = run("-n", "--profile", ROOT / "profiles" / profile, "--configfile", DEMO,
+                    "--config", f"results={tmp_path}")
+    assert code == 0, out[-3000:]
+    assert job_stats(out)["finetune"] == 23
+    if profile == "slurm":
+        finetune = out[out.index("rule finetune:"):]
+        finetune = finetune[:finetune.index("\n[")] if "\n[" in finetune else finetune
+        assert "slurm_partition=gpu" in finetune
+        assert "slurm_extra=--signal=TERM@300" in finetune
+
+
+def outputs_of(dry_run: str) -> list[str]:
+    files = []
+    for line in dry_run.splitlines():
+        if line.startswith("    output: "):
+            files += [f.strip() for f in line[len("    output: "):].split(",")]
+    return files
+
+
+def test_reruns_follow_params_not_unrelated_edits(tmp_path):
+    """With --rerun-triggers mtime params input (the profiles' setting), editing methods.lora.r
+    reruns only the lora runs (and what aggregates them); unrelated edits and an up-to-date
+    figure target rerun nothing."""
+    results, workdir = tmp_path / "results", tmp_path / "work"
+    workdir.mkdir()
+    triggers = ["--rerun-triggers", "mtime", "params", "input"]
+    config = load(DEMO, results)
+    configfile = write_config(tmp_path, config)
+    code, out = run("-n", "--configfile", configfile, workdir=workdir)
+    assert code == 0, out[-3000:]
+    for name in outputs_of(out):
+        path = Path(name)
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    code, out = run("--touch", "--forceall", "--cores", "1", "--configfile", configfile, workdir=workdir)
+    assert code == 0, out[-3000:]
+
+    code, out = run("-n", *triggers, "--configfile", configfile, workdir=workdir)
+    assert code == 0 and "Nothing to be done" in out, out[-3000:]
+
+    figure = results / "figures" / "demo_tf" / "pareto_params.png"
+    code, out = run("-n", figure, *triggers, "--configfile", configfile, workdir=workdir)
+    assert code == 0 and "Nothing to be done" in out, out[-3000:]
+
+    unrelated = load(DEMO, results)
+    unrelated["figures"]["pareto_axes"] = ["params"]
+    unrelated["resources"]["finetune_threads"] = 2
+    unrelated["methods"]["lora_r2"] = {"method": "lora", "r": 2}
+    unrelated["models"]["tiny_esm"]["size"] = "small"
+    code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, unrelated), workdir=workdir)
+    assert code == 0 and "Nothing to be done" in out, out[-3000:]
+
+    changed = load(DEMO, results)
+    changed["methods"]["lora"]["r"] = 4
+    code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
+    assert code == 0, out[-3000:]
+    stats = job_stats(out)
+    assert stats["finetune"] == 3  # demo_tf x 2 DNA models + demo_sp x tiny_esm
+    assert {"build_tokenizer", "prepare_model", "tokenize", "generate_demo_source"}.isdisjoint(stats)
+    rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
+    assert {method for _, _, method, _ in rerun} == {"lora"}
+
+
+# Last, so that the background dry run of the full benchmark overlaps the tests above.
+def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
+    process, results = full_dry_run_process
+    code, out = finish(process)
+    assert code == 0, out[-3000:]
+    stats = job_stats(out)
+    expected = set(RULES) - {"generate_demo_source", "build_tokenizer"}  # hub models bring their own tokenizers
+    assert expected <= set(stats), stats
+    assert all(stats[rule] > 0 for rule in expected)
+    config = load(FULL, results)
+    runs = expand_runs(config)
+    assert stats["finetune"] == len(runs) == 28 * 5 * 8 * 3 + 7 * 6
+    assert stats["download_source"] == 2
+    assert stats["prepare_model"] == len(config["models"])
+    tasks = {run.task for run in runs}
+    assert stats["pareto_figure"] == len(tasks) * 3
+    assert stats["mcc_over_time_figure"] == len(tasks)
+    assert stats["aggregate"] == 1
+    assert not any(results.iterdir()), "a dry run must not write results"

@@ -1,0 +1,164 @@
+import re
+
+from seqpeft.config import (
+    canonical,
+    download_sources,
+    expand_runs,
+    finetune_threads,
+    method_spec,
+    model_dir,
+    model_params,
+    prepared_models,
+    results_dir,
+    size_resources,
+    source_dir,
+    synthetic_sources,
+    task_data_path,
+    tokenizer_dir,
+    tokenizer_of,
+    training_for,
+)
+
+R = results_dir(config)
+RUNS = expand_runs(config)
+RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
+AXES = list(config["figures"]["pareto_axes"])
+FINETUNE_THREADS = finetune_threads(config)
+RUN_DIR = f"{R}/runs/{{task}}/{{model}}/{{method}}/{{partition}}"
+
+
+def one_of(names):
+    """A wildcard regex matching exactly the given names (nothing if there are none)."""
+    names = sorted({str(name) for name in names})
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
+# Every wildcard is one of the config's names, so paths never match ambiguously and each source
+# maps to exactly one producer: the download or the generator (a `local` copy needs neither).
+wildcard_constraints:
+    source=one_of(config["sources"]),
+    task=one_of(config["tasks"]),
+    model=one_of(config["models"]),
+    method=one_of(config["methods"]),
+    tokenizer=one_of([*config["tokenizers"], *config["models"]]),
+    partition=one_of(run.partition for run in RUNS),
+    axis=one_of(AXES),
+
+
+DOWNLOADED_SOURCE = one_of(download_sources(config))
+SYNTHETIC_SOURCE = one_of(synthetic_sources(config))
+BUILT_TOKENIZER = one_of(config["tokenizers"])
+PREPARED_MODEL = one_of(prepared_models(config))
+
+
+# ---- parameters: only each job's own slice of the config, so unrelated edits rerun nothing ----
+
+
+def source_spec(wildcards):
+    return canonical(config["sources"][wildcards.source])
+
+
+def tokenizer_spec(wildcards):
+    return canonical(config["tokenizers"][wildcards.tokenizer])
+
+
+def model_spec(wildcards):
+    return model_params(config, wildcards.model)
+
+
+def task_spec(wildcards):
+    return canonical(config["tasks"][wildcards.task])
+
+
+def data_path(wildcards):
+    return task_data_path(config, wildcards.task)
+
+
+def method_args(wildcards):
+    return method_spec(config, wildcards.method)
+
+
+def training_settings(wildcards):
+    return training_for(config, wildcards.method)
+
+
+# ---- inputs ----
+
+
+def model_tokenizer_input(wildcards):
+    """prepare_model: the built tokenizer a config-built (or re-tokenized) model uses, if any."""
+    name = config["models"][wildcards.model].get("tokenizer")
+    return {"tokenizer": tokenizer_dir(config, name)} if name else {}
+
+
+def tokenize_input(wildcards):
+    """tokenize: the task's source directory (or local copy) and the tokenizer directory."""
+    source = config["tasks"][wildcards.task]["source"]
+    return {
+        "data": source_dir(config, source),
+        "tokenizer": tokenizer_dir(config, wildcards.tokenizer),
+    }
+
+
+def finetune_input(wildcards):
+    """finetune: the task tokenized with the model's tokenizer, and the model directory."""
+    tokenizer = tokenizer_of(config, wildcards.model)
+    return {
+        "cache": f"{R}/tokenized/{wildcards.task}/{tokenizer}.npz",
+        "model": model_dir(config, wildcards.model),
+    }
+
+
+def run_files(name, task=None):
+    """One file of every run dir of the matrix (optionally of one task only)."""
+    return [
+        f"{R}/runs/{run.task}/{run.model}/{run.method}/{run.partition}/{name}"
+        for run in RUNS
+        if task is None or run.task == task
+    ]
+
+
+def task_histories(wildcards):
+    return run_files("history.csv", task=wildcards.task)
+
+
+def all_outputs():
+    tables = [f"{R}/summary.csv", f"{R}/table.csv", f"{R}/summary.parquet"]
+    figures = [
+        f"{R}/figures/{task}/{name}.{ext}"
+        for task in RUN_TASKS
+        for name in [*(f"pareto_{axis}" for axis in AXES), "mcc_over_time"]
+        for ext in ("png", "svg")
+    ]
+    return tables + figures
+
+
+# ---- resources: fine-tuning jobs scale with the model's size and grow on every retry ----
+
+
+def finetune_gpu(wildcards):
+    return int(size_resources(config, wildcards.model)["gpu"])
+
+
+def finetune_gpu_model(wildcards):
+    return str(size_resources(config, wildcards.model).get("gpu_model") or "")
+
+
+# gpu_model only where the config names one (an empty value would reach sbatch otherwise)
+FINETUNE_GPU_MODEL = (
+    {"gpu_model": finetune_gpu_model}
+    if any("gpu_model" in (spec or {}) for spec in config["resources"].get("sizes", {}).values())
+    else {}
+)
+
+
+def finetune_mem_mb(wildcards, attempt):
+    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
+
+
+def finetune_runtime(wildcards, attempt):
+    return int(size_resources(config, wildcards.model)["runtime"]) * attempt
+
+
+def prepare_mem_mb(wildcards, attempt):
+    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt

@@ -1,0 +1,27 @@
+rule finetune:
+    input:
+        unpack(finetune_input),
+    output:
+        metrics=f"{RUN_DIR}/metrics.json",
+        history=f"{RUN_DIR}/history.csv",
+        artifacts=directory(f"{RUN_DIR}/artifacts"),
+    log:
+        f"{RUN_DIR}/train.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{task}}/{{model}}/{{method}}/{{partition}}.tsv"
+    params:
+        task=task_spec,
+        model=model_spec,
+        method=method_args,
+        training=training_settings,
+    threads: FINETUNE_THREADS
+    resources:
+        gpu=finetune_gpu,
+        **FINETUNE_GPU_MODEL,
+        mem_mb=finetune_mem_mb,
+        runtime=finetune_runtime,
+    retries: 2
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,52 @@
+"""What every workflow script does around its one library call.
+
+``logged(snakemake)`` makes the repository's ``src/`` importable (so scripts also run in a conda
+environment without the package installed), sends stdout and stderr, including output of C
+extensions and subprocesses, to the rule's log file, and turns a ``SeqpeftInputError`` into one
+line on the terminal instead of a traceback. Any failure exits with status 1; the log holds the
+details.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@contextmanager
+def logged(snakemake, mode: str = "w"):
+    if (SRC / "seqpeft").is_dir() and str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    with open(log_path, mode, buffering=1) as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
+        wildcards = ", ".join(f"{key}={value}" for key, value in snakemake.wildcards.items())
+        job = f"{snakemake.rule} ({wildcards})" if wildcards else snakemake.rule
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        print(f"[seqpeft] {job} started {stamp}")
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - report every failure in the log, exit 1
+            from seqpeft.errors import SeqpeftInputError
+
+            traceback.print_exc()
+            if isinstance(error, SeqpeftInputError):
+                print(f"error in {job}: {error}", file=terminal)
+            else:
+                print(f"error in {job}: {type(error).__name__}: {error} (traceback in {log_path})", file=terminal)
+            log.flush()
+            terminal.flush()
+            os._exit(1)
+        print(f"[seqpeft] finished {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
