@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -30,6 +29,15 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(Path(args.model), Path(args.adapter) if args.adapter else None, args.max_length)
     count = predict_file(predictor, Path(args.input), Path(args.output))
     print(f"wrote {count} predictions to {args.output}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from seqpeft.data import validate_file
+
+    for path in args.files:
+        count = validate_file(Path(path), args.alphabet)
+        print(f"{path}: {count} records, valid")
     return 0
 
 
@@ -80,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="CSV to write: id, prediction, one probability column per label")
     predict.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
     predict.set_defaults(handler=_predict)
+
+    validate = commands.add_parser("validate", help="check data files (GUE CSV, SignalP 6.0 FASTA, FASTA) before running jobs on them")
+    validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
+    validate.add_argument("--alphabet", choices=["dna", "protein"], default="dna", help="letters allowed in sequences (CSV, plain FASTA)")
+    validate.set_defaults(handler=_validate)
 
     listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
     listing.add_argument("what", choices=["models", "methods", "tasks"])

@@ -181,10 +181,53 @@ def check_config(config: dict) -> None:
                 if name not in known:
                     _unknown(f"experiments[{i}].{key}", what, name, known)
 
+    _check_local_paths(sources, models)
+    _check_applicability(config, models, methods, experiments)
+
     axes = ((config.get("figures") or {}).get("pareto_axes")) or []
     for i, axis in enumerate(axes):
         if axis not in ("params", "memory", "time"):
             _fail(f"figures.pareto_axes[{i}]", f"unknown axis {axis!r}; known: params, memory, time.")
+
+
+# Families whose models lack past-key-values support, so peft prefix tuning cannot apply.
+NO_PREFIX_FAMILIES = ("esm",)
+MAX_GPUS_PER_JOB = 8
+
+
+def _check_local_paths(sources: dict, models: dict) -> None:
+    """Pre-staged data and local models must exist before thousands of jobs are planned on them."""
+    for name, spec in sources.items():
+        local = (spec or {}).get("local")
+        if local is not None and not Path(local).exists():
+            _fail(f"sources.{name}.local", f"the pre-staged path {local!r} does not exist.",
+                  "stage the data there, or remove 'local' to download it.")
+    for name, spec in models.items():
+        local = (spec or {}).get("path")
+        if local is not None and not (Path(local) / "config.json").is_file():
+            _fail(f"models.{name}.path", f"{local!r} is not a model directory (missing, or no config.json in it).",
+                  "point it at a directory written by save_pretrained.")
+
+
+def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
+    """Method x model pairs that cannot work, and resource requests no job can satisfy."""
+    device = (config.get("training") or {}).get("device", "auto")
+    for i, block in enumerate(experiments):
+        for model in (block or {}).get("models") or []:
+            family = ((models.get(model) or {}).get("build") or {}).get("family") or (models.get(model) or {}).get("family")
+            for method in (block or {}).get("methods") or []:
+                registry = (methods.get(method) or {}).get("method", method)
+                if registry == "prefix_tuning" and family in NO_PREFIX_FAMILIES:
+                    _fail(f"experiments[{i}].methods", f"prefix_tuning does not apply to model {model!r} "
+                          f"({family} models have no past-key-values support).",
+                          "drop prefix_tuning for this model (use prompt_tuning or p_tuning).")
+            gpus = int(size_resources(config, model)["gpu"]) if model in models else 0
+            if gpus > MAX_GPUS_PER_JOB:
+                _fail(f"resources.sizes.{model_size(config, model)}.gpu",
+                      f"{gpus} GPUs per job exceed one node ({MAX_GPUS_PER_JOB}).", "ask for at most 8.")
+            if gpus > 0 and device == "cpu":
+                _fail("training.device", f"is 'cpu' but model {model!r} asks for {gpus} GPU(s) per job, "
+                      "which would hold GPUs that nothing uses.", "set training.device: auto, or size: tiny for CPU models.")
 
 
 def _key_path(parts) -> str:

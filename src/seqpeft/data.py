@@ -527,3 +527,23 @@ def _first_nonblank_char(path: Path) -> str | None:
         head = handle.read(4096)
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return text[0] if text else None
+
+
+def validate_file(path: str | Path, alphabet: str = "dna") -> int:
+    """Read any supported input fully, raising on the first problem; returns the record count.
+
+    What ``seqpeft validate`` runs, so a user can check data before submitting thousands of jobs:
+    ``.csv`` is a labelled GUE-format file, a FASTA whose headers have the four SignalP fields is
+    read as SignalP 6.0, any other FASTA as plain sequences.
+    """
+    path = _require_file(path)
+    if path.suffix.lower() == ".csv":
+        return len(read_labeled_csv(path, alphabet).sequences)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = handle.readline().strip()
+    if first.startswith(">") and _looks_like_signalp(first):
+        return len(read_signalp_fasta(path))
+    if not first:
+        # An empty FASTA: let the SignalP reader word the error like the others.
+        return len(read_signalp_fasta(path))
+    return len(read_fasta(path, alphabet)[0])

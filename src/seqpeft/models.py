@@ -289,8 +289,9 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
             str(model_dir), config=config, trust_remote_code=trust, use_safetensors=not spec.get("allow_pickle"),
             attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs),
         )
-    except (OSError, ValueError, RuntimeError) as error:
-        if "safetensors" in str(error).lower() or "header" in str(error).lower() or "deserializ" in str(error).lower():
+    except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
+        text = f"{type(error).__name__} {error}".lower()
+        if "safetensor" in text or "header" in text or "deserializ" in text:
             raise SeqpeftInputError(model_dir, f"its weights could not be read ({error}).",
                                     fix="the safetensors file is corrupt or truncated: delete the directory and prepare it again.") from error
         raise

@@ -408,6 +408,13 @@ def run_finetune(job: FinetuneJob) -> dict:
     pad_id = loaded.tokenizer.pad_token_id
     max_length = int(job.model_spec.get("max_length", 512))
     truncated = int(sum((s.data.lengths > max_length).sum() for s in splits.values()))
+    if truncated and job.model_spec.get("on_too_long", "truncate") == "refuse":
+        name, split = next((n, s) for n, s in splits.items() if (s.data.lengths > max_length).any())
+        first = int(np.argmax(split.data.lengths > max_length))
+        raise SeqpeftInputError(cache.meta.get("data", job.cache_path), f"{truncated} sequences are longer than "
+                                f"max_length={max_length} tokens of model {job.model!r}; the first is sequence {first + 1} "
+                                f"of the {name} split ({int(split.data.lengths[first])} tokens).",
+                                fix=f"set models.{job.model}.on_too_long: truncate, or raise max_length.")
     if truncated:
         print(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
     model.to(device)
