@@ -196,7 +196,7 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     unrelated["figures"]["pareto_axes"] = ["params"]
     unrelated["resources"]["finetune_threads"] = 2
     unrelated["methods"]["lora_r2"] = {"method": "lora", "r": 2}
-    unrelated["models"]["tiny_esm"]["size"] = "small"
+    unrelated["resources"]["sizes"] = {"tiny": {"mem_mb": 8000, "runtime": 30}}
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, unrelated), workdir=workdir)
     assert code == 0 and "Nothing to be done" in out, out[-3000:]
 
@@ -222,7 +222,8 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)
     runs = expand_runs(config)
-    assert stats["finetune"] == len(runs) == 28 * 5 * 8 * 3 + 7 * 6
+    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning); SignalP: 6 folds x 7
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7) + 6 * 7
     assert stats["download_source"] == 2
     assert stats["prepare_model"] == len(config["models"])
     tasks = {run.task for run in runs}

@@ -280,6 +280,10 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     trust = bool(spec.get("trust_remote_code", False))
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     family = family_of(config.model_type, str(model_dir / "config.json"))
+    declared = spec.get("family") or (spec.get("build") or {}).get("family")
+    if declared and declared != family.name:
+        raise SeqpeftInputError(model_dir, f"is a {family.name} model but its config entry says family {declared!r}.",
+                                fix=f"set family: {family.name} (it decides target modules and which methods apply).")
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights and not spec.get("allow_pickle"):
         raise SeqpeftInputError(model_dir, "has no .safetensors weights.",
