@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
+LOCAL_MODEL = str(Path(__file__).resolve().parent / "data" / "local_model")
+
+
 def base_config() -> dict:
     return {
         "results": "out",
@@ -38,7 +41,7 @@ def base_config() -> dict:
             "mistral_dna": {"hub": "RaphaelMourad/Mistral-DNA-v1-17M-hg38", "revision": REVISION, "size": "small"},
             "tiny_llama": {"build": {"family": "llama", "hidden_size": 64}, "tokenizer": "nucleotide"},
             "tiny_esm": {"build": {"family": "esm"}, "tokenizer": "esm"},
-            "local_model": {"path": "/data/models/x"},
+            "local_model": {"path": LOCAL_MODEL},
         },
         "methods": {
             "full": {},
@@ -215,7 +218,7 @@ def test_tokenizer_of():
 
 def test_model_dir():
     config = base_config()
-    assert model_dir(config, "local_model") == "/data/models/x"
+    assert model_dir(config, "local_model") == LOCAL_MODEL
     assert model_dir(config, "mistral_dna") == "out/models/mistral_dna"
     assert model_dir(config, "tiny_llama") == "out/models/tiny_llama"
 
@@ -240,7 +243,7 @@ def test_tokenizer_dir():
     config = base_config()
     assert sc.tokenizer_dir(config, "nucleotide") == "out/tokenizers/nucleotide"
     assert sc.tokenizer_dir(config, "mistral_dna") == "out/models/mistral_dna"
-    assert sc.tokenizer_dir(config, "local_model") == "/data/models/x"
+    assert sc.tokenizer_dir(config, "local_model") == LOCAL_MODEL
 
 
 def test_method_spec_and_training_overrides():
