@@ -494,8 +494,8 @@ def run_finetune(job: FinetuneJob) -> dict:
                     raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
                 if evaluated or checkpointer.due():
                     save_checkpoint()
-                if state.finished:
-                    break
+                if state.finished or state.batch_in_epoch == 0:
+                    break  # early stop, or the epoch is over: the next one draws a new batch order
 
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
