@@ -54,11 +54,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bucket-size", type=int, default=64, help="seqpeft's training.bucket_size default")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="smoke mode: GUE tf/0 only")
     args = parser.parse_args()
-    require(CHECKPOINT, GUE_TF0, GUE_PROM_CORE_ALL, SIGNALP)
+    tasks = ("gue_tf_0",) if args.quick else ("gue_tf_0", "gue_prom_core_all", "signalp")
+    require(CHECKPOINT, GUE_TF0, *(() if args.quick else (GUE_PROM_CORE_ALL, SIGNALP)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="seqpeft-padding-") as work:
-        for name in ("gue_tf_0", "gue_prom_core_all", "signalp"):
+        for name in tasks:
             lengths = task_lengths(name, Path(work))
             ours, seed = padding_fractions(lengths, args.batch_size, args.bucket_size, args.max_length)
             rows.append([name, len(lengths), float(lengths.mean()), int(lengths.max()), ours, seed])
