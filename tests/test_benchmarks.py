@@ -1,0 +1,77 @@
+"""The benchmark scripts run and end with their stated last line.
+
+Speed is not asserted here (benchmarks, not timed tests): these run the scripts' smoke modes
+and check that each prints its figures in the documented ``name: value`` form, with values that
+make sense (fractions in [0, 1], counts that are whole numbers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, shared_path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+NUMBER = r"[+-]?\d+(?:\.\d+)?"
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> str:
+    env = {**os.environ, "SEQPEFT_SHARED": str(SHARED), "HF_HUB_OFFLINE": "1"}
+    finished = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    return finished.stdout.strip().splitlines()[-1]
+
+
+def test_throughput_quick_prints_speedup_and_mcc_delta():
+    shared_path("models/mistral-dna-v1-1m-hg38-tf0")
+    shared_path("data/gue/tf/0")
+    last = run_script("throughput.py", "--quick", "--train-samples", "64", "--dev-samples", "32")
+    match = re.fullmatch(rf"speedup_vs_seed_recipe: (\d+\.\d\d) mcc_delta: ([+-]\d\.\d{{3}})", last)
+    assert match, last
+    assert float(match.group(1)) > 0
+    assert -2 <= float(match.group(2)) <= 2
+
+
+def test_padding_prints_fractions_in_unit_interval():
+    for relative in ("models/mistral-dna-v1-1m-hg38-tf0", "data/gue/tf/0"):
+        shared_path(relative)
+    last = run_script("padding.py", "--quick")
+    match = re.fullmatch(r"padding_fraction: (\d\.\d{3}) seed_recipe_padding_fraction: (\d\.\d{3})", last)
+    assert match, last
+    ours, seed = float(match.group(1)), float(match.group(2))
+    assert 0 <= ours <= seed <= 1
+
+
+def test_token_cache_quick_prints_speedup():
+    shared_path("data/gue/tf/0")
+    last = run_script("token_cache.py", "--quick")
+    match = re.fullmatch(rf"cache_speedup: (\d+\.\d)", last)
+    assert match and float(match.group(1)) > 1, last
+
+
+def test_dag_scale_quick_counts_jobs():
+    last = run_script("dag_scale.py", "--quick")
+    match = re.fullmatch(r"dryrun_seconds: (\d+\.\d) jobs: (\d+)", last)
+    assert match, last
+    # 2 GUE tasks x 2 DNA models x 10 methods x 4 seeds + SignalP x ESM-2 x 9 methods x 6 folds
+    assert int(match.group(2)) == 2 * 2 * 10 * 4 + 9 * 6
+
+
+def test_gpu_dry_counts_flops_and_skips_without_gpu():
+    import torch
+
+    finished = subprocess.run([sys.executable, str(BENCHMARKS / "gpu.py"), "--dry"], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    lines = finished.stdout.strip().splitlines()
+    esm2 = next(line for line in lines if line.strip().startswith("esm2_650m_lora"))
+    params = int(re.search(r"(\d{3},\d{3},\d{3})", esm2).group(1).replace(",", ""))
+    assert 640e6 < params < 660e6
+    if not torch.cuda.is_available():
+        assert lines[-1] == "skipped: no GPU"
