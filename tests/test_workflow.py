@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize",
-         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "all"]
+         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table", "signalp_figures", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -97,6 +97,7 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert stats["build_tokenizer"] == 2
     assert stats["prepare_model"] == 3
     assert stats["tokenize"] == 2  # one cache per task x tokenizer, shared by the two DNA models
+    assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
     # a --configfile replaces config/config.yaml instead of being merged into it
     assert "sources/gue" not in out and "download_source" not in out
 

@@ -121,3 +121,13 @@ def plot_cleavage_sites(table: pd.DataFrame, png: str | Path, svg: str | Path) -
         axis.set_ylim(0, 1.05)
     figure.axes[0].legend(fontsize=7)
     _save(figure, png, svg)
+
+
+def plot_task_figures(table_csv: str | Path, task: str, outputs: dict[str, Path]) -> None:
+    """Both figures of one task from ``signalp_table.csv`` (outputs: mcc_png/svg, cs_png/svg)."""
+    table = pd.read_csv(table_csv)
+    table = table[table["task"] == task]
+    if table.empty:
+        raise SeqpeftInputError(table_csv, f"has no rows for task {task!r}.", fix="rerun the signalp_table rule.")
+    plot_mcc_bars(table, outputs["mcc_png"], outputs["mcc_svg"])
+    plot_cleavage_sites(table, outputs["cs_png"], outputs["cs_svg"])
