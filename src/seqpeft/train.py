@@ -534,7 +534,7 @@ def run_finetune(job: FinetuneJob) -> dict:
         "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
         "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
         "max_length": max_length, "per_residue": per_residue,
-    })
+    }, trainable_only=method.saves_trainable)
     write_history(out_dir / "history.csv", state.history)
     write_json_atomic(out_dir / "metrics.json", metrics)
     checkpointer.clear()
@@ -573,7 +573,7 @@ def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_lengt
             print(f"[seqpeft] CUDA out of memory at step {state.step + 1}: micro-batch now {state.micro_batch_size}")
 
 
-def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict) -> None:
+def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict, trainable_only: bool = False) -> None:
     """The trained adapter (peft ``save_pretrained``), or full backbone, plus head and tokenizer."""
     from safetensors.torch import save_file
 
@@ -581,7 +581,11 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
     tmp = Path(tempfile.mkdtemp(prefix=".artifacts.", dir=out_dir.parent))
     try:
         backbone_kind = "frozen"
-        if uses_peft:
+        if trainable_only:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.backbone.named_parameters() if v.requires_grad},
+                      str(tmp / "trainable.safetensors"))
+            backbone_kind = "trainable"
+        elif uses_peft:
             model.backbone.save_pretrained(tmp / "adapter")
             backbone_kind = "adapter"
         elif any(p.requires_grad for p in model.backbone.parameters()):
@@ -656,6 +660,15 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         from peft import PeftModel
 
         loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
+    if description["weights"] == "trainable":
+        method, args = resolve_method(description["method"], description.get("method_spec") or {})
+        loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, 1, description.get("model", "")))
+        trained = load_file(str(artifacts_dir / "trainable.safetensors"))
+        unknown = set(trained) - {name for name, _ in loaded.backbone.named_parameters()}
+        if unknown:
+            raise SeqpeftInputError(artifacts_dir, f"trainable weights {sorted(unknown)[:3]} do not fit the rebuilt model.",
+                                    fix="load the run with the seqpeft version that trained it.")
+        loaded.backbone.load_state_dict(trained, strict=False)
     head = load_file(str(artifacts_dir / "head.safetensors"))
     loaded.pretrained_head = {}
     model = make_classifier(loaded, description["num_labels"], pooling=description["pooling"],
