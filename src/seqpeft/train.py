@@ -502,7 +502,7 @@ def run_finetune(job: FinetuneJob) -> dict:
                     raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
                 if evaluated or checkpointer.due():
                     save_checkpoint()
-                if state.finished:
+                if state.finished or state.batch_in_epoch == 0:  # stopped, or the epoch is over: new batch order
                     break
 
     if best_state is not None:
