@@ -133,14 +133,15 @@ class SignalPeptideCRF(nn.Module):
             keep = mask[:, t:t + 1]
             score = torch.where(keep, step, score)
             pointers.append(torch.where(keep, pointer, torch.arange(NUM_STATES, device=score.device).expand_as(pointer)))
-        score = score + self.end
+        # Backtracking is sequential: do it on the CPU in one transfer, not one GPU sync per step.
+        last_states = (score + self.end).argmax(dim=1).tolist()
+        back = torch.stack(pointers).cpu().numpy() if pointers else None
         paths = []
-        lengths = mask.sum(dim=1).tolist()
-        for b in range(emissions.shape[0]):
-            state = int(score[b].argmax())
+        for b, length in enumerate(mask.sum(dim=1).tolist()):
+            state = last_states[b]
             path = [state]
-            for t in range(int(lengths[b]) - 2, -1, -1):
-                state = int(pointers[t][b, state])
+            for t in range(int(length) - 2, -1, -1):
+                state = int(back[t, b, state])
                 path.append(state)
             paths.append(path[::-1])
         return paths
