@@ -60,6 +60,10 @@ def test_demo_writes_tables_and_figures_and_learns(demo_results):
         assert dna[(model, "full")] >= 0.5, dna
     frozen = summary[summary.method == "frozen"]
     assert (frozen.trainable_params < frozen.total_params / 50).all()
+    signalp = pd.read_csv(results / "signalp_table.csv")
+    assert set(signalp.method) == set(summary[summary.task == "demo_sp"].method)
+    for name in ("signalp_mcc", "signalp_cleavage_w0"):
+        assert (results / "figures" / "demo_sp" / f"{name}.png").stat().st_size > 1000
 
 
 def _jobs_of_dry_run(output: str) -> dict[str, int]:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize",
-         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "all"]
+         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table", "signalp_figures", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -92,11 +92,12 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 7
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 9
     assert stats["generate_demo_source"] == 2
     assert stats["build_tokenizer"] == 2
     assert stats["prepare_model"] == 3
     assert stats["tokenize"] == 2  # one cache per task x tokenizer, shared by the two DNA models
+    assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
     # a --configfile replaces config/config.yaml instead of being merged into it
     assert "sources/gue" not in out and "download_source" not in out
 
@@ -148,7 +149,7 @@ def test_profiles_parse(profile, tmp_path):
     code, out = run("-n", "--profile", ROOT / "profiles" / profile, "--configfile", DEMO,
                     "--config", f"results={tmp_path}")
     assert code == 0, out[-3000:]
-    assert job_stats(out)["finetune"] == 23
+    assert job_stats(out)["finetune"] == 2 * 8 + 9
     if profile == "slurm":
         finetune = out[out.index("rule finetune:"):]
         finetune = finetune[:finetune.index("\n[")] if "\n[" in finetune else finetune
@@ -222,8 +223,8 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)
     runs = expand_runs(config)
-    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning); SignalP: 6 folds x 7
-    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7) + 6 * 7
+    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning); SignalP: 6 folds x 10
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7) + 6 * 10
     assert stats["download_source"] == 2
     assert stats["prepare_model"] == len(config["models"])
     tasks = {run.task for run in runs}

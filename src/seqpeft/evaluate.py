@@ -93,8 +93,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     from seqpeft.train import _write_text_atomic, predict_split
 
     if predictor.per_residue:
-        raise SeqpeftInputError(input_path, "per-residue prediction is not available for this model yet.",
-                                fix="use a sequence-classification model.")
+        return predict_signal_peptides(predictor, input_path, output_path)
     ids, sequences = read_sequences(Path(input_path), alphabet="dna")
     split = predictor.split_for(sequences, None)
     _, logits, _ = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
@@ -106,5 +105,47 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
     for record_id, row in zip(ids, probabilities):
         writer.writerow([record_id, names[int(row.argmax())]] + [f"{p:.6f}" for p in row])
+    _write_text_atomic(Path(output_path), buffer.getvalue())
+    return len(ids)
+
+
+def _residue_split(predictor: Predictor, sequences: list[str]):
+    """A per-residue ``Split`` with placeholder labels (collate needs them; unlabelled input has none)."""
+    from seqpeft.tokenize import TokenizedSplit, _encode
+    from seqpeft.train import Split
+
+    ids, offsets = _encode(predictor.tokenizer, sequences)
+    residues = np.array([len(s) for s in sequences], dtype=np.int64)
+    label_offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(residues, out=label_offsets[1:])
+    leading = 1 if predictor.tokenizer.cls_token_id is not None else 0
+    data = TokenizedSplit(ids, offsets, np.zeros(int(label_offsets[-1]), dtype=np.int8), label_offsets)
+    return Split(data, per_residue=True, leading_specials=leading)
+
+
+def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path: Path) -> int:
+    """One row per protein: id, predicted SP type, cleavage site (-1 for NO_SP), one probability per type.
+
+    The cleavage site is the 0-based index of the first mature residue (the position after the
+    last signal-peptide residue), the convention the metrics use.
+    """
+    import torch
+
+    from seqpeft.data import SP_TYPES, read_sequences
+    from seqpeft.objectives import signalp_predictions
+    from seqpeft.train import _write_text_atomic
+
+    if getattr(predictor.model, "crf", None) is None:
+        raise SeqpeftInputError(input_path, "this per-residue model has no signal-peptide CRF.",
+                                fix="pass the artifacts directory of a signal_peptide run.")
+    ids, sequences = read_sequences(Path(input_path), alphabet="protein")
+    split = _residue_split(predictor, sequences)
+    predicted = signalp_predictions(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
+                                    predictor.batch_size, torch.device("cpu"))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
+    for record_id, type_index, site, row in zip(ids, predicted["type"], predicted["site"], predicted["probabilities"]):
+        writer.writerow([record_id, SP_TYPES[int(type_index)], int(site)] + [f"{p:.6f}" for p in row])
     _write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)

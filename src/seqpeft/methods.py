@@ -34,6 +34,9 @@ class Method:
     # State outside the parameters that a resumed run needs (AdaLoRA's importance estimates).
     save_state: Callable[[Any], Any] | None = None
     load_state: Callable[[Any, Any], None] | None = None
+    # Methods of seqpeft's own (seqpeft.adapters): artifacts keep only the backbone's trainable
+    # parameters, re-applied onto the base model when a run is loaded.
+    saves_trainable: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -185,6 +188,25 @@ register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/val
 register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
                 _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
 register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
+
+
+
+def _adapter(backbone, args: dict, ctx: MethodContext):
+    from seqpeft.adapters import apply_adapter
+
+    return apply_adapter(backbone, args, ctx)
+
+
+def _deep_prompt(backbone, args: dict, ctx: MethodContext):
+    from seqpeft.adapters import apply_deep_prompt
+
+    return apply_deep_prompt(backbone, args, ctx)
+
+
+register(Method("adapter", "Bottleneck adapters: two per block (after attention and feed-forward outputs), hidden/2, ReLU, "
+                "LayerNorm, residual, zero-init up-projection.", _adapter, uses_peft=False, saves_trainable=True))
+register(Method("deep_prompt", "Deep prompts (P-tuning v2 on hidden states): trainable virtual tokens re-inserted before every "
+                "layer; works on ESM, where peft prefix tuning does not.", _deep_prompt, uses_peft=False, saves_trainable=True))
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 

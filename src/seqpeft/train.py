@@ -343,18 +343,20 @@ def _rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
 
 
-def _training_step(torch, model, method, split: Split, indices, pad_id, max_length, device, micro_batch_size):
+def _training_step(torch, model, method, split: Split, indices, pad_id, max_length, device, micro_batch_size,
+                   objective=None):
     """Forward/backward of one batch as micro-batches; the loss is the batch mean as if unsplit."""
-    total_labels = 0
+    from seqpeft.objectives import objective_for
+
+    objective = objective or objective_for("sequence_classification")
     chunks = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
     prepared = [collate(split, chunk, pad_id, max_length, torch) for chunk in chunks]
-    total_labels = sum(int((labels != -100).sum()) for _, _, labels in prepared)
+    normaliser = max(objective.normaliser(prepared, indices), 1)
     batch_loss = 0.0
-    for input_ids, attention, labels in prepared:
-        logits = model(input_ids.to(device), attention.to(device))
-        labels = labels.to(device)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                 ignore_index=-100, reduction="sum") / max(total_labels, 1)
+    for chunk, (input_ids, attention, labels) in zip(chunks, prepared):
+        attention = attention.to(device)
+        logits = model(input_ids.to(device), attention)
+        loss = objective.loss(model, logits, labels.to(device), attention, split, chunk) / normaliser
         loss.backward()
         batch_loss += float(loss.detach())
     if method.extra_loss is not None:
@@ -377,6 +379,7 @@ def run_finetune(job: FinetuneJob) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     from seqpeft.models import count_parameters
+    from seqpeft.objectives import objective_for
     from seqpeft.tokenize import tokenizer_fingerprint
 
     training = TrainingConfig.from_dict(job.training)
@@ -389,19 +392,23 @@ def run_finetune(job: FinetuneJob) -> dict:
     splits = task_splits(cache, str(job.partition))
     if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
         keep = np.sort(rng.choice(len(splits["train"].data), training.max_train_samples, replace=False))
-        splits["train"] = Split(splits["train"].data.subset(keep), splits["train"].per_residue, splits["train"].leading_specials)
+        train = splits["train"]
+        splits["train"] = Split(train.data.subset(keep), train.per_residue, train.leading_specials,
+                                {key: values[keep] for key, values in train.extra.items()})
     for name, split in splits.items():
         if len(split.data) == 0:
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
     per_residue = cache.kind == "signal_peptide"
-    num_labels = int(cache.meta["num_labels"])
+    objective = objective_for(cache.kind)
+    num_labels = objective.num_outputs(int(cache.meta["num_labels"]))
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
 
     rss_before = _rss_mb()
     model, method, method_args, loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                      num_labels, per_residue, total_steps, job.model)
+    objective.attach(model)
     if tokenizer_fingerprint(loaded.tokenizer) != cache.fingerprint:
         raise SeqpeftInputError(job.cache_path, f"was tokenized with a different tokenizer than model {job.model!r} uses.",
                                 fix="delete the cache and rerun the tokenize rule; check models.<name>.tokenizer.")
@@ -463,7 +470,8 @@ def run_finetune(job: FinetuneJob) -> dict:
                 indices = batches[state.batch_in_epoch]
                 started = time.perf_counter()
                 model.train()
-                loss = _step_with_oom_retry(torch, model, method, splits["train"], indices, pad_id, max_length, device, state)
+                loss = _step_with_oom_retry(torch, model, method, splits["train"], indices, pad_id, max_length, device, state,
+                                            objective)
                 torch.nn.utils.clip_grad_norm_(trainable_params, training.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
@@ -478,7 +486,7 @@ def run_finetune(job: FinetuneJob) -> dict:
                 state.train_seconds += time.perf_counter() - started
                 evaluated = state.step % eval_every == 0 or state.batch_in_epoch == len(batches)
                 if evaluated:
-                    dev = evaluate_split(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
+                    dev = objective.evaluate(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
                     state.history.append({
                         "step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
                         "wall_seconds": round(state.train_seconds, 4),
@@ -487,7 +495,7 @@ def run_finetune(job: FinetuneJob) -> dict:
                     state.running_loss, state.running_count = 0.0, 0
                     print(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
                           f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
-                    if dev["mcc"] > state.best["mcc"]:
+                    if dev.get("selection", dev["mcc"]) > state.best.get("selection", state.best["mcc"]):
                         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
                         best_state = _trainable_state(model)
                         state.since_best = 0
@@ -507,7 +515,7 @@ def run_finetune(job: FinetuneJob) -> dict:
 
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
-    test = evaluate_split(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
+    test = objective.evaluate(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
     if device.type == "cuda":
         peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
     else:
@@ -534,7 +542,7 @@ def run_finetune(job: FinetuneJob) -> dict:
         "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
         "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
         "max_length": max_length, "per_residue": per_residue,
-    })
+    }, trainable_only=method.saves_trainable)
     write_history(out_dir / "history.csv", state.history)
     write_json_atomic(out_dir / "metrics.json", metrics)
     checkpointer.clear()
@@ -547,7 +555,8 @@ def _is_out_of_memory(torch, error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError)
 
 
-def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_length, device, state: LoopState) -> float:
+def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_length, device, state: LoopState,
+                         objective=None) -> float:
     """One optimizer step's forward/backward; on CUDA OOM halve the micro-batch and try again.
 
     The effective batch stays the same (more micro-batches are accumulated); only at micro-batch
@@ -555,7 +564,8 @@ def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_lengt
     """
     while True:
         try:
-            return _training_step(torch, model, method, split, indices, pad_id, max_length, device, state.micro_batch_size)
+            return _training_step(torch, model, method, split, indices, pad_id, max_length, device, state.micro_batch_size,
+                                  objective)
         except Exception as error:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not _is_out_of_memory(torch, error):
                 raise
@@ -571,7 +581,7 @@ def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_lengt
             print(f"[seqpeft] CUDA out of memory at step {state.step + 1}: micro-batch now {state.micro_batch_size}")
 
 
-def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict) -> None:
+def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict, trainable_only: bool = False) -> None:
     """The trained adapter (peft ``save_pretrained``), or full backbone, plus head and tokenizer."""
     from safetensors.torch import save_file
 
@@ -579,13 +589,19 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
     tmp = Path(tempfile.mkdtemp(prefix=".artifacts.", dir=out_dir.parent))
     try:
         backbone_kind = "frozen"
-        if uses_peft:
+        if trainable_only:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.backbone.named_parameters() if v.requires_grad},
+                      str(tmp / "trainable.safetensors"))
+            backbone_kind = "trainable"
+        elif uses_peft:
             model.backbone.save_pretrained(tmp / "adapter")
             backbone_kind = "adapter"
         elif any(p.requires_grad for p in model.backbone.parameters()):
             model.backbone.save_pretrained(tmp / "backbone")
             backbone_kind = "backbone"
         save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        if getattr(model, "crf", None) is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
         tokenizer.save_pretrained(tmp / "tokenizer")
         write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
         if out_dir.exists():
@@ -652,6 +668,15 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         from peft import PeftModel
 
         loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
+    if description["weights"] == "trainable":
+        method, args = resolve_method(description["method"], description.get("method_spec") or {})
+        loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, 1, description.get("model", "")))
+        trained = load_file(str(artifacts_dir / "trainable.safetensors"))
+        unknown = set(trained) - {name for name, _ in loaded.backbone.named_parameters()}
+        if unknown:
+            raise SeqpeftInputError(artifacts_dir, f"trainable weights {sorted(unknown)[:3]} do not fit the rebuilt model.",
+                                    fix="load the run with the seqpeft version that trained it.")
+        loaded.backbone.load_state_dict(trained, strict=False)
     head = load_file(str(artifacts_dir / "head.safetensors"))
     loaded.pretrained_head = {}
     model = make_classifier(loaded, description["num_labels"], pooling=description["pooling"],
@@ -660,6 +685,11 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         model.head.bias = None
     with torch.no_grad():
         model.head.load_state_dict(head)
+    if (artifacts_dir / "crf.safetensors").is_file():
+        from seqpeft.objectives import objective_for
+
+        objective_for(description["task_kind"]).attach(model)
+        model.crf.load_state_dict(load_file(str(artifacts_dir / "crf.safetensors")))
     model.eval()
     loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")
     return model, loaded, description

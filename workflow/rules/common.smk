@@ -118,6 +118,22 @@ def run_files(name, task=None):
     ]
 
 
+def signalp_tasks():
+    return [task for task in RUN_TASKS if config["tasks"][task].get("kind") == "signal_peptide"]
+
+
+def signalp_run_metrics(wildcards):
+    return [path for task in signalp_tasks() for path in run_files("metrics.json", task=task)]
+
+
+def signalp_outputs():
+    if not signalp_tasks():
+        return []
+    names = ("signalp_mcc", "signalp_cleavage_w0")
+    figures = [f"{R}/figures/{task}/{name}.{ext}" for task in signalp_tasks() for name in names for ext in ("png", "svg")]
+    return [f"{R}/signalp_table.csv", *figures]
+
+
 def task_histories(wildcards):
     return run_files("history.csv", task=wildcards.task)
 
@@ -130,7 +146,7 @@ def all_outputs():
         for name in [*(f"pareto_{axis}" for axis in AXES), "mcc_over_time"]
         for ext in ("png", "svg")
     ]
-    return tables + figures
+    return tables + figures + signalp_outputs()
 
 
 # ---- resources: fine-tuning jobs scale with the model's size and grow on every retry ----

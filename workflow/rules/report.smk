@@ -51,3 +51,43 @@ rule mcc_over_time_figure:
         "../../envs/report.yaml"
     script:
         "../scripts/plot_mcc_over_time.py"
+
+
+# ---- signal-peptide track: per-kingdom x type table over the 6 folds, and its two figures ----
+
+
+rule signalp_table:
+    input:
+        metrics=signalp_run_metrics,
+    output:
+        table=f"{R}/signalp_table.csv",
+    log:
+        f"{R}/logs/signalp_table.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/signalp_table.py"
+
+
+rule signalp_figures:
+    input:
+        table=f"{R}/signalp_table.csv",
+    output:
+        mcc_png=f"{R}/figures/{{task}}/signalp_mcc.png",
+        mcc_svg=f"{R}/figures/{{task}}/signalp_mcc.svg",
+        cs_png=f"{R}/figures/{{task}}/signalp_cleavage_w0.png",
+        cs_svg=f"{R}/figures/{{task}}/signalp_cleavage_w0.svg",
+    log:
+        f"{R}/logs/figures/{{task}}/signalp.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/plot_signalp.py"

@@ -21,7 +21,11 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @contextmanager
 def logged(snakemake, mode: str = "w"):
-    if (SRC / "seqpeft").is_dir() and str(SRC) not in sys.path:
+    if (SRC / "seqpeft").is_dir():
+        # First, even when already listed further down: an installed (editable) seqpeft of another
+        # checkout must not shadow this one.
+        if str(SRC) in sys.path:
+            sys.path.remove(str(SRC))
         sys.path.insert(0, str(SRC))
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,165 @@
+"""Training objectives by task kind: what the loss is, what extra modules train, how dev/test are scored.
+
+The training loop stays one loop: it asks the task kind's objective for the head width, the
+modules to attach (the signal-peptide CRF), the loss of a micro-batch and the evaluation dict,
+whose ``selection`` value picks the best checkpoint (dev MCC for sequence classification;
+detection MCC + cleavage-site MCC, kingdom-averaged, for signal peptides as PEFT-SP selects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from seqpeft.errors import SeqpeftInputError
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    num_outputs: Callable[[int], int]
+    attach: Callable[[Any], None]
+    loss: Callable[..., Any]  # (model, logits, labels, attention, split, indices) -> summed loss tensor
+    normaliser: Callable[[list, np.ndarray], int]  # (collated micro-batches, batch indices) -> divisor
+    evaluate: Callable[..., dict]  # (model, split, pad_id, max_length, batch_size, device) -> metrics
+
+
+def _classification_loss(model, logits, labels, attention, split, indices):
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100, reduction="sum")
+
+
+def _classification_evaluate(model, split, pad_id, max_length, batch_size, device) -> dict:
+    """The existing metrics unchanged; without a ``selection`` key the loop selects on ``mcc``."""
+    from seqpeft.train import evaluate_split
+
+    return evaluate_split(model, split, pad_id, max_length, batch_size, device)
+
+
+def _crf_outputs(num_labels: int) -> int:
+    from seqpeft.signalp_crf import NUM_STATES
+
+    return NUM_STATES
+
+
+def _attach_crf(model) -> None:
+    from seqpeft.signalp_crf import SignalPeptideCRF
+
+    model.crf = SignalPeptideCRF()
+
+
+def _state_table():
+    """[SP type, residue label] -> CRF state."""
+    from seqpeft.data import RESIDUE_LABELS, SP_TYPES
+    from seqpeft.signalp_crf import gold_states
+
+    return np.stack([gold_states(np.arange(len(RESIDUE_LABELS)), t) for t in range(len(SP_TYPES))])
+
+
+def _crf_inputs(logits, labels, attention, split, indices):
+    import torch
+
+    from seqpeft.signalp_crf import residue_emissions
+
+    emissions, mask = residue_emissions(logits, attention, split.leading_specials)
+    residue_labels = labels[:, split.leading_specials:].clamp(min=0)
+    types = torch.as_tensor(np.asarray(split.extra["sp_type"])[indices], dtype=torch.long, device=labels.device)
+    table = torch.as_tensor(_state_table(), device=labels.device)
+    states = table[types.unsqueeze(1), residue_labels]
+    return emissions.float(), states, mask
+
+
+def _crf_loss(model, logits, labels, attention, split, indices):
+    emissions, states, mask = _crf_inputs(logits, labels, attention, split, indices)
+    return model.crf.nll(emissions, states, mask)
+
+
+def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Predicted type index, cleavage site and type probabilities per sequence (split order), plus
+    the summed CRF NLL when the split carries labels."""
+    import torch
+
+    from seqpeft.signalp_crf import decode, residue_emissions
+    from seqpeft.train import collate
+
+    model.eval()
+    order = np.argsort(-split.data.lengths, kind="stable")
+    types, sites, probabilities, nll = [], [], [], 0.0
+    labelled = "sp_type" in split.extra
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
+            attention = attention.to(device)
+            logits = model(input_ids.to(device), attention).float()
+            emissions, mask = residue_emissions(logits, attention, split.leading_specials)
+            if labelled:
+                _, states, _ = _crf_inputs(logits, labels.to(device), attention, split, indices)
+                nll += float(model.crf.nll(emissions, states, mask))
+            batch_types, batch_sites, batch_probabilities = decode(model.crf, emissions, mask)
+            types.append(batch_types)
+            sites.append(batch_sites)
+            probabilities.append(batch_probabilities)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
+            "probabilities": np.concatenate(probabilities)[inverse], "nll": nll}
+
+
+def _true_sites(split) -> np.ndarray:
+    from seqpeft.data import RESIDUE_LABELS
+
+    sp_letters = [RESIDUE_LABELS.index(letter) for letter in "STLP"]
+    sites = []
+    for index in range(len(split.data)):
+        positions = np.flatnonzero(np.isin(split.data.residue_labels(index), sp_letters))
+        sites.append(int(positions[-1]) + 1 if positions.size else -1)
+    return np.array(sites, dtype=np.int64)
+
+
+def _signalp_evaluate(model, split, pad_id, max_length, batch_size, device) -> dict:
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    from seqpeft.data import KINGDOMS, SP_TYPES
+    from seqpeft.signalp import kingdom_type_table, mean_mcc2, selection_score
+
+    predicted = signalp_predictions(model, split, pad_id, max_length, batch_size, device)
+    names = np.array(SP_TYPES)
+    true_type, pred_type = names[np.asarray(split.extra["sp_type"])], names[predicted["type"]]
+    kingdom = np.array(KINGDOMS)[np.asarray(split.extra["kingdom"])]
+    true_site = _true_sites(split)
+    table = kingdom_type_table(kingdom, true_type, pred_type, true_site, predicted["site"])
+    residues = split.data.lengths - split.leading_specials - 1
+    selection = selection_score(kingdom, true_type, pred_type, true_site, predicted["site"], residues)
+    return {
+        "mcc": mean_mcc2(table),
+        "accuracy": float(np.mean(true_type == pred_type)),
+        "f1": float(f1_score(true_type, pred_type, average="macro", zero_division=0)),
+        "precision": float(precision_score(true_type, pred_type, average="macro", zero_division=0)),
+        "recall": float(recall_score(true_type, pred_type, average="macro", zero_division=0)),
+        "loss": predicted["nll"] / max(len(split.data), 1),
+        **selection,
+        "signalp": table,
+    }
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "sequence_classification": Objective(
+        "sequence_classification", num_outputs=lambda n: n, attach=lambda model: None, loss=_classification_loss,
+        normaliser=lambda prepared, indices: sum(int((labels != -100).sum()) for _, _, labels in prepared),
+        evaluate=_classification_evaluate),
+    "signal_peptide": Objective(
+        "signal_peptide", num_outputs=_crf_outputs,
+        attach=_attach_crf, loss=_crf_loss, normaliser=lambda prepared, indices: len(indices),
+        evaluate=_signalp_evaluate),
+}
+
+
+def objective_for(kind: str) -> Objective:
+    if kind not in OBJECTIVES:
+        raise SeqpeftInputError(None, f"task kind {kind!r} has no training objective.", fix=f"use one of {sorted(OBJECTIVES)}.")
+    return OBJECTIVES[kind]

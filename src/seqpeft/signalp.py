@@ -1,0 +1,123 @@
+"""Signal-peptide metrics exactly as PEFT-SP (after SignalP 5/6) defines them.
+
+Every number is per kingdom x SP type (NO_SP is never a reported type), computed on one test
+partition. A cell with no true positives in the partition (ARCHAEA SP in partition 0) is NaN for
+that run rather than an error; the aggregation reports the mean over defined runs and the count.
+
+Sites are "the position after the last SP residue", i.e. the SP length (0-based index of the first
+mature residue); -1 means "no site". Only differences between sites matter, so any consistent
+convention gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from seqpeft.data import KINGDOMS, SP_TYPES
+
+WINDOWS = (0, 1, 2, 3)
+REPORTED_TYPES = tuple(t for t in SP_TYPES if t != "NO_SP")
+METRIC_COLUMNS = ("mcc2", "mcc1") + tuple(f"cs_precision_w{w}" for w in WINDOWS) + tuple(f"cs_recall_w{w}" for w in WINDOWS)
+
+
+def mcc(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Binary MCC; 0.0 when a margin is empty (sklearn's convention), NaN for no sequences."""
+    truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
+    if truth.size == 0:
+        return math.nan
+    tp = float(np.sum(truth & predicted))
+    tn = float(np.sum(~truth & ~predicted))
+    fp = float(np.sum(~truth & predicted))
+    fn = float(np.sum(truth & ~predicted))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
+
+
+def sp_length(labels: str) -> int:
+    """Cleavage site of a label string: the index after the last S/T/L/P residue, -1 when none."""
+    positions = [i for i, letter in enumerate(labels) if letter in "STLP"]
+    return positions[-1] + 1 if positions else -1
+
+
+def type_metrics(true_type: np.ndarray, pred_type: np.ndarray, true_site: np.ndarray, pred_site: np.ndarray,
+                 sp_type: str) -> dict[str, float]:
+    """MCC2, MCC1 and cleavage-site precision/recall at w = 0..3 for one type within one kingdom.
+
+    Masking: the true site becomes -1 where the true type is not ``sp_type``; the predicted site
+    becomes -1 where the predicted type is neither ``sp_type`` nor NO_SP (a site predicted under
+    another SP type never counts, one predicted with NO_SP keeps counting as PEFT-SP does).
+    """
+    true_type, pred_type = np.asarray(true_type), np.asarray(pred_type)
+    positives = true_type == sp_type
+    if not positives.any():
+        return {column: math.nan for column in METRIC_COLUMNS}
+    result = {"mcc2": mcc(positives, pred_type == sp_type)}
+    restricted = positives | (true_type == "NO_SP")
+    result["mcc1"] = mcc(positives[restricted], (pred_type == sp_type)[restricted])
+    true_masked = np.where(positives, np.asarray(true_site), -1)
+    pred_masked = np.where((pred_type == sp_type) | (pred_type == "NO_SP"), np.asarray(pred_site), -1)
+    both = (true_masked != -1) & (pred_masked != -1)
+    distance = np.abs(pred_masked - true_masked)
+    predicted_count = int(np.sum(pred_masked != -1))
+    true_count = int(np.sum(true_masked != -1))
+    for w in WINDOWS:
+        correct = int(np.sum(both & (distance <= w)))
+        result[f"cs_precision_w{w}"] = correct / predicted_count if predicted_count else math.nan
+        result[f"cs_recall_w{w}"] = correct / true_count if true_count else math.nan
+    return result
+
+
+def kingdom_type_table(kingdom: np.ndarray, true_type: np.ndarray, pred_type: np.ndarray,
+                       true_site: np.ndarray, pred_site: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+    """``{kingdom: {type: {metric: value}}}`` for every kingdom and every SP type (NaN where undefined)."""
+    kingdom, true_type, pred_type = np.asarray(kingdom), np.asarray(true_type), np.asarray(pred_type)
+    true_site, pred_site = np.asarray(true_site), np.asarray(pred_site)
+    table = {}
+    for name in KINGDOMS:
+        rows = kingdom == name
+        table[name] = {t: type_metrics(true_type[rows], pred_type[rows], true_site[rows], pred_site[rows], t)
+                       for t in REPORTED_TYPES}
+    return table
+
+
+def mean_mcc2(table: dict) -> float:
+    """The single score of an SP run (the shared Pareto figures' ``test.mcc``): mean defined MCC2."""
+    values = [cell["mcc2"] for types in table.values() for cell in types.values() if not math.isnan(cell["mcc2"])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def cleavage_mcc(true_site: np.ndarray, pred_site: np.ndarray, lengths: np.ndarray) -> float:
+    """MCC of per-residue "a cleavage site is here" tags over all residues of the sequences."""
+    truth, predicted = [], []
+    for site_t, site_p, length in zip(true_site, pred_site, lengths):
+        row_t, row_p = np.zeros(int(length), bool), np.zeros(int(length), bool)
+        if 0 <= site_t < length:
+            row_t[site_t] = True
+        if 0 <= site_p < length:
+            row_p[site_p] = True
+        truth.append(row_t)
+        predicted.append(row_p)
+    return mcc(np.concatenate(truth), np.concatenate(predicted)) if truth else math.nan
+
+
+def selection_score(kingdom: np.ndarray, true_type: np.ndarray, pred_type: np.ndarray, true_site: np.ndarray,
+                    pred_site: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
+    """PEFT-SP's model-selection score: detection MCC + cleavage-site MCC, averaged over kingdoms.
+
+    Detection MCC is SP (any type) vs NO_SP; cleavage-site MCC tags each residue as site or not.
+    Kingdoms absent from the split are left out of the average.
+    """
+    kingdom, true_type, pred_type = np.asarray(kingdom), np.asarray(true_type), np.asarray(pred_type)
+    detection, cleavage = [], []
+    for name in KINGDOMS:
+        rows = kingdom == name
+        if not rows.any():
+            continue
+        detection.append(mcc(true_type[rows] != "NO_SP", pred_type[rows] != "NO_SP"))
+        cleavage.append(cleavage_mcc(np.asarray(true_site)[rows], np.asarray(pred_site)[rows], np.asarray(lengths)[rows]))
+    if not detection:
+        return {"detection_mcc": math.nan, "cs_mcc": math.nan, "selection": math.nan}
+    det, cs = float(np.mean(detection)), float(np.mean(cleavage))
+    return {"detection_mcc": det, "cs_mcc": cs, "selection": det + cs}
