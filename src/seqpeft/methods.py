@@ -147,6 +147,28 @@ def _adalora_orthogonality(model):
     return config.orth_reg_weight * torch.stack(penalties).mean()
 
 
+def _adalora_rs(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import adalora_rs
+
+    args = dict(args)
+    probability = float(args.pop("rs_probability", adalora_rs.DEFAULT_PROBABILITY))
+    seed = int(args.pop("rs_seed", 0))
+    return adalora_rs.install(_adalora(backbone, args, ctx), probability, seed)
+
+
+def _adalora_rs_save_state(model) -> dict:
+    from seqpeft import adalora_rs
+
+    return {**_adalora_save_state(model), "rs_generator": adalora_rs.save_generator(model)}
+
+
+def _adalora_rs_load_state(model, state: dict) -> None:
+    from seqpeft import adalora_rs
+
+    _adalora_load_state(model, state)
+    adalora_rs.load_generator(model, state["rs_generator"])
+
+
 def _prompt_learning(config_name: str, defaults: dict) -> Callable:
     def apply(backbone, args: dict, ctx: MethodContext):
         import peft
@@ -178,6 +200,9 @@ register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP pr
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_save_state, load_state=_adalora_load_state))
+register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
+                _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
+                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
                 _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",
