@@ -34,6 +34,8 @@ class Method:
     # State outside the parameters that a resumed run needs (AdaLoRA's importance estimates).
     save_state: Callable[[Any], Any] | None = None
     load_state: Callable[[Any, Any], None] | None = None
+    # Extra from_pretrained arguments for the backbone (QLoRA's 4-bit quantization), from the method args.
+    load_kwargs: Callable[[dict], dict] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -169,6 +171,18 @@ def _adalora_rs_load_state(model, state: dict) -> None:
     adalora_rs.load_generator(model, state["rs_generator"])
 
 
+def _qlora(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import qlora
+
+    return _lora(qlora.prepare(backbone, args), qlora.lora_args(args), ctx)
+
+
+def _qlora_load_kwargs(args: dict) -> dict:
+    from seqpeft import qlora
+
+    return qlora.load_kwargs(args)
+
+
 def _prompt_learning(config_name: str, defaults: dict) -> Callable:
     def apply(backbone, args: dict, ctx: MethodContext):
         import peft
@@ -203,6 +217,8 @@ register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is realloca
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
                 _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state))
+register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
+                _qlora, load_kwargs=_qlora_load_kwargs))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
                 _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",

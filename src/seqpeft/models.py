@@ -263,12 +263,14 @@ def load_tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
-def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None) -> LoadedBackbone:
+def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None,
+                  extra_kwargs: dict | None = None) -> LoadedBackbone:
     """Load the bare backbone (no task head) from a prepared or local model directory.
 
     A decoder checkpoint saved as ``*ForSequenceClassification`` carries its ``score`` head; it is
     returned in ``pretrained_head`` when its shape fits ``num_labels``, so a published fine-tuned
     checkpoint evaluates exactly as it was trained (last-token pooling, no bias).
+    ``extra_kwargs`` come from the method (QLoRA's quantization config).
     """
     from transformers import AutoConfig, AutoModel
 
@@ -287,7 +289,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     try:
         backbone = AutoModel.from_pretrained(
             str(model_dir), config=config, trust_remote_code=trust, use_safetensors=not spec.get("allow_pickle"),
-            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs),
+            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs), **(extra_kwargs or {}),
         )
     except (OSError, ValueError, RuntimeError) as error:
         if "safetensors" in str(error).lower() or "header" in str(error).lower() or "deserializ" in str(error).lower():
