@@ -36,6 +36,8 @@ class Method:
     load_state: Callable[[Any, Any], None] | None = None
     # Extra from_pretrained arguments for the backbone (QLoRA's 4-bit quantization), from the method args.
     load_kwargs: Callable[[dict], dict] | None = None
+    # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
+    load_adapter: Callable[[Any, Any], Any] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -183,6 +185,18 @@ def _qlora_load_kwargs(args: dict) -> dict:
     return qlora.load_kwargs(args)
 
 
+def _lopa(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import lopa
+
+    return lopa.wrap(backbone, lopa.LopaConfig.from_args(args))
+
+
+def _lopa_load(backbone, directory):
+    from seqpeft import lopa
+
+    return lopa.load(backbone, directory)
+
+
 def _prompt_learning(config_name: str, defaults: dict) -> Callable:
     def apply(backbone, args: dict, ctx: MethodContext):
         import peft
@@ -225,6 +239,8 @@ register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/val
                 _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
                 _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
+register(Method("lopa", "LoPA: per-input soft prompt Z_S * sigmoid(u v^T) from mean-pooled frozen embeddings (num_virtual_tokens, lp_rank).",
+                _lopa, load_adapter=_lopa_load))
 register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

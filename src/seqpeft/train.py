@@ -646,7 +646,10 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     if description["weights"] == "adapter":
         from peft import PeftModel
 
-        loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
+        if method.load_adapter is not None:
+            loaded.backbone = method.load_adapter(loaded.backbone, artifacts_dir / "adapter")
+        else:
+            loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
     head = load_file(str(artifacts_dir / "head.safetensors"))
     loaded.pretrained_head = {}
     model = make_classifier(loaded, description["num_labels"], pooling=description["pooling"],
