@@ -88,6 +88,11 @@ def _lora(backbone, args: dict, ctx: MethodContext):
     targets = _targets(args, ctx.family.lora_targets)
     _check_targets(backbone, targets, "lora", ctx.model_name)
     options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args, "target_modules": targets}
+    if "target_parameters" not in args and ctx.family.lora_target_parameters:
+        # peft's parameter-level LoRA has no dropout: without an explicit lora_dropout it is 0 here,
+        # with one the user chooses (target_parameters: [] keeps dropout on the modules only).
+        options["target_parameters"] = list(ctx.family.lora_target_parameters)
+        options["lora_dropout"] = args.get("lora_dropout", 0.0)
     return _peft_wrap(backbone, LoraConfig(task_type="FEATURE_EXTRACTION", **options))
 
 
