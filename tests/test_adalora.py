@@ -70,8 +70,6 @@ def test_adalora_rs_masks_differ_from_adalora_and_are_reproducible(adalora_run, 
     assert rs_a[-1] != plain[-1]
     # before the first masking step both are the same model
     assert rs_a[0] == plain[0]
-    _, rs_other_seed = _train(tiny_model_dir("llama"), "adalora_rs", {**rs_spec, "rs_seed": 8})
-    assert rs_other_seed[-1] != rs_a[-1]
     allocator = model_a.backbone.base_model.rankallocator
     assert type(allocator).__name__ == "RandomSamplingRankAllocator" and allocator.probability == 0.2
 
