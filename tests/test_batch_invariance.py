@@ -23,6 +23,11 @@ def _perturb_trainable(model, seed: int) -> None:
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
 
 
+# QLoRA computes in bf16 by default, whose rounding differs between batch shapes by ~1e-3; the
+# property under test (masking, pooling) is checked with fp32 compute on the same 4-bit weights.
+METHOD_SPECS = {"qlora": {"compute_dtype": "float32"}}
+
+
 def _methods_for(family: str) -> list[str]:
     return [m for m in METHOD_NAMES if not (family == "esm" and m == "prefix_tuning")]
 
@@ -37,7 +42,7 @@ def test_logits_alone_equal_logits_in_padded_batch(tiny_model_dir, family, pooli
     per_residue = family == "esm"
     for method in _methods_for(family):
         spec = {"pooling": pooling} if pooling else {}
-        model, _, _, loaded = build_model(model_dir, spec, method, {}, 3, per_residue, total_steps=100, model_name=family)
+        model, _, _, loaded = build_model(model_dir, spec, method, METHOD_SPECS.get(method, {}), 3, per_residue, total_steps=100, model_name=family)
         _perturb_trainable(model, seed=3)
         model.eval()
         tokenizer = loaded.tokenizer

@@ -64,8 +64,8 @@ def _interrupt(spec, run_dir, sig):
     return output
 
 
-@pytest.mark.parametrize(("method", "sig"), [("lora", signal.SIGTERM), ("adalora", signal.SIGKILL)],
-                         ids=["lora-sigterm", "adalora-sigkill"])
+@pytest.mark.parametrize(("method", "sig"), [("lora", signal.SIGTERM), ("adalora", signal.SIGKILL), ("adalora_rs", signal.SIGTERM)],
+                         ids=["lora-sigterm", "adalora-sigkill", "adalora_rs-sigterm"])
 def test_killed_run_resumes_to_identical_metrics(task, tmp_path, method, sig):
     reference = run_finetune(FinetuneJob(**{**_spec(task, method, tmp_path / "reference"),
                                             "cache_path": task[0] / "cache.npz", "model_dir": task[1],

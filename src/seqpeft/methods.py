@@ -37,6 +37,10 @@ class Method:
     # Methods of seqpeft's own (seqpeft.adapters): artifacts keep only the backbone's trainable
     # parameters, re-applied onto the base model when a run is loaded.
     saves_trainable: bool = False
+    # Extra from_pretrained arguments for the backbone (QLoRA's 4-bit quantization), from the method args.
+    load_kwargs: Callable[[dict], dict] | None = None
+    # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
+    load_adapter: Callable[[Any, Any], Any] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -87,6 +91,11 @@ def _lora(backbone, args: dict, ctx: MethodContext):
     targets = _targets(args, ctx.family.lora_targets)
     _check_targets(backbone, targets, "lora", ctx.model_name)
     options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args, "target_modules": targets}
+    if "target_parameters" not in args and ctx.family.lora_target_parameters:
+        # peft's parameter-level LoRA has no dropout: without an explicit lora_dropout it is 0 here,
+        # with one the user chooses (target_parameters: [] keeps dropout on the modules only).
+        options["target_parameters"] = list(ctx.family.lora_target_parameters)
+        options["lora_dropout"] = args.get("lora_dropout", 0.0)
     return _peft_wrap(backbone, LoraConfig(task_type="FEATURE_EXTRACTION", **options))
 
 
@@ -150,6 +159,52 @@ def _adalora_orthogonality(model):
     return config.orth_reg_weight * torch.stack(penalties).mean()
 
 
+def _adalora_rs(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import adalora_rs
+
+    args = dict(args)
+    probability = float(args.pop("rs_probability", adalora_rs.DEFAULT_PROBABILITY))
+    seed = int(args.pop("rs_seed", 0))
+    return adalora_rs.install(_adalora(backbone, args, ctx), probability, seed)
+
+
+def _adalora_rs_save_state(model) -> dict:
+    from seqpeft import adalora_rs
+
+    return {**_adalora_save_state(model), "rs_generator": adalora_rs.save_generator(model)}
+
+
+def _adalora_rs_load_state(model, state: dict) -> None:
+    from seqpeft import adalora_rs
+
+    _adalora_load_state(model, state)
+    adalora_rs.load_generator(model, state["rs_generator"])
+
+
+def _qlora(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import qlora
+
+    return _lora(qlora.prepare(backbone, args), qlora.lora_args(args), ctx)
+
+
+def _qlora_load_kwargs(args: dict) -> dict:
+    from seqpeft import qlora
+
+    return qlora.load_kwargs(args)
+
+
+def _lopa(backbone, args: dict, ctx: MethodContext):
+    from seqpeft import lopa
+
+    return lopa.wrap(backbone, lopa.LopaConfig.from_args(args))
+
+
+def _lopa_load(backbone, directory):
+    from seqpeft import lopa
+
+    return lopa.load(backbone, directory)
+
+
 def _prompt_learning(config_name: str, defaults: dict) -> Callable:
     def apply(backbone, args: dict, ctx: MethodContext):
         import peft
@@ -181,12 +236,19 @@ register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP pr
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_save_state, load_state=_adalora_load_state))
+register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
+                _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
+                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state))
+register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
+                _qlora, load_kwargs=_qlora_load_kwargs))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
                 _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",
                 _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10})))
 register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
                 _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
+register(Method("lopa", "LoPA: per-input soft prompt Z_S * sigmoid(u v^T) from mean-pooled frozen embeddings (num_virtual_tokens, lp_rank).",
+                _lopa, load_adapter=_lopa_load))
 register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
 
 

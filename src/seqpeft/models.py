@@ -37,6 +37,8 @@ class ModelFamily:
     build_config: Callable[..., Any] | None = None
     # Encoders ship a pooler we never use; an unused module gets no gradients (AdaLoRA fails on them).
     load_kwargs: tuple[tuple[str, Any], ...] = ()
+    # Parameters (not modules) LoRA also adapts: Mixtral's fused 3-D expert weights.
+    lora_target_parameters: tuple[str, ...] = ()
 
     @property
     def default_pooling(self) -> str:
@@ -135,9 +137,11 @@ FAMILIES: dict[str, ModelFamily] = {
                     build_config=_llama_like("LlamaConfig")),
         ModelFamily("mistral", "mistral", True, _LLAMA_PROJ, ("k_proj", "v_proj", "down_proj"), ("down_proj",),
                     build_config=_llama_like("MistralConfig")),
-        # Mixtral experts are fused 3-D parameters in transformers 5, invisible to module-level tuners.
+        # Mixtral experts are fused 3-D parameters in transformers 5, invisible to module-level tuners;
+        # LoRA reaches them through peft's target_parameters.
         ModelFamily("mixtral", "mixtral", True, ("q_proj", "k_proj", "v_proj", "o_proj"), ("k_proj", "v_proj", "o_proj"),
-                    ("o_proj",), build_config=_llama_like("MixtralConfig")),
+                    ("o_proj",), build_config=_llama_like("MixtralConfig"),
+                    lora_target_parameters=("mlp.experts.gate_up_proj", "mlp.experts.down_proj")),
         ModelFamily("opt", "opt", True, ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
                     ("k_proj", "v_proj", "fc2"), ("fc2",), build_config=_opt_config),
         ModelFamily("bert", "bert", False, ("query", "key", "value", "dense"), ("key", "value", "output.dense"),
@@ -263,12 +267,14 @@ def load_tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
-def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None) -> LoadedBackbone:
+def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None,
+                  extra_kwargs: dict | None = None) -> LoadedBackbone:
     """Load the bare backbone (no task head) from a prepared or local model directory.
 
     A decoder checkpoint saved as ``*ForSequenceClassification`` carries its ``score`` head; it is
     returned in ``pretrained_head`` when its shape fits ``num_labels``, so a published fine-tuned
     checkpoint evaluates exactly as it was trained (last-token pooling, no bias).
+    ``extra_kwargs`` come from the method (QLoRA's quantization config).
     """
     from transformers import AutoConfig, AutoModel
 
@@ -291,7 +297,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     try:
         backbone = AutoModel.from_pretrained(
             str(model_dir), config=config, trust_remote_code=trust, use_safetensors=not spec.get("allow_pickle"),
-            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs),
+            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs), **(extra_kwargs or {}),
         )
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
         text = f"{type(error).__name__} {error}".lower()

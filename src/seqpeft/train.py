@@ -226,8 +226,9 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     from seqpeft.models import load_backbone, make_classifier
 
     reuse_head = bool(model_spec.get("reuse_pretrained_head", False))
-    loaded = load_backbone(job_model_dir, model_spec, num_labels=num_labels if reuse_head else None)
     method, args = resolve_method(method_name, method_spec)
+    extra = method.load_kwargs(args) if method.load_kwargs is not None else None
+    loaded = load_backbone(job_model_dir, model_spec, num_labels=num_labels if reuse_head else None, extra_kwargs=extra)
     loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
     model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
                             dropout=float(model_spec.get("head_dropout", 0.1)))
@@ -663,13 +664,17 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     base = Path(base_model_dir or description["base_model"])
     if description["weights"] == "backbone":
         base = artifacts_dir / "backbone"
-    loaded = load_backbone(base, description.get("model_spec"))
+    method, args = resolve_method(description["method"], description.get("method_spec") or {})
+    extra = method.load_kwargs(args) if method.load_kwargs is not None else None
+    loaded = load_backbone(base, description.get("model_spec"), extra_kwargs=extra)
     if description["weights"] == "adapter":
         from peft import PeftModel
 
-        loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
+        if method.load_adapter is not None:
+            loaded.backbone = method.load_adapter(loaded.backbone, artifacts_dir / "adapter")
+        else:
+            loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
     if description["weights"] == "trainable":
-        method, args = resolve_method(description["method"], description.get("method_spec") or {})
         loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, 1, description.get("model", "")))
         trained = load_file(str(artifacts_dir / "trainable.safetensors"))
         unknown = set(trained) - {name for name, _ in loaded.backbone.named_parameters()}

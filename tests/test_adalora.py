@@ -1,0 +1,112 @@
+"""AdaLoRA's budget really moves during training, and AdaLoRA + RS perturbs it reproducibly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqpeft.train import build_model
+
+TOTAL_STEPS = 40
+SPEC = {"init_r": 6, "target_r": 2, "tinit": 4, "tfinal": 10, "deltaT": 2}
+
+
+def _train(model_dir, method: str, spec: dict, seed: int = 0) -> tuple[object, list[dict]]:
+    """A plain training loop on random sequences; returns the model and the rank pattern per step."""
+    torch.manual_seed(seed)
+    model, method_obj, _, _ = build_model(model_dir, {}, method, spec, 2, False, total_steps=TOTAL_STEPS, model_name="llama")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    generator = torch.Generator().manual_seed(seed)
+    patterns = []
+    for step in range(1, TOTAL_STEPS + 1):
+        input_ids = torch.randint(4, 9, (4, 10), generator=generator)
+        labels = (input_ids == 5).sum(dim=1).gt(2).long()
+        loss = torch.nn.functional.cross_entropy(model(input_ids, torch.ones_like(input_ids)), labels)
+        loss = loss + method_obj.extra_loss(model.backbone)
+        loss.backward()
+        optimizer.step()
+        method_obj.after_optimizer_step(model.backbone, step)
+        optimizer.zero_grad(set_to_none=True)
+        patterns.append(_active_ranks(model.backbone))
+    return model, patterns
+
+
+def _active_ranks(backbone) -> dict[str, tuple[bool, ...]]:
+    return {name: tuple(bool(v) for v in (param.detach().view(-1) != 0)) for name, param in backbone.named_parameters()
+            if "lora_E" in name}
+
+
+def _modules(backbone) -> int:
+    return sum(1 for name, _ in backbone.named_parameters() if "lora_E" in name)
+
+
+@pytest.fixture(scope="module")
+def adalora_run(tiny_model_dir):
+    return _train(tiny_model_dir("llama"), "adalora", SPEC)
+
+
+def test_adalora_ranks_change_during_training_and_end_at_the_target_budget(adalora_run):
+    model, patterns = adalora_run
+    modules = _modules(model.backbone)
+    totals = [sum(sum(mask) for mask in pattern.values()) for pattern in patterns]
+    assert totals[0] == SPEC["init_r"] * modules  # warm-up: nothing pruned yet
+    assert totals[-1] == SPEC["target_r"] * modules  # final budget reached and held
+    assert len(set(totals)) > 2  # the budget shrinks in several steps, not at once
+    final = patterns[-1]
+    assert len({sum(mask) for mask in final.values()}) > 1  # ranks are reallocated, not uniform
+    config = model.backbone.peft_config[model.backbone.active_adapter]
+    by_suffix = {name.removeprefix("base_model.model."): mask for name, mask in final.items()}
+    assert {name: tuple(mask) for name, mask in config.rank_pattern.items()} == by_suffix
+    assert patterns[-1] == patterns[-10]  # fixed during the final phase
+
+
+def test_adalora_rs_masks_differ_from_adalora_and_are_reproducible(adalora_run, tiny_model_dir):
+    _, plain = adalora_run
+    rs_spec = {**SPEC, "rs_probability": 0.2, "rs_seed": 7}
+    model_a, rs_a = _train(tiny_model_dir("llama"), "adalora_rs", rs_spec)
+    _, rs_b = _train(tiny_model_dir("llama"), "adalora_rs", rs_spec)
+    assert rs_a == rs_b
+    assert rs_a[-1] != plain[-1]
+    # before the first masking step both are the same model
+    assert rs_a[0] == plain[0]
+    allocator = model_a.backbone.base_model.rankallocator
+    assert type(allocator).__name__ == "RandomSamplingRankAllocator" and allocator.probability == 0.2
+
+
+def test_adalora_rs_with_probability_zero_is_plain_adalora(adalora_run, tiny_model_dir):
+    _, plain = adalora_run
+    _, rs = _train(tiny_model_dir("llama"), "adalora_rs", {**SPEC, "rs_probability": 0.0})
+    assert rs == plain
+
+
+def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from seqpeft.demo_data import generate_source
+    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.tokenize import tokenize_task
+    from seqpeft.train import FinetuneJob, run_finetune
+
+    model_dir = tiny_model_dir("llama")
+    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40, "motif_copies": 2}, tmp_path / "data")
+    tokenize_task({"kind": "sequence_classification"}, tmp_path / "data", model_dir, tmp_path / "cache.npz")
+    training = {"epochs": 4, "batch_size": 32, "learning_rate": 2e-2, "patience": 4}
+    spec = {"init_r": 6, "target_r": 2}
+    metrics = run_finetune(FinetuneJob("demo", "tiny", "adalora_rs", "0", {}, {"max_length": 64}, spec, training,
+                                       tmp_path / "cache.npz", model_dir, tmp_path / "run", threads=1))
+    # tiny llama: hidden 32, MLP 64, 2 layers; SVD triplets r x (in + out + 1) on q,k,v,o (32->32),
+    # gate, up (32->64), down (64->32); plus the 32 x 2 + 2 head
+    per_layer = 4 * 6 * (32 + 32 + 1) + 3 * 6 * (32 + 64 + 1)
+    assert metrics["trainable_params"] == 2 * per_layer + 32 * 2 + 2
+    with open(tmp_path / "run" / "history.csv") as handle:
+        losses = [float(row["dev_loss"]) for row in csv.DictReader(handle)]
+    assert losses[-1] < losses[0]
+    predict_file(load_predictor(tmp_path / "run" / "artifacts"), tmp_path / "data" / "test.csv", tmp_path / "pred.csv")
+    with open(tmp_path / "pred.csv") as handle:
+        predictions = np.array([int(row["prediction"]) for row in csv.DictReader(handle)])
+    with open(tmp_path / "data" / "test.csv") as handle:
+        labels = np.array([int(row["label"]) for row in csv.DictReader(handle)])
+    assert float(np.mean(predictions == labels)) == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
