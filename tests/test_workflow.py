@@ -92,7 +92,7 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 9
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 2 + 9  # + adalora_rs, lopa on llama
     assert stats["generate_demo_source"] == 2
     assert stats["build_tokenizer"] == 2
     assert stats["prepare_model"] == 3
@@ -149,7 +149,7 @@ def test_profiles_parse(profile, tmp_path):
     code, out = run("-n", "--profile", ROOT / "profiles" / profile, "--configfile", DEMO,
                     "--config", f"results={tmp_path}")
     assert code == 0, out[-3000:]
-    assert job_stats(out)["finetune"] == 2 * 8 + 9
+    assert job_stats(out)["finetune"] == len(expand_runs(load(DEMO, tmp_path)))
     if profile == "slurm":
         finetune = out[out.index("rule finetune:"):]
         finetune = finetune[:finetune.index("\n[")] if "\n[" in finetune else finetune
