@@ -162,3 +162,11 @@ def finetune_runtime(wildcards, attempt):
 
 def prepare_mem_mb(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
+
+
+FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
+
+
+def task_family(wildcards):
+    """The report category of a task's figures: its family (DNA or protein)."""
+    return FAMILY_TITLES.get(config["tasks"][wildcards.task].get("family"), "other tasks")
