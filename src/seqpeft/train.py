@@ -492,14 +492,12 @@ def run_finetune(job: FinetuneJob) -> dict:
                             state.finished = True
                 if state.batch_in_epoch == len(batches):
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                    epoch_bar.close()
-                    epoch_bar = progress.bar(len(batches), f"epoch {state.epoch + 1}")
                 if term.raised:
                     save_checkpoint()
                     raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
                 if evaluated or checkpointer.due():
                     save_checkpoint()
-                if state.finished:
+                if state.finished or state.batch_in_epoch == 0:
                     break
             epoch_bar.close()
 
