@@ -102,7 +102,7 @@ def test_one_figure_regenerates_alone(demo_results):
     others = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file() and p != target
               and ".snakemake" not in p.parts and p.name != "pareto_params.svg"}
     target.unlink()
-    snakemake("--configfile", config_path, target)
+    snakemake(target, "--configfile", config_path)
     assert target.is_file()
     changed = [p for p, mtime in others.items() if p.exists() and p.stat().st_mtime_ns != mtime]
     assert changed == [], changed
