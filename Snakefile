@@ -43,6 +43,9 @@ except (WorkflowError, SeqpeftInputError) as error:
     raise WorkflowError("Invalid config: see the message above.") from None
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

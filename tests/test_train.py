@@ -80,6 +80,14 @@ def test_full_fine_tuning_learns_the_planted_motif(dna_task, tiny_model_dir, tmp
     assert metrics["test"]["mcc"] > 0.5
 
 
+def test_training_stops_after_the_configured_epochs(dna_task, tiny_model_dir, tmp_path):
+    run_finetune(_job(dna_task, "frozen", tmp_path / "frozen", model_dir=tiny_model_dir("llama"),
+                      training={**TRAINING, "epochs": 2, "patience": 100}))
+    with open(tmp_path / "frozen" / "history.csv") as handle:
+        epochs = [float(row["epoch"]) for row in csv.DictReader(handle)]
+    assert max(epochs) == pytest.approx(2.0), epochs
+
+
 def test_same_seed_gives_identical_metrics(dna_task, tiny_model_dir, tmp_path):
     runs = [run_finetune(_job(dna_task, "lora", tmp_path / f"r{i}", model_dir=tiny_model_dir("llama"),
                               training={**TRAINING, "epochs": 1})) for i in range(2)]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqpeft import progress
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import TokenizedSplit, TokenizedTask, load_cache
 
@@ -163,7 +164,7 @@ def predict_split(model, split: Split, pad_id: int, max_length: int, batch_size:
     all_labels, all_logits = [], []
     total_loss, total_count = 0.0, 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
+        for start in progress.iterate(range(0, len(order), batch_size), "eval"):
             indices = order[start:start + batch_size]
             input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
             logits = model(input_ids.to(device), attention.to(device)).float().cpu()
@@ -467,6 +468,7 @@ def run_finetune(job: FinetuneJob) -> dict:
             else:
                 rng.bit_generator.state = copy.deepcopy(state.epoch_rng_state)
             batches = length_bucketed_batches(splits["train"].data.lengths, training.batch_size, training.bucket_size, rng)
+            epoch_bar = progress.bar(len(batches), f"epoch {state.epoch + 1}", initial=state.batch_in_epoch)
             while state.batch_in_epoch < len(batches):
                 indices = batches[state.batch_in_epoch]
                 started = time.perf_counter()
@@ -485,6 +487,7 @@ def run_finetune(job: FinetuneJob) -> dict:
                 state.running_count += 1
                 state.samples += len(indices)
                 state.train_seconds += time.perf_counter() - started
+                epoch_bar.update()
                 evaluated = state.step % eval_every == 0 or state.batch_in_epoch == len(batches)
                 if evaluated:
                     dev = objective.evaluate(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
@@ -513,6 +516,7 @@ def run_finetune(job: FinetuneJob) -> dict:
                     save_checkpoint()
                 if state.finished or state.batch_in_epoch == 0:
                     break  # early stop, or the epoch is over: the next one draws a new batch order
+            epoch_bar.close()
 
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)

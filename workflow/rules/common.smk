@@ -180,6 +180,14 @@ def prepare_mem_mb(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
 
 
+FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
+
+
+def task_family(wildcards):
+    """The report category of a task's figures: its family (DNA or protein)."""
+    return FAMILY_TITLES.get(config["tasks"][wildcards.task].get("family"), "other tasks")
+
+
 # ---- declared signatures: Snakemake calls inspect.signature on every input, params and
 # resources function once per job and use (about a fifth of a 5,000-job dry run); declaring the
 # parameter names up front (Snakemake's own overwrite_function_params) skips that. ----

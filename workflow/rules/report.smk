@@ -2,8 +2,8 @@ rule aggregate:
     input:
         metrics=run_files("metrics.json"),
     output:
-        summary=f"{R}/summary.csv",
-        table=f"{R}/table.csv",
+        summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Tables"),
+        table=report(f"{R}/table.csv", caption="../report/table.rst", category="Tables"),
         parquet=f"{R}/summary.parquet",
     log:
         f"{R}/logs/aggregate.log",
@@ -21,7 +21,8 @@ rule pareto_figure:
     input:
         summary=f"{R}/summary.csv",
     output:
-        png=f"{R}/figures/{{task}}/pareto_{{axis}}.png",
+        png=report(f"{R}/figures/{{task}}/pareto_{{axis}}.png", caption="../report/pareto.rst",
+                   category=task_family, subcategory="{task}", labels={"figure": "Pareto: MCC vs {axis}"}),
         svg=f"{R}/figures/{{task}}/pareto_{{axis}}.svg",
     log:
         f"{R}/logs/figures/{{task}}/pareto_{{axis}}.log",
@@ -39,7 +40,8 @@ rule mcc_over_time_figure:
     input:
         histories=task_histories,
     output:
-        png=f"{R}/figures/{{task}}/mcc_over_time.png",
+        png=report(f"{R}/figures/{{task}}/mcc_over_time.png", caption="../report/mcc_over_time.rst",
+                   category=task_family, subcategory="{task}", labels={"figure": "dev MCC over training time"}),
         svg=f"{R}/figures/{{task}}/mcc_over_time.svg",
     log:
         f"{R}/logs/figures/{{task}}/mcc_over_time.log",
