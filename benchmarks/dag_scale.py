@@ -36,13 +36,13 @@ def scaled_config(gue_partitions: int, quick: bool) -> dict:
     for spec in config["tasks"].values():
         if spec["kind"] == "sequence_classification":
             spec["partitions"] = list(range(gue_partitions))
-    methods = list(config["methods"])
-    dna_block, protein_block = config["experiments"]
-    dna_block["methods"] = methods
-    protein_block["methods"] = [m for m in methods if m != "prefix_tuning"]
+    builtin = ("full", "frozen", "lora", "adalora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3")
+    for block in config["experiments"]:
+        block["methods"] = [m for m in block["methods"] if m in builtin] + list(EXTRA_METHODS)
     if quick:
-        dna_block["tasks"] = dna_block["tasks"][:2]
-        dna_block["models"] = dna_block["models"][:2]
+        dna_block, protein_block = config["experiments"][0], config["experiments"][-1]
+        dna_block["tasks"], dna_block["models"] = dna_block["tasks"][:2], dna_block["models"][:2]
+        config["experiments"] = [dna_block, protein_block]
     return config
 
 

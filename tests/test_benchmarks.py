@@ -60,7 +60,7 @@ def test_dag_scale_quick_counts_jobs():
     last = run_script("dag_scale.py", "--quick")
     match = re.fullmatch(r"dryrun_seconds: (\d+\.\d) jobs: (\d+)", last)
     assert match, last
-    # 2 GUE tasks x 2 DNA models x 10 methods x 4 seeds + SignalP x ESM-2 x 9 methods x 6 folds
+    # 2 GUE tasks x 2 DNA models x 10 methods x 4 seeds + SignalP x ESM-2 x 9 methods (no prefix) x 6 folds
     assert int(match.group(2)) == 2 * 2 * 10 * 4 + 9 * 6
 
 
