@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -22,21 +21,10 @@ from seqpeft.data import (
     read_signalp_fasta,
     signalp_split,
 )
+from conftest import shared_path
 from seqpeft.errors import SeqpeftInputError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 BAD_INPUTS = Path(__file__).resolve().parent / "data" / "bad_inputs"
-
-
-def shared_file(relative: str) -> Path:
-    """A file under ../shared; missing data fails in CI (it must be there) and skips locally."""
-    path = SHARED / relative
-    if not path.exists():
-        message = f"shared data {path} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def write(tmp_path: Path, name: str, text: str, newline: str = "\n") -> Path:
@@ -50,7 +38,7 @@ def write(tmp_path: Path, name: str, text: str, newline: str = "\n") -> Path:
 
 
 def test_real_gue_tf0_dev_parses():
-    data = read_labeled_csv(shared_file("data/gue/tf/0/dev.csv"))
+    data = read_labeled_csv(shared_path("data/gue/tf/0/dev.csv"))
     assert len(data.sequences) == 1000
     assert data.labels.dtype == np.int64 and set(data.labels.tolist()) == {0, 1}
     assert all(len(s) == 101 for s in data.sequences)
@@ -59,14 +47,14 @@ def test_real_gue_tf0_dev_parses():
 
 
 def test_real_gue_label_sets_agree():
-    train = read_labeled_csv(shared_file("data/gue/tf/0/train.csv"))
-    dev = read_labeled_csv(shared_file("data/gue/tf/0/dev.csv"))
+    train = read_labeled_csv(shared_path("data/gue/tf/0/train.csv"))
+    dev = read_labeled_csv(shared_path("data/gue/tf/0/dev.csv"))
     assert len(train.sequences) == 32378
     check_label_sets(train, {"dev": dev})
 
 
 def test_real_signalp_parses_fast():
-    path = shared_file("data/signalp/train_set.fasta")
+    path = shared_path("data/signalp/train_set.fasta")
     start = time.perf_counter()
     records = read_signalp_fasta(path)
     elapsed = time.perf_counter() - start
@@ -82,7 +70,7 @@ def test_real_signalp_parses_fast():
 
 
 def test_real_signalp_splits_cover_every_record_once():
-    records = read_signalp_fasta(shared_file("data/signalp/train_set.fasta"))
+    records = read_signalp_fasta(shared_path("data/signalp/train_set.fasta"))
     split = signalp_split(records, "t0v1")
     assert {r.partition for r in split["test"]} == {0}
     assert {r.partition for r in split["dev"]} == {1}
@@ -91,9 +79,9 @@ def test_real_signalp_splits_cover_every_record_once():
 
 
 def test_read_sequences_dispatches_on_real_files():
-    ids, seqs = read_sequences(shared_file("data/signalp/train_set.fasta"), "protein")
+    ids, seqs = read_sequences(shared_path("data/signalp/train_set.fasta"), "protein")
     assert len(ids) == 20290 and ids[0] == "Q8TF40" and not set("".join(seqs[:50])) <= set(RESIDUE_LABELS)
-    ids, seqs = read_sequences(shared_file("data/gue/tf/0/dev.csv"), "dna")
+    ids, seqs = read_sequences(shared_path("data/gue/tf/0/dev.csv"), "dna")
     assert len(ids) == 1000 and len(seqs[0]) == 101
 
 

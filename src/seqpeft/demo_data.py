@@ -11,10 +11,10 @@ from __future__ import annotations
 import inspect
 import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
+from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 
 BASES = "ACGT"
@@ -281,19 +281,11 @@ def generate_source(spec: dict, out_dir: str | Path) -> None:
                                 fix=f"set 'synthetic' to one of {', '.join(sorted(writers))}.")
     kwargs = {k: v for k, v in spec.items() if k != "synthetic"}
     _check_kwargs(kind, writers[kind], kwargs)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".gen", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         if kind == "dna":
             write_dna_task(tmp, **kwargs)
         else:
             write_signalp_fasta(tmp / "train_set.fasta", **kwargs)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_kwargs(kind: str, writer, kwargs: dict) -> None:

@@ -11,13 +11,11 @@ sequence whether it is alone or in a padded batch.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 
 POOLINGS = ("last", "first", "mean")
@@ -166,17 +164,6 @@ def family_of(model_type: str, source: str = "") -> ModelFamily:
     )
 
 
-def _atomic_dir(out_dir: Path) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-
-
-def _publish_dir(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-
-
 def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
     """Materialise a model directory that ``from_pretrained`` loads offline.
 
@@ -184,9 +171,7 @@ def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | No
     ``hub`` entries are downloaded once (pinned revision, safetensors unless allowed otherwise) so
     GPU jobs never touch the network.
     """
-    out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir)
-    try:
+    with atomic_directory(out_dir) as tmp:
         if "build" in spec:
             _build_tiny_model(name, spec, tmp, tokenizer_dir)
         elif "hub" in spec:
@@ -194,10 +179,6 @@ def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | No
         else:
             raise SeqpeftInputError(None, f"model {name!r} needs 'build' or 'hub' to be prepared.",
                                     fix="local models ('path:') are used in place and need no preparation.")
-        _publish_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None) -> None:

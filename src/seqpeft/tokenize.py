@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -83,17 +83,8 @@ def build_tokenizer(spec: dict, out_dir: Path) -> None:
     if kind not in TOKENIZER_BUILDERS:
         raise SeqpeftInputError(None, f"unknown tokenizer kind {kind!r}.", fix=f"use one of {sorted(TOKENIZER_BUILDERS)}.")
     tokenizer = TOKENIZER_BUILDERS[kind](spec)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

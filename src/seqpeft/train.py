@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpeft import progress
+from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import TokenizedSplit, TokenizedTask, load_cache
 
@@ -590,9 +591,7 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
     """The trained adapter (peft ``save_pretrained``), or full backbone, plus head and tokenizer."""
     from safetensors.torch import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".artifacts.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         backbone_kind = "frozen"
         if trainable_only:
             save_file({k: v.detach().cpu().contiguous() for k, v in model.backbone.named_parameters() if v.requires_grad},
@@ -609,12 +608,6 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
         tokenizer.save_pretrained(tmp / "tokenizer")
         write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
