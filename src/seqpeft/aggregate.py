@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from seqpeft.atomic import atomic_file
 from seqpeft.errors import SeqpeftInputError
 
 ID_KEYS = ("task", "model", "method", "partition")
@@ -63,31 +61,8 @@ TABLE_METRICS = (
 GROUP_KEYS = ("task", "model", "method")
 
 
-# --------------------------------------------------------------------------------------------
-# atomic writes (shared with seqpeft.plots)
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
-
-    The temporary file is not created here, so whatever writes it creates it with the usual
-    permissions (umask), unlike ``tempfile.mkstemp`` which would leave the result mode 0600.
-    On error the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
-    with atomic_output(path) as tmp:
+    with atomic_file(path) as tmp:
         write(tmp)
 
 

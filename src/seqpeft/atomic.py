@@ -1,10 +1,14 @@
-"""Publish a directory all at once: build it under a temporary name beside it, then rename."""
+"""Publish files and directories all at once: write under a temporary name beside them, then rename.
+
+Readers (and Snakemake) never see a half-written output, whatever kills the writer.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -27,3 +31,28 @@ def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` that replaces it on success and vanishes on failure.
+
+    The temporary file is not created here, so whatever writes it creates it with the usual
+    permissions (umask), unlike ``tempfile.mkstemp`` which would leave the result mode 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)

@@ -9,12 +9,10 @@ stream for a seed is stable across Python and numpy versions: same arguments, sa
 from __future__ import annotations
 
 import inspect
-import os
 import random
-import tempfile
 from pathlib import Path
 
-from seqpeft.atomic import atomic_directory
+from seqpeft.atomic import atomic_directory, write_text_atomic
 from seqpeft.errors import SeqpeftInputError
 
 BASES = "ACGT"
@@ -46,19 +44,6 @@ _MIN_PROTEIN = 25  # the shortest Tat signal peptide (20) plus a mature part
 # Atomic writes
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + rename so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # DNA: motif detection
 
@@ -81,7 +66,7 @@ def write_dna_task(out_dir: str | Path, *, seed: int, n_train: int = 2000, n_dev
     for name, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
         rows = _dna_rows(rng, n, length, motif, weights, motif_copies, mutation_rate)
         text = "sequence,label\n" + "".join(f"{seq},{label}\n" for seq, label in rows)
-        _write_atomic(out_dir / f"{name}.csv", text)
+        write_text_atomic(out_dir / f"{name}.csv", text)
 
 
 def _check_dna_args(length: int, motif: str, gc_shift: float, copies: int, mutation_rate: float,
@@ -208,7 +193,7 @@ def write_signalp_fasta(path: str | Path, *, seed: int, n_per_partition: int = 2
     lines = []
     for number, (kingdom, sp_type, partition, seq, labels) in enumerate(records):
         lines.append(f">SYN{number:06d}|{kingdom}|{sp_type}|{partition}\n{seq}\n{labels}\n")
-    _write_atomic(Path(path), "".join(lines))
+    write_text_atomic(Path(path), "".join(lines))
 
 
 def _aa(rng: random.Random, alphabet: str, k: int) -> str:

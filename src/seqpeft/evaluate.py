@@ -90,7 +90,8 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     import torch
 
     from seqpeft.data import read_sequences
-    from seqpeft.train import _write_text_atomic, predict_split
+    from seqpeft.atomic import write_text_atomic
+    from seqpeft.train import predict_split
 
     if predictor.per_residue:
         return predict_signal_peptides(predictor, input_path, output_path)
@@ -105,7 +106,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
     for record_id, row in zip(ids, probabilities):
         writer.writerow([record_id, names[int(row.argmax())]] + [f"{p:.6f}" for p in row])
-    _write_text_atomic(Path(output_path), buffer.getvalue())
+    write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)
 
 
@@ -133,7 +134,7 @@ def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path:
 
     from seqpeft.data import SP_TYPES, read_sequences
     from seqpeft.objectives import signalp_predictions
-    from seqpeft.train import _write_text_atomic
+    from seqpeft.atomic import write_text_atomic
 
     if getattr(predictor.model, "crf", None) is None:
         raise SeqpeftInputError(input_path, "this per-residue model has no signal-peptide CRF.",
@@ -147,5 +148,5 @@ def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path:
     writer.writerow(["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
     for record_id, type_index, site, row in zip(ids, predicted["type"], predicted["site"], predicted["probabilities"]):
         writer.writerow([record_id, SP_TYPES[int(type_index)], int(site)] + [f"{p:.6f}" for p in row])
-    _write_text_atomic(Path(output_path), buffer.getvalue())
+    write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)

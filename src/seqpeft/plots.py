@@ -3,7 +3,7 @@
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly (never pyplot), so
 no global backend is switched and no figure is left open; matplotlib is imported inside the
 functions to keep ``import seqpeft.plots`` light. Each figure is saved as PNG (150 dpi) and SVG
-(text kept as text, no timestamp) through :func:`seqpeft.aggregate.atomic_output`.
+(text kept as text, no timestamp) through :func:`seqpeft.atomic.atomic_file`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqpeft.aggregate import atomic_output
+from seqpeft.atomic import atomic_file
 from seqpeft.errors import SeqpeftInputError
 
 # axis name -> (summary column, axis label, log scale)
@@ -84,9 +84,9 @@ def _save_figure(fig, out_png: str | Path, out_svg: str | Path) -> None:
     import matplotlib
 
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "seqpeft"}):
-        with atomic_output(out_png) as tmp:
+        with atomic_file(out_png) as tmp:
             fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-        with atomic_output(out_svg) as tmp:
+        with atomic_file(out_svg) as tmp:
             fig.savefig(tmp, format="svg", metadata={"Date": None})
 
 

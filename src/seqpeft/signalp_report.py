@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqpeft.aggregate import _format_mean_sd, atomic_output
+from seqpeft.aggregate import _format_mean_sd
+from seqpeft.atomic import atomic_file
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.signalp import METRIC_COLUMNS
 
@@ -62,7 +63,7 @@ def build_signalp_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def write_signalp_table(metrics_files: Sequence[str | Path], out_csv: str | Path) -> pd.DataFrame:
     table = build_signalp_table(run_rows(metrics_files))
-    with atomic_output(out_csv) as tmp:
+    with atomic_file(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return table
 
@@ -88,9 +89,9 @@ def _grouped_bars(axis, table: pd.DataFrame, metric: str) -> None:
 
 
 def _save(figure, png: str | Path, svg: str | Path) -> None:
-    with atomic_output(png) as tmp:
+    with atomic_file(png) as tmp:
         figure.savefig(tmp, format="png", dpi=150)
-    with atomic_output(svg) as tmp:
+    with atomic_file(svg) as tmp:
         figure.savefig(tmp, format="svg", metadata={"Date": None})
 
 

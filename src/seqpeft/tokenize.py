@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from seqpeft.atomic import atomic_directory
+from seqpeft.atomic import atomic_directory, atomic_file
 from seqpeft.errors import SeqpeftInputError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -215,15 +213,9 @@ def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:
 
 
 def _save_npz_atomic(out_path: Path, arrays: dict[str, np.ndarray]) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    with atomic_file(out_path) as tmp:
+        with open(tmp, "wb") as stream:
             np.savez(stream, **arrays)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_cache(path: Path) -> TokenizedTask:

@@ -15,7 +15,6 @@ import math
 import os
 import resource
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpeft import progress
-from seqpeft.atomic import atomic_directory
+from seqpeft.atomic import atomic_directory, atomic_file, write_text_atomic
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import TokenizedSplit, TokenizedTask, load_cache
 
@@ -292,15 +291,8 @@ class Checkpointer:
     def save(self, payload: dict) -> None:
         import torch
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".state.", dir=self.path.parent)
-        os.close(handle)
-        try:
+        with atomic_file(self.path) as tmp:
             torch.save({**payload, "job_key": self.job_key}, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.last_save = time.monotonic()
 
     def clear(self) -> None:
@@ -611,7 +603,7 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    _write_text_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(value):
@@ -629,19 +621,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_text_atomic(Path(path), buffer.getvalue())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(Path(path), buffer.getvalue())
 
 
 def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
