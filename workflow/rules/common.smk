@@ -1,4 +1,5 @@
 import re
+from functools import cache
 
 from seqpeft.config import (
     canonical,
@@ -62,12 +63,33 @@ def tokenizer_spec(wildcards):
     return canonical(config["tokenizers"][wildcards.tokenizer])
 
 
+# Each is computed once per name: thousands of jobs share a handful of models, tasks and methods.
+@cache
+def _model_params(model):
+    return model_params(config, model)
+
+
+@cache
+def _task_spec(task):
+    return canonical(config["tasks"][task])
+
+
+@cache
+def _method_spec(method):
+    return method_spec(config, method)
+
+
+@cache
+def _training_for(method):
+    return training_for(config, method)
+
+
 def model_spec(wildcards):
-    return model_params(config, wildcards.model)
+    return _model_params(wildcards.model)
 
 
 def task_spec(wildcards):
-    return canonical(config["tasks"][wildcards.task])
+    return _task_spec(wildcards.task)
 
 
 def data_path(wildcards):
@@ -75,11 +97,11 @@ def data_path(wildcards):
 
 
 def method_args(wildcards):
-    return method_spec(config, wildcards.method)
+    return _method_spec(wildcards.method)
 
 
 def training_settings(wildcards):
-    return training_for(config, wildcards.method)
+    return _training_for(wildcards.method)
 
 
 # ---- inputs ----
@@ -189,8 +211,9 @@ def task_family(wildcards):
 
 
 # ---- declared signatures: Snakemake calls inspect.signature on every input, params and
-# resources function once per job and use (about a fifth of a 5,000-job dry run); declaring the
-# parameter names up front (Snakemake's own overwrite_function_params) skips that. ----
+# resources function once per job and use, and on its own Resource.evaluate for every resource of
+# every job (together about a third of a 5,000-job dry run); declaring the parameter names up
+# front (Snakemake's own overwrite_function_params) skips that. ----
 
 
 def _declare_signatures(*functions):
@@ -202,7 +225,14 @@ def _declare_signatures(*functions):
         overwrite_function_params(function, signature(function).parameters)
 
 
+def _snakemake_resource_evaluator():
+    from snakemake.resources import Resource
+
+    return Resource.evaluate
+
+
 _declare_signatures(
+    _snakemake_resource_evaluator(),
     source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, training_settings,
     model_tokenizer_input, tokenize_input, finetune_input, task_histories,
     finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, prepare_mem_mb,
