@@ -1,4 +1,4 @@
-"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, list)."""
+"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, validate, list, view-report)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view_report(args: argparse.Namespace) -> int:
+    from seqpeft.report_view import view_figures
+
+    views = view_figures(Path(args.report), Path(args.screenshots) if args.screenshots else None, args.chromium)
+    for view in views:
+        where = f" -> {view.screenshot}" if view.screenshot else ""
+        print(f"{'shown' if view.shown else 'NOT SHOWN':<9} {view.width:>5}x{view.height:<5} {view.path}{where}")
+    missing = [view.path for view in views if not view.shown]
+    if not views or missing:
+        print(f"seqpeft: error: {len(missing)} of {len(views)} figures did not render" if views
+              else "seqpeft: error: the report holds no figures", file=sys.stderr)
+        return 1
+    print(f"all {len(views)} figures render in headless Chromium")
+    return 0
+
+
 def _load_config(path: str) -> dict:
     import yaml
 
@@ -93,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
     validate.add_argument("--alphabet", choices=["dna", "protein"], default="dna", help="letters allowed in sequences (CSV, plain FASTA)")
     validate.set_defaults(handler=_validate)
+
+    view = commands.add_parser("view-report", help="open a Snakemake HTML report in headless Chromium, display every "
+                               "figure as a reader would, and fail if one does not render")
+    view.add_argument("report", help="the report, e.g. results/demo/report.html")
+    view.add_argument("--screenshots", help="also save a screenshot of each displayed figure in this directory")
+    view.add_argument("--chromium", help="Chromium executable (default: chromium / chromium-browser / google-chrome on PATH)")
+    view.set_defaults(handler=_view_report)
 
     listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
     listing.add_argument("what", choices=["models", "methods", "tasks"])

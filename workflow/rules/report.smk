@@ -62,7 +62,7 @@ rule signalp_table:
     input:
         metrics=signalp_run_metrics,
     output:
-        table=f"{R}/signalp_table.csv",
+        table=report(f"{R}/signalp_table.csv", caption="../report/signalp_table.rst", category="Tables"),
     log:
         f"{R}/logs/signalp_table.log",
     threads: 1
@@ -79,9 +79,11 @@ rule signalp_figures:
     input:
         table=f"{R}/signalp_table.csv",
     output:
-        mcc_png=f"{R}/figures/{{task}}/signalp_mcc.png",
+        mcc_png=report(f"{R}/figures/{{task}}/signalp_mcc.png", caption="../report/signalp_mcc.rst",
+                       category=task_family, subcategory="{task}", labels={"figure": "signal peptides: MCC per kingdom x type"}),
         mcc_svg=f"{R}/figures/{{task}}/signalp_mcc.svg",
-        cs_png=f"{R}/figures/{{task}}/signalp_cleavage_w0.png",
+        cs_png=report(f"{R}/figures/{{task}}/signalp_cleavage_w0.png", caption="../report/signalp_cleavage.rst",
+                      category=task_family, subcategory="{task}", labels={"figure": "signal peptides: cleavage sites (w = 0)"}),
         cs_svg=f"{R}/figures/{{task}}/signalp_cleavage_w0.svg",
     log:
         f"{R}/logs/figures/{{task}}/signalp.log",
