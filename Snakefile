@@ -51,6 +51,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/report.smk"
 
 

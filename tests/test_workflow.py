@@ -21,8 +21,8 @@ from seqpeft.config import expand_runs
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
-RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize",
-         "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table", "signalp_figures", "all"]
+RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tune_trials",
+         "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table", "signalp_figures", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -92,7 +92,8 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 2 + 9  # + adalora_rs, lopa on llama
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 9  # + adalora_rs, lopa, lora_hpo on llama
+    assert stats["tune_trials"] == 2 and stats["tune"] == 1  # lora_hpo's one study, two trial jobs
     assert stats["generate_demo_source"] == 2
     assert stats["build_tokenizer"] == 2
     assert stats["prepare_model"] == 3
@@ -219,6 +220,7 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     expected = set(RULES) - {"generate_demo_source", "build_tokenizer"}  # hub models bring their own tokenizers
+    expected -= {"tune_trials", "tune"}  # no run of the full benchmark sets training.hpo
     assert expected <= set(stats), stats
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)

@@ -13,12 +13,14 @@ models are pinned, that cross-validation folds are well formed. Every problem is
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.tune import TUNED_KEYS, HpoSettings
 
 try:  # the registry module is light by design (no torch at import time)
     from seqpeft.methods import METHOD_NAMES
@@ -183,6 +185,7 @@ def check_config(config: dict) -> None:
 
     _check_local_paths(sources, models)
     _check_applicability(config, models, methods, experiments)
+    HpoSettings.from_dict(config.get("hpo"))
 
     axes = ((config.get("figures") or {}).get("pareto_axes")) or []
     for i, axis in enumerate(axes):
@@ -390,3 +393,52 @@ def synthetic_sources(config: dict) -> list[str]:
 def prepared_models(config: dict) -> list[str]:
     """Models that the prepare rule materialises (``hub`` and ``build``; ``path:`` models are used in place)."""
     return [name for name, spec in _section(config, "models").items() if (spec or {}).get("path") is None]
+
+
+# ---- hyper-parameter search (seqpeft.tune) ----
+
+
+def hpo_settings(config: dict) -> HpoSettings:
+    return HpoSettings.from_dict(config.get("hpo"))
+
+
+def hpo_params(config: dict) -> dict:
+    """The ``hpo`` section with defaults filled in, as a tuning job's params."""
+    return canonical(hpo_settings(config).as_dict())
+
+
+def uses_hpo(config: dict, method: str) -> bool:
+    """Whether runs of ``method`` take their learning rate and batch size from a tuning study."""
+    return bool(training_for(config, method).get("hpo"))
+
+
+def tuning_training(config: dict, method: str) -> dict:
+    """A run's training settings as its tuning study sees them: without the values it chooses."""
+    return {key: value for key, value in training_for(config, method).items() if key not in (*TUNED_KEYS, "hpo")}
+
+
+def tuning_partition(config: dict, task: str, partition: str) -> str:
+    """The partition whose dev split tunes the run of ``partition``.
+
+    A cross-validation fold tunes on its own validation partition: any other fold's would be this
+    fold's test data. Replicate seeds share one dev split, so the task's first partition tunes them all.
+    """
+    spec = _section(config, "tasks")[task]
+    if spec.get("kind") == "signal_peptide":
+        return str(partition)
+    return str(spec["partitions"][0])
+
+
+def tuning_dir(config: dict, task: str, model: str, method: str, partition: str) -> str:
+    """Where the study of a run lives: journal, trial-job markers, ``best_params.json``."""
+    return f"{results_dir(config)}/tuning/{task}/{model}/{method}/{tuning_partition(config, task, partition)}"
+
+
+def tune_trials_runtime(config: dict, model: str, method: str) -> int:
+    """Minutes for the first attempt of a trial job: a fine-tuning job's, times the full-length
+    runs its share of trials adds up to (trials may stop early; the estimate assumes they do not)."""
+    hpo = hpo_settings(config)
+    epochs = int(training_for(config, method).get("epochs") or 10)
+    trial_epochs = min(hpo.epochs or epochs, epochs)
+    runs = math.ceil(hpo.share(0) * trial_epochs / epochs)
+    return int(size_resources(config, model)["runtime"]) * max(1, runs)

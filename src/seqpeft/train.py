@@ -16,8 +16,9 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class TrainingConfig:
     max_train_samples: int | None = None
     bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
     checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
+    hpo: bool = False  # learning_rate and batch_size come from the tuning study's best_params.json
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -71,6 +73,7 @@ class FinetuneJob:
     model_dir: Path
     out_dir: Path
     threads: int = 1
+    best_params: Path | None = None  # the tune rule's best_params.json, used when training.hpo is true
 
 
 @dataclass
@@ -362,13 +365,44 @@ def _training_step(torch, model, method, split: Split, indices, pad_id, max_leng
     return batch_loss
 
 
-def run_finetune(job: FinetuneJob) -> dict:
+def _apply_tuning(job: FinetuneJob) -> tuple[FinetuneJob, dict | None]:
+    """The job with the tuned learning rate and batch size when ``training.hpo`` is on.
+
+    They replace the configured values in ``job.training`` itself, so the checkpoint key, the
+    schedule and ``metrics.json`` all see the values that were really used.
+    """
+    if not job.training.get("hpo"):
+        return job, None
+    if job.best_params is None:
+        raise SeqpeftInputError(None, f"training.hpo is true for {job.task}/{job.model}/{job.method} but the job "
+                                "was given no best_params.json.",
+                                fix="run it through the workflow (the tune rule writes best_params.json), "
+                                    "or set training.hpo: false.")
+    from seqpeft.tune import read_best_params
+
+    tuned = read_best_params(job.best_params)
+    training = {**job.training, **tuned["params"]}
+    print(f"[seqpeft] tuned settings from {job.best_params}: " +
+          ", ".join(f"{key} {value}" for key, value in tuned["params"].items()))
+    record = {**tuned["params"], "best_dev": tuned["best_value"], "trials_complete": tuned["trials"]["complete"],
+              "trials_pruned": tuned["trials"]["pruned"], "best_params": str(job.best_params)}
+    return replace(job, training=training), record
+
+
+def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = None,
+                 dev_only: bool = False) -> dict:
     """Train, early-stop on dev MCC, restore the best weights, test, and write the run directory.
 
     Resumable: a checkpoint (trainable weights, optimizer, scheduler, RNG states, position in the
     epoch's batch order, history) is saved atomically every ``checkpoint_minutes`` and at every
     evaluation; SIGTERM saves one and raises ``Preempted``; the next run of the same job resumes
     from it and ends with the same metrics as an uninterrupted run.
+
+    ``on_evaluate(evaluation, dev_metrics)`` is called after every dev evaluation (numbered from
+    1, so the same number means the same fraction of training whatever the batch size); an
+    exception it raises ends the run (hyper-parameter search prunes trials this way).
+    ``dev_only`` trains and selects on dev but touches nothing else: no checkpoints, no test
+    evaluation, no files; it returns the best dev metrics and the history.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -377,6 +411,7 @@ def run_finetune(job: FinetuneJob) -> dict:
     from seqpeft.objectives import objective_for
     from seqpeft.tokenize import tokenizer_fingerprint
 
+    job, tuned = _apply_tuning(job)
     training = TrainingConfig.from_dict(job.training)
     torch.set_num_threads(max(1, int(job.threads)))
     seed = _seed_for(training, str(job.partition))
@@ -432,7 +467,7 @@ def run_finetune(job: FinetuneJob) -> dict:
     out_dir = Path(job.out_dir)
     checkpointer = Checkpointer(out_dir, _job_key(job), training.checkpoint_minutes * 60)
     state, best_state = LoopState(micro_batch_size=training.batch_size), None
-    saved = checkpointer.load()
+    saved = None if dev_only else checkpointer.load()
     if saved is not None:
         model.load_state_dict(saved["trainable"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
@@ -500,17 +535,26 @@ def run_finetune(job: FinetuneJob) -> dict:
                         state.since_best += 1
                         if state.since_best >= training.patience:
                             state.finished = True
+                    if on_evaluate is not None:
+                        on_evaluate(len(state.history), dev)
                 if state.batch_in_epoch == len(batches):
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if term.raised:
+                    if dev_only:
+                        raise Preempted(f"SIGTERM at step {state.step} of a dev-only run (nothing saved)")
                     save_checkpoint()
                     raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
-                if evaluated or checkpointer.due():
+                if not dev_only and (evaluated or checkpointer.due()):
                     save_checkpoint()
                 if state.finished or state.batch_in_epoch == 0:
                     break  # early stop, or the epoch is over: the next one draws a new batch order
             epoch_bar.close()
 
+    best = state.best
+    dev_best = {key: value for key, value in best.items() if key not in ("step", "epoch")}
+    if dev_only:
+        return {"dev": dev_best, "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
+                "steps": state.step, "history": state.history, "training": asdict(training)}
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     test = objective.evaluate(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
@@ -518,8 +562,6 @@ def run_finetune(job: FinetuneJob) -> dict:
         peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
     else:
         peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
-    best = state.best
-    dev_best = {key: value for key, value in best.items() if key not in ("step", "epoch")}
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": cache.kind, "test": test, "dev": dev_best,
@@ -534,6 +576,7 @@ def run_finetune(job: FinetuneJob) -> dict:
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
+        **({"hpo": tuned} if tuned is not None else {}),
     }
     save_artifacts(model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
         "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,

@@ -6,6 +6,8 @@ from seqpeft.config import (
     download_sources,
     expand_runs,
     finetune_threads,
+    hpo_params,
+    hpo_settings,
     method_spec,
     model_dir,
     model_params,
@@ -18,6 +20,10 @@ from seqpeft.config import (
     tokenizer_dir,
     tokenizer_of,
     training_for,
+    tune_trials_runtime,
+    tuning_dir,
+    tuning_training,
+    uses_hpo,
 )
 
 R = results_dir(config)
@@ -26,6 +32,9 @@ RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = f"{R}/runs/{{task}}/{{model}}/{{method}}/{{partition}}"
+# The study of a run; its partition is the tuning partition (seqpeft.config.tuning_partition).
+TUNE_DIR = f"{R}/tuning/{{task}}/{{model}}/{{method}}/{{partition}}"
+TRIAL_JOBS = hpo_settings(config).trial_jobs
 
 
 def one_of(names):
@@ -44,6 +53,7 @@ wildcard_constraints:
     tokenizer=one_of([*config["tokenizers"], *config["models"]]),
     partition=one_of(run.partition for run in RUNS),
     axis=one_of(AXES),
+    trial_job=one_of(range(TRIAL_JOBS)),
 
 
 DOWNLOADED_SOURCE = one_of(download_sources(config))
@@ -104,6 +114,14 @@ def training_settings(wildcards):
     return _training_for(wildcards.method)
 
 
+def hpo_args(wildcards):
+    return hpo_params(config)
+
+
+def tuning_training_settings(wildcards):
+    return tuning_training(config, wildcards.method)
+
+
 # ---- inputs ----
 
 
@@ -122,13 +140,27 @@ def tokenize_input(wildcards):
     }
 
 
-def finetune_input(wildcards):
-    """finetune: the task tokenized with the model's tokenizer, and the model directory."""
+def training_input(wildcards):
+    """tune_trials (and finetune): the task tokenized with the model's tokenizer, and the model directory."""
     tokenizer = tokenizer_of(config, wildcards.model)
     return {
         "cache": f"{R}/tokenized/{wildcards.task}/{tokenizer}.npz",
         "model": model_dir(config, wildcards.model),
     }
+
+
+def finetune_input(wildcards):
+    """finetune: what training needs, and the tuning study's best_params.json when training says hpo."""
+    inputs = training_input(wildcards)
+    if _training_for(wildcards.method).get("hpo"):
+        study = tuning_dir(config, wildcards.task, wildcards.model, wildcards.method, wildcards.partition)
+        inputs["best_params"] = f"{study}/best_params.json"
+    return inputs
+
+
+def tune_trial_markers(wildcards):
+    """tune: the summary of every trial job of the study."""
+    return expand(f"{TUNE_DIR}/trials/{{trial_job}}.json", **dict(wildcards.items()), trial_job=range(TRIAL_JOBS))
 
 
 def run_files(name, task=None):
@@ -198,6 +230,10 @@ def finetune_runtime(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["runtime"]) * attempt
 
 
+def trial_job_runtime(wildcards, attempt):
+    return tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt
+
+
 def prepare_mem_mb(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
 
@@ -233,7 +269,8 @@ def _snakemake_resource_evaluator():
 
 _declare_signatures(
     _snakemake_resource_evaluator(),
-    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, training_settings,
-    model_tokenizer_input, tokenize_input, finetune_input, task_histories,
-    finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, prepare_mem_mb,
+    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, training_settings, hpo_args,
+    tuning_training_settings,
+    model_tokenizer_input, tokenize_input, training_input, finetune_input, tune_trial_markers, task_histories,
+    finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, trial_job_runtime, prepare_mem_mb,
 )

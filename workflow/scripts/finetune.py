@@ -25,5 +25,6 @@ with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
             model_dir=Path(sm.input.model),
             out_dir=Path(sm.output.metrics).parent,
             threads=int(sm.threads),
+            best_params=Path(sm.input.best_params) if sm.input.get("best_params") else None,
         )
     )

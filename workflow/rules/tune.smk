@@ -1,0 +1,49 @@
+# Hyper-parameter search for runs whose training sets hpo: true (seqpeft.tune). The trial jobs of
+# one study share an Optuna journal file (study.journal, beside the markers), each running its
+# share of the trials; a killed trial job resumes the study on its retry. Delete study.journal to
+# start a study over; a changed config starts a new study in it by itself.
+
+
+rule tune_trials:
+    input:
+        unpack(training_input),
+    output:
+        f"{TUNE_DIR}/trials/{{trial_job}}.json",
+    log:
+        f"{TUNE_DIR}/logs/trials_{{trial_job}}.log",
+    benchmark:
+        f"{R}/benchmarks/tune_trials/{{task}}/{{model}}/{{method}}/{{partition}}/{{trial_job}}.tsv"
+    params:
+        task=task_spec,
+        model=model_spec,
+        method=method_args,
+        training=tuning_training_settings,
+        hpo=hpo_args,
+        storage=f"{TUNE_DIR}/study.journal",
+    threads: FINETUNE_THREADS
+    resources:
+        gpu=finetune_gpu,
+        **FINETUNE_GPU_MODEL,
+        mem_mb=finetune_mem_mb,
+        runtime=trial_job_runtime,
+    retries: 2
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tune_trials.py"
+
+
+rule tune:
+    input:
+        trials=tune_trial_markers,
+    output:
+        f"{TUNE_DIR}/best_params.json",
+    log:
+        f"{TUNE_DIR}/logs/tune.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tune.py"

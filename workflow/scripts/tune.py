@@ -1,0 +1,11 @@
+"""tune: the best learning rate and batch size of a finished study, as best_params.json."""
+
+from pathlib import Path
+
+from _script import logged
+
+with logged(snakemake):  # noqa: F821 - injected by Snakemake
+    from seqpeft.tune import write_best_params
+
+    sm = snakemake  # noqa: F821
+    write_best_params([Path(path) for path in sm.input.trials], Path(sm.output[0]))
