@@ -23,7 +23,6 @@ from seqpeft.config import (
     tune_trials_runtime,
     tuning_dir,
     tuning_training,
-    uses_hpo,
 )
 
 R = results_dir(config)
