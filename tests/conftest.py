@@ -28,7 +28,7 @@ def shared_path(relative: str) -> Path:
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "seed": 0}
 TOKENIZER_OF_FAMILY = {"llama": "nucleotide", "mistral": "nucleotide", "mixtral": "nucleotide", "opt": "nucleotide",
-                       "bert": "nucleotide", "esm": "esm"}
+                       "bert": "nucleotide", "esm": "esm", "dnabert2": "nucleotide"}
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 from seqpeft.methods import METHOD_NAMES
 from seqpeft.train import build_model
 
-FAMILIES = ["llama", "bert", "esm", "mixtral", "opt"]
+FAMILIES = ["llama", "bert", "esm", "mixtral", "opt", "dnabert2"]
 ALPHABET = {"esm": "ACDEFGHIKLMNPQRSTVWY", "default": "ACGT"}
 
 

@@ -24,6 +24,7 @@ from torch import nn
 ADAPTER_SITES: dict[str, tuple[str, ...]] = {
     "esm": (r"\.attention\.output\.dense$", r"\.layer\.\d+\.output\.dense$"),
     "bert": (r"\.attention\.output\.dense$", r"\.layer\.\d+\.output\.dense$"),
+    "dnabert2": (r"\.attention\.output\.dense$", r"\.mlp\.wo$"),  # the GLU's output projection
     "llama": (r"\.self_attn\.o_proj$", r"\.mlp\.down_proj$"),
     "mistral": (r"\.self_attn\.o_proj$", r"\.mlp\.down_proj$"),
     "opt": (r"\.self_attn\.out_proj$", r"\.fc2$"),

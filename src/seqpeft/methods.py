@@ -51,28 +51,46 @@ def register(method: Method) -> Method:
     return method
 
 
-def _targets(args: dict, default: tuple[str, ...], key: str = "target_modules") -> list[str]:
-    return list(args.get(key) or default)
+def _targets(args: dict, default: tuple[str, ...], key: str = "target_modules") -> list[str] | str | None:
+    """The method's own targets, else the family's; None (peft's defaults) for an unregistered family."""
+    value = args.get(key) or default
+    if not value:
+        return None
+    return value if isinstance(value, str) else list(value)
 
 
-def _check_targets(backbone, targets: list[str], method: str, model_name: str) -> None:
+def _module_leaves(backbone) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules() if name})
+
+
+def _check_targets(backbone, targets: list[str] | str | None, method: str, model_name: str) -> None:
     """Fail early, listing the model's module names, when a target module does not exist."""
-    if isinstance(targets, str):
+    if targets is None or isinstance(targets, str):
         return
     names = [name for name, _ in backbone.named_modules()]
     missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
     if missing:
-        leaves = sorted({name.rsplit(".", 1)[-1] for name in names if name})
         raise SeqpeftInputError(
             None, f"method {method!r}: target modules {missing} do not exist in model {model_name!r}.",
-            fix=f"choose target_modules among the model's module names: {leaves}.",
+            fix=f"choose target_modules among the model's module names: {_module_leaves(backbone)}.",
         )
 
 
 def _peft_wrap(backbone, config):
     from peft import get_peft_model
 
-    return get_peft_model(backbone, config)
+    try:
+        return get_peft_model(backbone, config)
+    except ValueError as error:
+        # Only reachable for an unregistered family left to peft's defaults, which has none for it.
+        if getattr(config, "target_modules", "") is None and "target_modules" in str(error):
+            model_type = getattr(backbone.config, "model_type", "?")
+            raise SeqpeftInputError(
+                None, f"{type(config).__name__}: model type {model_type!r} has no family in seqpeft.models.FAMILIES "
+                "and peft has no default target modules for it.",
+                fix=f"set target_modules in the method entry, among the model's module names: {_module_leaves(backbone)}.",
+            ) from error
+        raise
 
 
 def _full(backbone, args: dict, ctx: MethodContext):
@@ -285,8 +303,8 @@ def passthrough_method(config_class: str) -> Method:
                                     fix="name a peft config class, e.g. LoHaConfig, LoKrConfig, VeraConfig.")
         options = dict(args)
         if "target_modules" in config_cls.__dataclass_fields__ and "target_modules" not in options:
-            options["target_modules"] = list(ctx.family.lora_targets)
-        if "target_modules" in options:
+            options["target_modules"] = _targets({}, ctx.family.lora_targets)
+        if options.get("target_modules") is not None:
             _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
         return _peft_wrap(backbone, config_cls(task_type="FEATURE_EXTRACTION", **options))
 

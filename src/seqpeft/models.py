@@ -19,6 +19,20 @@ from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 
 POOLINGS = ("last", "first", "mean")
+# Modules of seqpeft's own architectures; importing one registers it with transformers' Auto classes.
+NATIVE_ARCHITECTURES = ("seqpeft.dnabert2",)
+
+
+@dataclass(frozen=True)
+class PublishedHead:
+    """Where a published sequence-classification checkpoint keeps its head.
+
+    ``pooler`` names a dense layer (followed by tanh) between the pooled token and ``linear``,
+    as in BERT-style classifiers, so such a head evaluates exactly as it was trained.
+    """
+
+    linear: str = "score"
+    pooler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,11 @@ class ModelFamily:
     load_kwargs: tuple[tuple[str, Any], ...] = ()
     # Parameters (not modules) LoRA also adapts: Mixtral's fused 3-D expert weights.
     lora_target_parameters: tuple[str, ...] = ()
+    # Passed to from_pretrained; None lets transformers choose (ESM, seqpeft's own DNABERT-2).
+    attn_implementation: str | None = "sdpa"
+    published_head: PublishedHead = PublishedHead()
+    # A model type without a registered family: peft chooses target modules from its own table.
+    peft_defaults: bool = False
 
     @property
     def default_pooling(self) -> str:
@@ -127,6 +146,23 @@ def _opt_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
     )
 
 
+def _dnabert2_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
+    from seqpeft.dnabert2 import Dnabert2Config
+
+    return Dnabert2Config(
+        vocab_size=vocab_size,
+        hidden_size=spec.get("hidden_size", 64),
+        num_hidden_layers=spec.get("num_hidden_layers", 2),
+        num_attention_heads=spec.get("num_attention_heads", 4),
+        intermediate_size=spec.get("intermediate_size", 128),
+        max_position_embeddings=max_positions,
+        alibi_starting_size=max_positions,
+        pad_token_id=special["pad"],
+        hidden_dropout_prob=spec.get("dropout", 0.1),
+        attention_probs_dropout_prob=spec.get("attention_dropout", 0.0),
+    )
+
+
 _LLAMA_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
@@ -147,21 +183,38 @@ FAMILIES: dict[str, ModelFamily] = {
         # ESM has no past-key-values support, so peft prefix tuning does not apply to it.
         ModelFamily("esm", "esm", False, ("query", "key", "value", "dense"), ("key", "value", "output.dense"),
                     ("output.dense",), supports_prefix=False, build_config=_esm_config,
-                    load_kwargs=(("add_pooling_layer", False),)),
+                    load_kwargs=(("add_pooling_layer", False),), attn_implementation=None),
+        # seqpeft.dnabert2: the published DNABERT-2 architecture without its remote code. Queries, keys
+        # and values share one fused Wqkv, so IA3 rescales all three of them.
+        ModelFamily("dnabert2", "seqpeft_dnabert2", False, ("Wqkv", "dense", "gated_layers", "wo"), ("Wqkv", "wo"),
+                    ("wo",), build_config=_dnabert2_config, load_kwargs=(("add_pooling_layer", False),),
+                    attn_implementation=None, published_head=PublishedHead("classifier", pooler="bert.pooler.dense")),
     )
 }
 
 
-def family_of(model_type: str, source: str = "") -> ModelFamily:
-    """The family registered for a transformers ``model_type``."""
+def family_of(model_type: str) -> ModelFamily:
+    """The family registered for a transformers ``model_type``, else one that defers to peft.
+
+    An unregistered model type still trains: its target modules are peft's own defaults for that
+    model type (an error says so when peft has none), and it pools like a decoder when
+    transformers knows it only as a causal language model.
+    """
     for family in FAMILIES.values():
         if family.model_type == model_type:
             return family
-    raise SeqpeftInputError(
-        source or None,
-        f"model type {model_type!r} has no registered family.",
-        fix=f"use one of {sorted(FAMILIES)} or register a ModelFamily in seqpeft.models.FAMILIES.",
-    )
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    decoder = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return ModelFamily(model_type, model_type, decoder, (), (), (), attn_implementation=None, peft_defaults=True)
+
+
+def register_native_architectures() -> None:
+    """Make seqpeft's own architectures known to transformers' Auto classes (idempotent)."""
+    import importlib
+
+    for module in NATIVE_ARCHITECTURES:
+        importlib.import_module(module)
 
 
 def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
@@ -192,6 +245,7 @@ def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path 
     if family_name not in FAMILIES:
         raise SeqpeftInputError(None, f"models.{name}.build.family: unknown family {family_name!r}.",
                                 fix=f"use one of {sorted(FAMILIES)}.")
+    register_native_architectures()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     special = {
         "pad": tokenizer.pad_token_id,
@@ -252,10 +306,12 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
                   extra_kwargs: dict | None = None) -> LoadedBackbone:
     """Load the bare backbone (no task head) from a prepared or local model directory.
 
-    A decoder checkpoint saved as ``*ForSequenceClassification`` carries its ``score`` head; it is
-    returned in ``pretrained_head`` when its shape fits ``num_labels``, so a published fine-tuned
-    checkpoint evaluates exactly as it was trained (last-token pooling, no bias).
-    ``extra_kwargs`` come from the method (QLoRA's quantization config).
+    A checkpoint saved with a sequence-classification head (a decoder's ``score``, DNABERT-2's
+    ``classifier`` behind its pooler) returns it in ``pretrained_head`` when its shape fits
+    ``num_labels``, so a published fine-tuned checkpoint evaluates exactly as it was trained.
+    A published DNABERT-2 directory loads into seqpeft's own implementation: its remote code
+    never runs, whatever ``trust_remote_code`` says. ``extra_kwargs`` come from the method
+    (QLoRA's quantization config).
     """
     from transformers import AutoConfig, AutoModel
 
@@ -264,9 +320,17 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     if not (model_dir / "config.json").is_file():
         raise SeqpeftInputError(model_dir, "is not a model directory (no config.json).",
                                 fix="point the model entry at a directory saved with save_pretrained, or re-run prepare_model.")
+    register_native_architectures()
+    from seqpeft import dnabert2
+
+    raw_config = read_json(model_dir / "config.json")
     trust = bool(spec.get("trust_remote_code", False))
-    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
-    family = family_of(config.model_type, str(model_dir / "config.json"))
+    if dnabert2.is_published_config(raw_config):
+        config, model_class, trust = dnabert2.config_from_published(raw_config), dnabert2.Dnabert2Model, False
+    else:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
+        model_class = AutoModel
+    family = family_of(config.model_type)
     declared = spec.get("family") or (spec.get("build") or {}).get("family")
     if declared and declared != family.name:
         raise SeqpeftInputError(model_dir, f"is a {family.name} model but its config entry says family {declared!r}.",
@@ -275,35 +339,64 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     if not weights and not spec.get("allow_pickle"):
         raise SeqpeftInputError(model_dir, "has no .safetensors weights.",
                                 fix="convert the weights to safetensors, or set allow_pickle: true for this model if you trust the files.")
+    if not weights:
+        weights = sorted(model_dir.glob("*.bin"))
+    kwargs = {"config": config, "use_safetensors": not spec.get("allow_pickle"), **dict(family.load_kwargs),
+              **(extra_kwargs or {})}
+    if trust:
+        kwargs["trust_remote_code"] = True
+    if family.attn_implementation:
+        kwargs["attn_implementation"] = family.attn_implementation
     try:
-        backbone = AutoModel.from_pretrained(
-            str(model_dir), config=config, trust_remote_code=trust, use_safetensors=not spec.get("allow_pickle"),
-            attn_implementation="sdpa" if family.name != "esm" else None, **dict(family.load_kwargs), **(extra_kwargs or {}),
-        )
+        backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
         text = f"{type(error).__name__} {error}".lower()
         if "safetensor" in text or "header" in text or "deserializ" in text:
             raise SeqpeftInputError(model_dir, f"its weights could not be read ({error}).",
                                     fix="the safetensors file is corrupt or truncated: delete the directory and prepare it again.") from error
         raise
-    head = _read_pretrained_head(weights, num_labels) if num_labels else {}
+    if model_class is not AutoModel and loading.get("missing_keys"):
+        # Our own implementation must receive every weight: a renamed key would silently stay random.
+        raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
+                                fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
+    head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
     return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(model_dir), head)
 
 
-def _read_pretrained_head(weights: list[Path], num_labels: int) -> dict[str, Any]:
+def _read_tensors(weights: list[Path], names: set[str]) -> dict[str, Any]:
+    """The named tensors found in safetensors (or, when allowed, pickled .bin) weight files."""
     from safetensors import safe_open
 
+    found: dict[str, Any] = {}
     for path in weights:
-        with safe_open(str(path), framework="pt") as handle:
-            if "score.weight" in handle.keys():
-                weight = handle.get_tensor("score.weight")
-                if weight.shape[0] != num_labels:
-                    return {}
-                head = {"weight": weight}
-                if "score.bias" in handle.keys():
-                    head["bias"] = handle.get_tensor("score.bias")
-                return head
-    return {}
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                found.update({name: handle.get_tensor(name) for name in names & set(handle.keys())})
+        else:
+            import torch
+
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            found.update({name: state[name] for name in names & set(state)})
+    return found
+
+
+def _read_pretrained_head(weights: list[Path], num_labels: int, layout: PublishedHead = PublishedHead()) -> dict[str, Any]:
+    names = {f"{layout.linear}.weight", f"{layout.linear}.bias"}
+    if layout.pooler:
+        names |= {f"{layout.pooler}.weight", f"{layout.pooler}.bias"}
+    tensors = _read_tensors(weights, names)
+    weight = tensors.get(f"{layout.linear}.weight")
+    if weight is None or weight.shape[0] != num_labels:
+        return {}
+    head = {"weight": weight}
+    if f"{layout.linear}.bias" in tensors:
+        head["bias"] = tensors[f"{layout.linear}.bias"]
+    if layout.pooler:
+        if f"{layout.pooler}.weight" not in tensors:
+            return {}  # a classifier whose pooler is missing cannot reproduce the published logits
+        head["pooler_weight"] = tensors[f"{layout.pooler}.weight"]
+        head["pooler_bias"] = tensors[f"{layout.pooler}.bias"]
+    return head
 
 
 def _build_classifier_class():
@@ -327,6 +420,12 @@ def _build_classifier_class():
             self.per_residue = per_residue
             self.dropout = nn.Dropout(dropout)
             self.head = nn.Linear(hidden_size, num_labels, bias=head_bias)
+            # dense + tanh between pooling and head, only for a published head trained behind one.
+            self.pooler = None
+
+        def attach_pooler(self) -> None:
+            hidden_size = self.head.in_features
+            self.pooler = nn.Linear(hidden_size, hidden_size).to(self.head.weight.device)
 
         def hidden_states(self, input_ids, attention_mask):
             output = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
@@ -348,7 +447,10 @@ def _build_classifier_class():
             hidden = self.hidden_states(input_ids, attention_mask)
             if self.per_residue:
                 return self.head(self.dropout(hidden))
-            return self.head(self.dropout(self.pool(hidden, attention_mask)))
+            pooled = self.pool(hidden, attention_mask)
+            if self.pooler is not None:
+                pooled = torch.tanh(self.pooler(pooled))
+            return self.head(self.dropout(pooled))
 
     return SequenceClassifier
 
@@ -374,6 +476,10 @@ def make_classifier(loaded: LoadedBackbone, num_labels: int, pooling: str | None
             model.head.weight.copy_(pretrained["weight"])
             if "bias" in pretrained:
                 model.head.bias.copy_(pretrained["bias"])
+            if "pooler_weight" in pretrained:
+                model.attach_pooler()
+                model.pooler.weight.copy_(pretrained["pooler_weight"])
+                model.pooler.bias.copy_(pretrained["pooler_bias"])
     return model
 
 

@@ -641,6 +641,8 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
         save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / "head.safetensors"))
         if getattr(model, "crf", None) is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
+        if getattr(model, "pooler", None) is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.pooler.state_dict().items()}, str(tmp / "pooler.safetensors"))
         tokenizer.save_pretrained(tmp / "tokenizer")
         write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
 
@@ -710,6 +712,9 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         model.head.bias = None
     with torch.no_grad():
         model.head.load_state_dict(head)
+        if (artifacts_dir / "pooler.safetensors").is_file():
+            model.attach_pooler()
+            model.pooler.load_state_dict(load_file(str(artifacts_dir / "pooler.safetensors")))
     if (artifacts_dir / "crf.safetensors").is_file():
         from seqpeft.objectives import objective_for
 
