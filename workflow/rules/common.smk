@@ -3,9 +3,11 @@ import re
 from seqpeft.config import (
     canonical,
     download_sources,
+    dsp_encoding,
+    dsp_settings,
     expand_runs,
+    finetune_method_params,
     finetune_threads,
-    method_spec,
     model_dir,
     model_params,
     prepared_models,
@@ -14,10 +16,12 @@ from seqpeft.config import (
     source_dir,
     synthetic_sources,
     task_data_path,
+    task_params,
     tokenizer_dir,
     tokenizer_of,
     training_for,
 )
+from seqpeft.dsp import ENCODINGS
 
 R = results_dir(config)
 RUNS = expand_runs(config)
@@ -43,6 +47,7 @@ wildcard_constraints:
     tokenizer=one_of([*config["tokenizers"], *config["models"]]),
     partition=one_of(run.partition for run in RUNS),
     axis=one_of(AXES),
+    encoding=one_of(ENCODINGS),
 
 
 DOWNLOADED_SOURCE = one_of(download_sources(config))
@@ -67,7 +72,7 @@ def model_spec(wildcards):
 
 
 def task_spec(wildcards):
-    return canonical(config["tasks"][wildcards.task])
+    return task_params(config, wildcards.task)
 
 
 def data_path(wildcards):
@@ -75,7 +80,12 @@ def data_path(wildcards):
 
 
 def method_args(wildcards):
-    return method_spec(config, wildcards.method)
+    """The method variant's arguments; DSP variants add the task x model DSP settings."""
+    return finetune_method_params(config, wildcards.task, wildcards.model, wildcards.method)
+
+
+def dsp_spec(wildcards):
+    return dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding)
 
 
 def training_settings(wildcards):
@@ -100,13 +110,24 @@ def tokenize_input(wildcards):
     }
 
 
-def finetune_input(wildcards):
-    """finetune: the task tokenized with the model's tokenizer, and the model directory."""
-    tokenizer = tokenizer_of(config, wildcards.model)
+def tokenize_dsp_input(wildcards):
+    """tokenize_dsp: the task's source directory and the tokenizer of the model."""
+    source = config["tasks"][wildcards.task]["source"]
     return {
-        "cache": f"{R}/tokenized/{wildcards.task}/{tokenizer}.npz",
-        "model": model_dir(config, wildcards.model),
+        "data": source_dir(config, source),
+        "tokenizer": tokenizer_dir(config, tokenizer_of(config, wildcards.model)),
     }
+
+
+def finetune_input(wildcards):
+    """finetune: the task tokenized with the model's tokenizer (for DSP variants: with the task's
+    template, per model and encoding), and the model directory."""
+    encoding = dsp_encoding(config, wildcards.method)
+    if encoding is None:
+        cache = f"{R}/tokenized/{wildcards.task}/{tokenizer_of(config, wildcards.model)}.npz"
+    else:
+        cache = f"{R}/tokenized/{wildcards.task}/{wildcards.model}.dsp-{encoding}.npz"
+    return {"cache": cache, "model": model_dir(config, wildcards.model)}
 
 
 def run_files(name, task=None):
@@ -203,7 +224,7 @@ def _declare_signatures(*functions):
 
 
 _declare_signatures(
-    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, training_settings,
-    model_tokenizer_input, tokenize_input, finetune_input, task_histories,
+    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, dsp_spec, training_settings,
+    model_tokenizer_input, tokenize_input, tokenize_dsp_input, finetune_input, task_histories,
     finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, prepare_mem_mb,
 )
