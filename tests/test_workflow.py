@@ -21,8 +21,9 @@ from seqpeft.config import expand_runs
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
-RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tune_trials",
-         "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table", "signalp_figures", "all"]
+RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
+         "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
+         "signalp_figures", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -92,12 +93,14 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 9  # + adalora_rs, lopa, lora_hpo on llama
+    # + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the byte-level llama
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 9
     assert stats["tune_trials"] == 2 and stats["tune"] == 1  # lora_hpo's one study, two trial jobs
     assert stats["generate_demo_source"] == 2
-    assert stats["build_tokenizer"] == 2
-    assert stats["prepare_model"] == 3
-    assert stats["tokenize"] == 2  # one cache per task x tokenizer, shared by the two DNA models
+    assert stats["build_tokenizer"] == 3
+    assert stats["prepare_model"] == 4
+    assert stats["tokenize"] == 3  # one cache per task x tokenizer, shared by the two char-level DNA models
+    assert stats["tokenize_dsp"] == 2  # one per task x model x DSP encoding
     assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
     # a --configfile replaces config/config.yaml instead of being merged into it
     assert "sources/gue" not in out and "download_source" not in out
@@ -207,10 +210,27 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     stats = job_stats(out)
-    assert stats["finetune"] == 3  # demo_tf x 2 DNA models + demo_sp x tiny_esm
-    assert {"build_tokenizer", "prepare_model", "tokenize", "generate_demo_source"}.isdisjoint(stats)
+    assert stats["finetune"] == 4  # demo_tf x 3 DNA models + demo_sp x tiny_esm
+    assert {"build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp", "generate_demo_source"}.isdisjoint(stats)
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora"}
+
+    # a task's DSP domain reaches only its DSP caches and runs; a model's nucleotide ids only the
+    # nucleotide-encoded ones
+    changed = load(DEMO, results)
+    changed["tasks"]["demo_tf"]["domain"] = "promoters"
+    code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
+    assert code == 0, out[-3000:]
+    assert {rule: n for rule, n in job_stats(out).items() if rule not in ("aggregate", "pareto_figure",
+            "mcc_over_time_figure", "all")} == {"tokenize_dsp": 2, "finetune": 2}
+    rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
+    assert {method for _, _, method, _ in rerun} == {"lora_dsp", "lora_dsp_nt"}
+    changed = load(DEMO, results)
+    changed["models"]["tiny_llama_bytes"]["dsp_nucleotide_ids"] = {"N": 0}
+    code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
+    assert code == 0, out[-3000:]
+    rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
+    assert {method for _, _, method, _ in rerun} == {"lora_dsp_nt"} and job_stats(out)["tokenize_dsp"] == 1
 
 
 # Last, so that the background dry run of the full benchmark overlaps the tests above.
@@ -225,8 +245,10 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)
     runs = expand_runs(config)
-    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning); SignalP: 6 folds x 10
-    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7) + 6 * 10
+    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning), 2 models x 2 DSP
+    # variants; SignalP: 6 folds x 10
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7 + 2 * 2) + 6 * 10
+    assert stats["tokenize_dsp"] == 28 * 2 * 2
     assert stats["download_source"] == 2
     assert stats["prepare_model"] == len(config["models"])
     tasks = {run.task for run in runs}

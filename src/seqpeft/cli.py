@@ -48,6 +48,8 @@ def _list(args: argparse.Namespace) -> int:
         for name, method in METHODS.items():
             print(f"{name:<15} {method.description}")
         print(f"{'<peft config>':<15} any other peft config class by name (methods.<name>.peft: LoHaConfig, ...)")
+        print(f"{'+ dsp':<15} domain-shift prompting with any method above: methods.<name>.dsp: {{encoding: bbpe|nucleotide}} "
+              "wraps each sequence in the task's dsp_template (sequence classification)")
         return 0
     config = _load_config(args.config)
     if args.what == "models":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tune import TUNED_KEYS, HpoSettings
 
@@ -33,6 +34,11 @@ SIZES = ("tiny", "small", "medium", "large", "xlarge")
 FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEFAULT_MAX_LENGTH = 512
+# Keys that only domain-shift prompting reads: kept out of the other jobs' params so that editing
+# a template or a nucleotide id reruns only the DSP jobs.
+TASK_DSP_KEYS = ("domain", "dsp_template")
+MODEL_DSP_KEYS = ("dsp_nucleotide_ids",)
 
 # Cluster resources per model size; ``config["resources"]["sizes"]`` overrides entries key by key.
 # mem_mb and runtime (minutes) are the first attempt's values; the workflow multiplies them by the
@@ -134,6 +140,11 @@ def check_config(config: dict) -> None:
             elif isinstance(part, bool) or not isinstance(part, int) or part < 0:
                 _fail(f"{path}.partitions[{i}]",
                       f"{part!r} is not a replicate seed; sequence_classification partitions are integers >= 0.")
+        if spec.get("dsp_template") is not None:
+            problem = template_problem(str(spec["dsp_template"]))
+            if problem:
+                _fail(f"{path}.dsp_template", f"{spec['dsp_template']!r} {problem}",
+                      f"e.g. {DEFAULT_TEMPLATE!r} (the default).")
 
     for name, spec in tokenizers.items():
         if name in models and "tokenizer" not in (models[name] or {}):
@@ -164,6 +175,9 @@ def check_config(config: dict) -> None:
 
     for name, spec in methods.items():
         spec = spec or {}
+        if spec.get("dsp") is not None and (spec["dsp"] or {}).get("encoding") not in ENCODINGS:
+            _fail(f"methods.{name}.dsp.encoding", f"unknown DSP encoding {(spec['dsp'] or {}).get('encoding')!r}; "
+                  f"known: {', '.join(ENCODINGS)}.")
         if spec.get("peft") is not None:
             continue  # pass-through to any peft config class
         registry = spec.get("method", name)
@@ -215,7 +229,17 @@ def _check_local_paths(sources: dict, models: dict) -> None:
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
     """Method x model pairs that cannot work, and resource requests no job can satisfy."""
     device = (config.get("training") or {}).get("device", "auto")
+    tasks = _section(config, "tasks")
     for i, block in enumerate(experiments):
+        for method in (block or {}).get("methods") or []:
+            if dsp_encoding(config, method) is None:
+                continue
+            for task in (block or {}).get("tasks") or []:
+                kind = (tasks.get(task) or {}).get("kind", "sequence_classification")
+                if kind != "sequence_classification":
+                    _fail(f"experiments[{i}].methods", f"{method!r} uses domain-shift prompting, which applies to "
+                          f"sequence_classification tasks only; task {task!r} is {kind} (per-residue labels cannot "
+                          "follow a text template).", f"drop {method!r} from this block or move it to a block without {task!r}.")
         for model in (block or {}).get("models") or []:
             family = ((models.get(model) or {}).get("build") or {}).get("family") or (models.get(model) or {}).get("family")
             for method in (block or {}).get("methods") or []:
@@ -358,12 +382,53 @@ def canonical(value: Any) -> Any:
 
 
 def method_spec(config: dict, method: str) -> dict:
-    """A method variant's arguments without its ``training:`` overrides, with ``method:`` resolved
-    to the registry name (unless the entry is a ``peft:`` pass-through)."""
+    """A method variant's arguments without its ``training:`` overrides and ``dsp:`` switch, with
+    ``method:`` resolved to the registry name (unless the entry is a ``peft:`` pass-through)."""
     spec = dict(_section(config, "methods")[method] or {})
     spec.pop("training", None)
+    spec.pop("dsp", None)
     if spec.get("peft") is None:
         spec["method"] = str(spec.get("method", method))
+    return canonical(spec)
+
+
+def dsp_encoding(config: dict, method: str) -> str | None:
+    """The DSP encoding a method variant trains with (its ``dsp.encoding``), or None without DSP."""
+    spec = _section(config, "methods").get(method) or {}
+    dsp = spec.get("dsp")
+    return None if dsp is None else str((dsp or {}).get("encoding"))
+
+
+def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
+    """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
+    the task's template and domain (default: the task name), the model's max_length and
+    on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
+    task_entry = _section(config, "tasks")[task] or {}
+    model_entry = _section(config, "models")[model] or {}
+    ids = (model_entry.get("dsp_nucleotide_ids") or {}) if encoding == "nucleotide" else {}
+    return canonical({
+        "encoding": encoding,
+        "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
+        "domain": str(task_entry.get("domain") or task),
+        "max_length": int(model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
+        "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
+        "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
+    })
+
+
+def finetune_method_params(config: dict, task: str, model: str, method: str) -> dict:
+    """A fine-tuning job's method params: ``method_spec``, plus for DSP variants ``dsp`` with the
+    settings for this task and model (absent otherwise, so adding DSP reruns no other job)."""
+    spec = method_spec(config, method)
+    encoding = dsp_encoding(config, method)
+    if encoding is not None:
+        spec["dsp"] = dsp_settings(config, task, model, encoding)
+    return spec
+
+
+def task_params(config: dict, task: str) -> dict:
+    """The task's spec minus its DSP keys (``domain``, ``dsp_template``), which only DSP jobs read."""
+    spec = {k: v for k, v in (_section(config, "tasks")[task] or {}).items() if k not in TASK_DSP_KEYS}
     return canonical(spec)
 
 
@@ -374,9 +439,12 @@ def training_for(config: dict, method: str) -> dict:
 
 
 def model_params(config: dict, model: str) -> dict:
-    """The model's spec minus ``size`` (a scheduling hint that must not force retraining)."""
+    """The model's spec minus ``size`` (a scheduling hint that must not force retraining) and its
+    DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``)."""
     spec = dict(_section(config, "models")[model] or {})
     spec.pop("size", None)
+    for key in MODEL_DSP_KEYS:
+        spec.pop(key, None)
     return canonical(spec)
 
 

@@ -26,16 +26,35 @@ class Predictor:
     per_residue: bool
     label_names: list[str] | None
     batch_size: int = 128
+    # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
+    dsp: dict | None = None
 
-    def split_for(self, sequences: list[str], labels: np.ndarray | None):
+    def split_for(self, sequences: list[str], labels: np.ndarray | None, source: Any = None):
         """A batching ``Split`` (see ``seqpeft.train``) for raw sequences."""
         from seqpeft.tokenize import TokenizedSplit, _encode
         from seqpeft.train import Split
 
-        ids, offsets = _encode(self.tokenizer, sequences)
+        if self.dsp is not None:
+            ids, offsets, truncated = self._dsp_encoder().encode(sequences, source=source)
+            if truncated:
+                print(f"[seqpeft] {len(truncated)} sequences lost nucleotides to fit max_length={self.max_length} "
+                      "with the DSP template")
+        else:
+            ids, offsets = _encode(self.tokenizer, sequences)
         if labels is None:
             labels = np.zeros(len(sequences), dtype=np.int64)
         return Split(TokenizedSplit(ids, offsets, np.asarray(labels, dtype=np.int64)), per_residue=False)
+
+    def _dsp_encoder(self):
+        """The training run's encoder: its template, domain and nucleotide ids, this predictor's max_length."""
+        from seqpeft.dsp import DspEncoder, DspSettings
+
+        fields = DspSettings.__dataclass_fields__
+        settings = {key: value for key, value in self.dsp.items() if key in fields}
+        settings["max_length"] = self.max_length
+        if self.dsp.get("resolved_nucleotide_ids"):
+            settings["nucleotide_ids"] = self.dsp["resolved_nucleotide_ids"]
+        return DspEncoder(self.tokenizer, DspSettings.from_dict(settings))
 
 
 def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
@@ -52,7 +71,7 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
         artifacts = Path(adapter_dir) if adapter_dir is not None else model_dir
         model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None)
         return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), description["per_residue"],
-                         description.get("label_names"))
+                         description.get("label_names"), dsp=description.get("dsp"))
     import json
 
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -79,7 +98,7 @@ def evaluate_file(predictor: Predictor, data_path: Path) -> dict[str, float]:
         raise SeqpeftInputError(data_path, "per-residue models are evaluated inside the workflow.",
                                 fix="use the signal-peptide metrics of the run directory.")
     records = read_labeled_csv(Path(data_path), alphabet="dna")
-    split = predictor.split_for(records.sequences, records.labels)
+    split = predictor.split_for(records.sequences, records.labels, source=data_path)
     labels, logits, loss = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
                                          predictor.batch_size, torch.device("cpu"))
     return classification_metrics(labels, logits, loss)
@@ -96,7 +115,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     if predictor.per_residue:
         return predict_signal_peptides(predictor, input_path, output_path)
     ids, sequences = read_sequences(Path(input_path), alphabet="dna")
-    split = predictor.split_for(sequences, None)
+    split = predictor.split_for(sequences, None, source=input_path)
     _, logits, _ = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
                                  predictor.batch_size, torch.device("cpu"))
     probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()

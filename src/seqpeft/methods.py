@@ -311,7 +311,9 @@ def passthrough_method(config_class: str) -> Method:
     return Method(config_class, f"peft pass-through: {config_class}", apply)
 
 
-RESERVED_KEYS = ("method", "peft", "training", "description")
+# Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
+# prompting for the variant: it changes the inputs, not the method, see seqpeft.dsp).
+RESERVED_KEYS = ("method", "peft", "training", "description", "dsp")
 
 
 def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:

@@ -68,10 +68,52 @@ def _esm(spec: dict):
     return _char_level_tokenizer(ESM_VOCAB, specials, ".")
 
 
+def byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes (GPT-2's table), by byte value."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), ord("\u00ff") + 1)}
+    symbols, shifted = [], 0
+    for byte in range(256):
+        if byte in printable:
+            symbols.append(chr(byte))
+        else:
+            symbols.append(chr(256 + shifted))
+            shifted += 1
+    return symbols
+
+
+def _bytes(spec: dict):
+    """Byte-level BPE: any text is spelled exactly (no unknown tokens), like GPT-2 / Llama 3.
+
+    ``dna_merges: true`` adds merges of nucleotide pairs and of pairs of those, so a run of
+    A/C/G/T becomes 4-mer tokens (the compression a DNA BPE model learns) while template text
+    stays one token per byte.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    symbols = byte_symbols()
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + symbols)}
+    merges: list[tuple[str, str]] = []
+    if spec.get("dna_merges", False):
+        pairs = [a + b for a in "ACGT" for b in "ACGT"]
+        merges = [(pair[0], pair[1]) for pair in pairs] + [(left, right) for left in pairs for right in pairs]
+        for left, right in merges:
+            vocab.setdefault(left + right, len(vocab))
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token=_DNA_SPECIALS["unk"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    cls, sep = _DNA_SPECIALS["cls"], _DNA_SPECIALS["sep"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+    specials = {f"{key}_token": value for key, value in _DNA_SPECIALS.items()}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, padding_side="right", **specials)
+
+
 TOKENIZER_BUILDERS: dict[str, Callable[[dict], object]] = {
     "nucleotide": _nucleotide,
     "kmer": _kmer,
     "esm": _esm,
+    "bytes": _bytes,
 }
 
 
@@ -172,17 +214,58 @@ def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_pat
     _save_npz_atomic(Path(out_path), arrays)
 
 
-def _tokenize_csv_task(data_dir: Path, tokenizer, arrays: dict) -> dict:
+def _tokenize_csv_task(data_dir: Path, tokenizer, arrays: dict,
+                       encode: Callable[[list[str], Path], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     from seqpeft.data import check_label_sets, read_labeled_csv
 
+    encode = encode or (lambda sequences, path: _encode(tokenizer, sequences))
     splits = {name: read_labeled_csv(data_dir / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
     check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
     for name, records in splits.items():
-        ids, offsets = _encode(tokenizer, records.sequences)
+        ids, offsets = encode(records.sequences, data_dir / f"{name}.csv")
         arrays[f"{name}_ids"], arrays[f"{name}_offsets"] = ids, offsets
         arrays[f"{name}_labels"] = records.labels.astype(np.int64)
     num_labels = int(max(int(records.labels.max()) for records in splits.values())) + 1
     return {"num_labels": num_labels, "splits": list(splits)}
+
+
+def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp: dict, out_path: Path,
+                      model: str = "") -> None:
+    """Tokenize a sequence-classification task with a DSP template (``seqpeft.dsp``) into a cache.
+
+    Same layout as ``tokenize_task`` (training reads it unchanged); ``meta["dsp"]`` records the
+    settings and the ids used, ``meta["dsp_truncated"]`` how many sequences lost nucleotides.
+    """
+    from transformers import AutoTokenizer
+
+    from seqpeft.dsp import DspEncoder, DspSettings
+
+    kind = task_spec.get("kind", "sequence_classification")
+    if kind != "sequence_classification":
+        raise SeqpeftInputError(None, f"domain-shift prompting applies to sequence_classification tasks, not {kind!r}.",
+                                fix="drop the dsp method variants from this task's experiments.")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    encoder = DspEncoder(tokenizer, DspSettings.from_dict(dsp), model)
+    unknown = encoder.template_unknown_tokens()
+    print(f"[seqpeft] DSP {encoder.settings.encoding}: template is {encoder.template_tokens} tokens"
+          + (f", {unknown} of them unknown to the tokenizer (text its vocabulary cannot spell)" if unknown else ""))
+    truncated: dict[str, int] = {}
+
+    def encode(sequences: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+        ids, offsets, cut = encoder.encode(sequences, source=path)
+        truncated[path.stem] = len(cut)
+        return ids, offsets
+
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
+                  "tokenizer": str(tokenizer_dir), "data": str(data_path), "dsp": encoder.description()}
+    meta.update(_tokenize_csv_task(Path(data_path), tokenizer, arrays, encode))
+    meta["dsp_truncated"] = truncated
+    if any(truncated.values()):
+        print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "
+              f"template: {truncated}")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _save_npz_atomic(Path(out_path), arrays)
 
 
 def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:

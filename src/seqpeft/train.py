@@ -75,6 +75,11 @@ class FinetuneJob:
     threads: int = 1
     best_params: Path | None = None  # the tune rule's best_params.json, used when training.hpo is true
 
+    @property
+    def dsp(self) -> dict | None:
+        """Domain-shift prompting settings of a DSP variant (``seqpeft.config.finetune_method_params``)."""
+        return self.method_spec.get("dsp")
+
 
 @dataclass
 class Split:
@@ -212,6 +217,27 @@ def _resolve_device(name: str):
 def _rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def check_dsp_cache(cache: TokenizedTask, dsp: dict | None, cache_path: Path, model: str) -> None:
+    """A DSP variant must train on a cache made with its exact DSP settings, any other run on a plain one."""
+    from seqpeft.dsp import DspSettings
+
+    cached = cache.meta.get("dsp")
+    if dsp is None and cached is None:
+        return
+    if dsp is None:
+        raise SeqpeftInputError(cache_path, "holds domain-shift-prompted inputs but the method variant has no dsp setting.",
+                                fix="train on the task's plain cache ({task}/<tokenizer>.npz) or add dsp to the method.")
+    if cached is None:
+        raise SeqpeftInputError(cache_path, "was tokenized without the DSP template this method variant trains with.",
+                                fix=f"use the task's DSP cache ({{task}}/{model}.dsp-<encoding>.npz from the tokenize_dsp rule).")
+    wanted = DspSettings.from_dict(dsp).to_dict()
+    made = {key: cached.get(key) for key in wanted}
+    if made != wanted:
+        differ = sorted(key for key in wanted if made[key] != wanted[key])
+        raise SeqpeftInputError(cache_path, f"was tokenized with other DSP settings ({', '.join(differ)}) than this job's.",
+                                fix="delete the cache and rerun the tokenize_dsp rule.")
 
 
 def _seed_for(training: TrainingConfig, partition: str) -> int:
@@ -419,6 +445,12 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     rng = np.random.default_rng(seed)
     device = _resolve_device(training.device)
     cache = load_cache(job.cache_path)
+    check_dsp_cache(cache, job.dsp, job.cache_path, job.model)
+    if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec.get("max_length", 512)):
+        # collate would cut the end of the template off inputs made for a longer limit
+        raise SeqpeftInputError(job.cache_path, f"DSP inputs were made for max_length={job.dsp['max_length']} but model "
+                                f"{job.model!r} uses {job.model_spec.get('max_length', 512)}.",
+                                fix="take the DSP settings from the same model entry.")
     splits = task_splits(cache, str(job.partition))
     if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
         keep = np.sort(rng.choice(len(splits["train"].data), training.max_train_samples, replace=False))
@@ -452,7 +484,12 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
                                 f"max_length={max_length} tokens of model {job.model!r}; the first is sequence {first + 1} "
                                 f"of the {name} split ({int(split.data.lengths[first])} tokens).",
                                 fix=f"set models.{job.model}.on_too_long: truncate, or raise max_length.")
-    if truncated:
+    if job.dsp is not None:
+        # DSP inputs were shortened at tokenization (sequence cut, template whole): they all fit.
+        truncated = int(sum(cache.meta.get("dsp_truncated", {}).values()))
+        if truncated:
+            print(f"[seqpeft] {truncated} sequences lost nucleotides to fit max_length={max_length} with the DSP template")
+    elif truncated:
         print(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
     model.to(device)
     if device.type == "cuda":
@@ -578,11 +615,14 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
         "training": asdict(training), "method_args": method_args,
         **({"hpo": tuned} if tuned is not None else {}),
     }
+    if job.dsp is not None:
+        metrics["dsp"] = {"encoding": job.dsp["encoding"], "domain": job.dsp["domain"],
+                          "template_tokens": cache.meta["dsp"]["template_tokens"]}
     save_artifacts(model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
         "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
         "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
         "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
-        "max_length": max_length, "per_residue": per_residue,
+        "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
     }, trainable_only=method.saves_trainable)
     write_history(out_dir / "history.csv", state.history)
     write_json_atomic(out_dir / "metrics.json", metrics)

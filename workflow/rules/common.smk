@@ -4,11 +4,13 @@ from functools import cache
 from seqpeft.config import (
     canonical,
     download_sources,
+    dsp_encoding,
+    dsp_settings,
     expand_runs,
+    finetune_method_params,
     finetune_threads,
     hpo_params,
     hpo_settings,
-    method_spec,
     model_dir,
     model_params,
     prepared_models,
@@ -17,6 +19,7 @@ from seqpeft.config import (
     source_dir,
     synthetic_sources,
     task_data_path,
+    task_params,
     tokenizer_dir,
     tokenizer_of,
     training_for,
@@ -24,6 +27,7 @@ from seqpeft.config import (
     tuning_dir,
     tuning_training,
 )
+from seqpeft.dsp import ENCODINGS
 
 R = results_dir(config)
 RUNS = expand_runs(config)
@@ -53,6 +57,7 @@ wildcard_constraints:
     partition=one_of(run.partition for run in RUNS),
     axis=one_of(AXES),
     trial_job=one_of(range(TRIAL_JOBS)),
+    encoding=one_of(ENCODINGS),
 
 
 DOWNLOADED_SOURCE = one_of(download_sources(config))
@@ -80,12 +85,12 @@ def _model_params(model):
 
 @cache
 def _task_spec(task):
-    return canonical(config["tasks"][task])
+    return task_params(config, task)
 
 
 @cache
-def _method_spec(method):
-    return method_spec(config, method)
+def _finetune_method_params(task, model, method):
+    return finetune_method_params(config, task, model, method)
 
 
 @cache
@@ -106,7 +111,12 @@ def data_path(wildcards):
 
 
 def method_args(wildcards):
-    return _method_spec(wildcards.method)
+    """The method variant's arguments; DSP variants add the task x model DSP settings."""
+    return _finetune_method_params(wildcards.task, wildcards.model, wildcards.method)
+
+
+def dsp_spec(wildcards):
+    return dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding)
 
 
 def training_settings(wildcards):
@@ -139,13 +149,24 @@ def tokenize_input(wildcards):
     }
 
 
-def training_input(wildcards):
-    """tune_trials (and finetune): the task tokenized with the model's tokenizer, and the model directory."""
-    tokenizer = tokenizer_of(config, wildcards.model)
+def tokenize_dsp_input(wildcards):
+    """tokenize_dsp: the task's source directory and the tokenizer of the model."""
+    source = config["tasks"][wildcards.task]["source"]
     return {
-        "cache": f"{R}/tokenized/{wildcards.task}/{tokenizer}.npz",
-        "model": model_dir(config, wildcards.model),
+        "data": source_dir(config, source),
+        "tokenizer": tokenizer_dir(config, tokenizer_of(config, wildcards.model)),
     }
+
+
+def training_input(wildcards):
+    """tune_trials and finetune: the task tokenized with the model's tokenizer (for DSP variants:
+    with the task's template, per model and encoding), and the model directory."""
+    encoding = dsp_encoding(config, wildcards.method)
+    if encoding is None:
+        cache = f"{R}/tokenized/{wildcards.task}/{tokenizer_of(config, wildcards.model)}.npz"
+    else:
+        cache = f"{R}/tokenized/{wildcards.task}/{wildcards.model}.dsp-{encoding}.npz"
+    return {"cache": cache, "model": model_dir(config, wildcards.model)}
 
 
 def finetune_input(wildcards):
@@ -268,8 +289,9 @@ def _snakemake_resource_evaluator():
 
 _declare_signatures(
     _snakemake_resource_evaluator(),
-    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, training_settings, hpo_args,
+    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, dsp_spec, training_settings, hpo_args,
     tuning_training_settings,
-    model_tokenizer_input, tokenize_input, training_input, finetune_input, tune_trial_markers, task_histories,
+    model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
+    task_histories,
     finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, trial_job_runtime, prepare_mem_mb,
 )

@@ -35,3 +35,26 @@ rule tokenize:
         "../../envs/models.yaml"
     script:
         "../scripts/tokenize_task.py"
+
+
+# Domain-shift prompting: the template depends on the task, the encoding on the model (its
+# tokenizer, max_length and nucleotide ids), so these caches are per task x model x encoding.
+rule tokenize_dsp:
+    input:
+        unpack(tokenize_dsp_input),
+    output:
+        f"{R}/tokenized/{{task}}/{{model}}.dsp-{{encoding}}.npz",
+    log:
+        f"{R}/logs/tokenize_dsp/{{task}}/{{model}}.{{encoding}}.log",
+    params:
+        task=task_spec,
+        data_path=data_path,
+        dsp=dsp_spec,
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../scripts/tokenize_dsp.py"
