@@ -7,41 +7,13 @@ changed method argument reruns only that method's jobs, and one figure regenerat
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
-import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "config" / "demo.yaml"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+from test_workflow import job_stats
 
-
-def snakemake(*args, check=True) -> str:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2", *map(str, args)],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def demo_results(tmp_path_factory):
-    results = tmp_path_factory.mktemp("demo") / "results"
-    config = yaml.safe_load(DEMO.read_text())
-    config["results"] = str(results)
-    config_path = results.parent / "demo.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    snakemake("--configfile", config_path)
-    return results, config, config_path
-
-
-def test_demo_writes_tables_and_figures_and_learns(demo_results):
-    results, config, _ = demo_results
+def test_demo_writes_tables_and_figures_and_learns(demo_run):
+    results, config = demo_run.results, demo_run.config
     summary = pd.read_csv(results / "summary.csv")
     expected_runs = sum(len(b["tasks"]) * len(b["models"]) * len(b["methods"]) for b in config["experiments"])
     assert len(summary) == expected_runs
@@ -66,47 +38,30 @@ def test_demo_writes_tables_and_figures_and_learns(demo_results):
         assert (results / "figures" / "demo_sp" / f"{name}.png").stat().st_size > 1000
 
 
-def _jobs_of_dry_run(output: str) -> dict[str, int]:
-    counts, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            parts = line.split()
-            if not parts or parts[0].startswith("-"):
-                continue
-            if parts[0] == "total":
-                break
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def test_unchanged_rerun_does_nothing(demo_results):
-    _, _, config_path = demo_results
-    output = snakemake("-n", "--configfile", config_path)
+def test_unchanged_rerun_does_nothing(demo_run):
+    output = demo_run.snakemake("-n")
     assert "Nothing to be done" in output, output[-2000:]
 
 
-def test_changed_method_argument_reruns_only_that_method(demo_results, tmp_path):
-    _, config, _ = demo_results
+def test_changed_method_argument_reruns_only_that_method(demo_run, tmp_path):
+    config = demo_run.config
     changed = {**config, "methods": {**config["methods"], "lora": {**config["methods"]["lora"], "r": 4}}}
     changed_path = tmp_path / "changed.yaml"
     changed_path.write_text(yaml.safe_dump(changed, sort_keys=False))
-    jobs = _jobs_of_dry_run(snakemake("-n", "--configfile", changed_path))
+    jobs = job_stats(demo_run.snakemake("-n", config_path=changed_path))
     lora_runs = sum(len(b["tasks"]) * len(b["models"]) for b in config["experiments"] if "lora" in b["methods"])
     assert jobs.get("finetune") == lora_runs, jobs
     for upstream in ("generate_demo_source", "build_tokenizer", "prepare_model", "tokenize"):
         assert upstream not in jobs, jobs
 
 
-def test_one_figure_regenerates_alone(demo_results):
-    results, _, config_path = demo_results
+def test_one_figure_regenerates_alone(demo_run):
+    results = demo_run.results
     target = results / "figures" / "demo_tf" / "pareto_params.png"
     others = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file() and p != target
               and ".snakemake" not in p.parts and p.name not in ("pareto_params.svg", "pareto_params.log")}
     target.unlink()
-    snakemake(target, "--configfile", config_path)
+    demo_run.snakemake(target.relative_to(demo_run.workdir))
     assert target.is_file()
     changed = [p for p, mtime in others.items() if p.exists() and p.stat().st_mtime_ns != mtime]
     assert changed == [], changed

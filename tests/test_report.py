@@ -1,4 +1,4 @@
-"""`snakemake --report` on a small demo-like run: every figure and table is in the HTML report,
+"""`snakemake --report` on the demo run: every figure and table is in the HTML report,
 with its caption, under its task family; headless Chromium displays every figure as a reader's click does."""
 
 from __future__ import annotations
@@ -7,45 +7,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-
-
-def small_demo(results: str) -> dict:
-    """One DNA and one protein task, one tiny model each, frozen and LoRA, 2 epochs."""
-    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    config["results"] = results
-    config["models"] = {name: config["models"][name] for name in ("tiny_llama_dna", "tiny_esm")}
-    config["methods"] = {name: config["methods"][name] for name in ("frozen", "lora")}
-    config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_dna"], "methods": ["frozen", "lora"]},
-                             {"tasks": ["demo_sp"], "models": ["tiny_esm"], "methods": ["frozen", "lora"]}]
-    config["training"]["epochs"] = 2
-    return config
-
-
-def snakemake(workdir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-                             "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
-                             "--configfile", str(workdir / "config.yaml"), *args],
-                            cwd=workdir, env=ENV, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
-def report_html(tmp_path_factory) -> tuple[Path, dict]:
-    workdir = tmp_path_factory.mktemp("report")
-    config = small_demo("results")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    snakemake(workdir)
-    snakemake(workdir, "--report", "results/report.html")
-    return workdir / "results" / "report.html", config
+def report_html(demo_run) -> tuple[Path, dict]:
+    """The HTML report of the session's demo run."""
+    demo_run.snakemake("--report", "results/report.html")
+    return demo_run.results / "report.html", demo_run.config
 
 
 def expected_figures(config: dict) -> set[str]:
