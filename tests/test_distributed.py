@@ -160,3 +160,12 @@ def test_processes_and_gpus_do_not_mix(task, tmp_path):
     job.gpus = 2
     with pytest.raises(SeqpeftInputError, match="processes is for CPU jobs"):
         run_finetune(job)
+
+
+def test_tuning_trials_train_in_one_process(task, tmp_path, capfd):
+    """A trial reports every evaluation to its study from the calling process, so it runs alone."""
+    evaluations = []
+    result = run_finetune(_job(task, "frozen", tmp_path / "trial", processes=2, epochs=1), dev_only=True,
+                          on_evaluate=lambda number, dev: evaluations.append(number))
+    assert evaluations == [1, 2] and result["training"]["processes"] == 1
+    assert "processes (" not in capfd.readouterr().out and not (tmp_path / "trial").exists()

@@ -270,6 +270,11 @@ def finetune_runtime(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["runtime"]) * attempt
 
 
+def trial_job_mem_mb(wildcards, attempt):
+    # a tuning trial trains in one process, whatever training.processes says (seqpeft.train.run_finetune)
+    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
+
+
 def trial_job_runtime(wildcards, attempt):
     return tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt
 
@@ -313,5 +318,6 @@ _declare_signatures(
     tuning_training_settings,
     model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
     task_histories,
-    finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, trial_job_runtime, prepare_mem_mb,
+    finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,
+    trial_job_mem_mb, trial_job_runtime, prepare_mem_mb,
 )
