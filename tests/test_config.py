@@ -321,3 +321,25 @@ def test_module_is_light():
     code = "import sys, seqpeft.config; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_multi_process_jobs_are_checked():
+    config = base_config()
+    config["training"]["processes"] = 2
+    # mistral_dna is size small: one GPU per job, and processes are for CPU jobs
+    assert problem(config).startswith("training.processes: training.processes is 2 but the job has 1 GPU(s)")
+    config["experiments"] = [{"tasks": ["tf_0"], "models": ["tiny_llama"], "methods": ["full", "lora"]}]
+    check_config(config)
+    assert sc.world_size_of(config, "tiny_llama", "lora") == 2
+    config["methods"]["lora"]["training"]["batch_size"] = 1
+    assert problem(config).startswith("methods.lora.training.batch_size: batch_size 1 is smaller than the job's 2 processes")
+    config = base_config()
+    config["experiments"] = [{"tasks": ["sp"], "models": ["tiny_esm"], "methods": ["lora_r4"]}]
+    config["resources"] = {"sizes": {"tiny": {"gpu": 4}}}
+    config["training"]["distributed"] = "fsdp"
+    assert sc.world_size_of(config, "tiny_esm", "lora_r4") == 4  # one process per GPU
+    assert "signal-peptide CRF" in problem(config)
+    config["methods"]["lora_r4"]["training"] = {"distributed": "ddp"}
+    check_config(config)
+    config["methods"]["lora_r4"]["training"]["processes"] = 2
+    assert problem(config).startswith("methods.lora_r4.training.processes: ")

@@ -161,6 +161,20 @@ def test_profiles_parse(profile, tmp_path):
         assert "slurm_extra=--signal=TERM@300" in finetune
 
 
+def test_multi_process_jobs_get_threads_and_memory_per_process(tmp_path):
+    config = load(DEMO, tmp_path / "results")
+    config["resources"] = {"finetune_threads": 3, "sizes": {"tiny": {"mem_mb": 1000}}}
+    config["methods"]["lora"]["training"] = {"processes": 2}
+    code, out = run("-n", "--cores", "16", "--until", "finetune", "--configfile", write_config(tmp_path, config))
+    assert code == 0, out[-3000:]
+    jobs = [job for job in out.split("\nrule ")[1:] if job.startswith("finetune:")]
+    assert jobs
+    for job in jobs:
+        processes = 2 if "method=lora," in job else 1
+        assert f"threads: {3 * processes}\n" in job, job
+        assert f"mem_mb={1000 * processes}," in job, job
+
+
 def outputs_of(dry_run: str) -> list[str]:
     files = []
     for line in dry_run.splitlines():

@@ -47,6 +47,7 @@ SUMMARY_COLUMNS = (
     "seed",
     "task_kind",
     "memory_device",
+    "world_size",  # processes (GPUs) of the job: train_seconds x world_size is its device time
 )
 
 # Metrics summarised over partitions in table.csv.

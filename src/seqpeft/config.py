@@ -200,6 +200,7 @@ def check_config(config: dict) -> None:
     _check_local_paths(sources, models)
     _check_applicability(config, models, methods, experiments)
     HpoSettings.from_dict(config.get("hpo"))
+    _check_processes(config, tasks, models, methods, experiments)
 
     axes = ((config.get("figures") or {}).get("pareto_axes")) or []
     for i, axis in enumerate(axes):
@@ -255,6 +256,49 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
             if gpus > 0 and device == "cpu":
                 _fail("training.device", f"is 'cpu' but model {model!r} asks for {gpus} GPU(s) per job, "
                       "which would hold GPUs that nothing uses.", "set training.device: auto, or size: tiny for CPU models.")
+
+
+def _training_key(config: dict, method: str, key: str) -> str:
+    """Where a method's training setting comes from: its own ``training:`` override, or the global block."""
+    override = ((_section(config, "methods").get(method) or {}).get("training") or {})
+    return f"methods.{method}.training.{key}" if key in override else f"training.{key}"
+
+
+def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:
+    """Multi-process jobs: CPU processes or GPUs (not both), enough batch for every rank, FSDP only
+    where parameters may be sharded."""
+    from seqpeft.distributed import setup_problem, world_size
+    from seqpeft.methods import passthrough_method, resolve_method
+
+    for block in experiments:
+        for model in (block or {}).get("models") or []:
+            gpus = int(size_resources(config, model)["gpu"])
+            for method in (block or {}).get("methods") or []:
+                settings = training_for(config, method)
+                try:
+                    world = world_size(int(settings.get("processes", 1)), gpus, str(settings.get("device", "auto")))
+                except SeqpeftInputError as error:
+                    _fail(_training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
+                if world <= 1:
+                    continue
+                spec = method_spec(config, method)
+                entry = passthrough_method(spec["peft"]) if "peft" in spec else resolve_method(method, spec)[0]
+                for task in (block or {}).get("tasks") or []:
+                    kind = str((tasks.get(task) or {}).get("kind", "sequence_classification"))
+                    problem = setup_problem(world, int(settings.get("batch_size", world)),
+                                            str(settings.get("distributed", "ddp")), entry, kind)
+                    if problem:
+                        _fail(_training_key(config, method, problem[0]),
+                              f"{problem[1]} (model {model!r}, method {method!r}, task {task!r})", problem[2])
+
+
+def world_size_of(config: dict, model: str, method: str) -> int:
+    """Processes of the fine-tuning job of ``model`` x ``method`` (config already checked)."""
+    from seqpeft.distributed import world_size
+
+    settings = training_for(config, method)
+    return world_size(int(settings.get("processes", 1)), int(size_resources(config, model)["gpu"]),
+                      str(settings.get("device", "auto")))
 
 
 def _key_path(parts) -> str:

@@ -303,7 +303,7 @@ def load_tokenizer(model_dir: Path):
 
 
 def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None,
-                  extra_kwargs: dict | None = None) -> LoadedBackbone:
+                  extra_kwargs: dict | None = None, tokenizer_dir: Path | None = None) -> LoadedBackbone:
     """Load the bare backbone (no task head) from a prepared or local model directory.
 
     A checkpoint saved with a sequence-classification head (a decoder's ``score``, DNABERT-2's
@@ -311,7 +311,8 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     ``num_labels``, so a published fine-tuned checkpoint evaluates exactly as it was trained.
     A published DNABERT-2 directory loads into seqpeft's own implementation: its remote code
     never runs, whatever ``trust_remote_code`` says. ``extra_kwargs`` come from the method
-    (QLoRA's quantization config).
+    (QLoRA's quantization config); ``tokenizer_dir`` is for weights saved without their tokenizer
+    (a run's fully fine-tuned ``artifacts/backbone``).
     """
     from transformers import AutoConfig, AutoModel
 
@@ -360,7 +361,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
-    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(model_dir), head)
+    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head)
 
 
 def _read_tensors(weights: list[Path], names: set[str]) -> dict[str, Any]:

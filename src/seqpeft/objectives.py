@@ -4,6 +4,8 @@ The training loop stays one loop: it asks the task kind's objective for the head
 modules to attach (the signal-peptide CRF), the loss of a micro-batch and the evaluation dict,
 whose ``selection`` value picks the best checkpoint (dev MCC for sequence classification;
 detection MCC + cleavage-site MCC, kingdom-averaged, for signal peptides as PEFT-SP selects).
+Evaluation is two steps, per-sequence predictions and the score of a whole split, so that the
+ranks of a multi-process job can each predict a share and score the gathered predictions.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ class Objective:
     attach: Callable[[Any], None]
     loss: Callable[..., Any]  # (model, logits, labels, attention, split, indices) -> summed loss tensor
     normaliser: Callable[[list, np.ndarray], int]  # (collated micro-batches, batch indices) -> divisor
-    evaluate: Callable[..., dict]  # (model, split, pad_id, max_length, batch_size, device) -> metrics
+    predict: Callable[..., dict]  # (model, split, pad_id, max_length, batch_size, device) -> per-sequence arrays
+    score: Callable[[Any, dict], dict]  # (split, predictions) -> metrics
+
+    def evaluate(self, model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict:
+        return self.score(split, self.predict(model, split, pad_id, max_length, batch_size, device))
 
 
 def _classification_loss(model, logits, labels, attention, split, indices):
@@ -33,11 +39,18 @@ def _classification_loss(model, logits, labels, attention, split, indices):
                                              ignore_index=-100, reduction="sum")
 
 
-def _classification_evaluate(model, split, pad_id, max_length, batch_size, device) -> dict:
-    """The existing metrics unchanged; without a ``selection`` key the loop selects on ``mcc``."""
-    from seqpeft.train import evaluate_split
+def _classification_predict(model, split, pad_id, max_length, batch_size, device) -> dict:
+    from seqpeft.train import predict_sequences
 
-    return evaluate_split(model, split, pad_id, max_length, batch_size, device)
+    return predict_sequences(model, split, pad_id, max_length, batch_size, device)
+
+
+def _classification_score(split, predictions: dict) -> dict:
+    """Without a ``selection`` key the loop selects on ``mcc``."""
+    from seqpeft.metrics import classification_metrics
+    from seqpeft.train import flat_predictions
+
+    return classification_metrics(*flat_predictions(predictions))
 
 
 def _crf_outputs(num_labels: int) -> int:
@@ -81,6 +94,15 @@ def _crf_loss(model, logits, labels, attention, split, indices):
 def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """Predicted type index, cleavage site and type probabilities per sequence (split order), plus
     the summed CRF NLL when the split carries labels."""
+    predicted = _signalp_predict(model, split, pad_id, max_length, batch_size, device)
+    if "nll" in predicted:
+        predicted["nll"] = float(predicted["nll"].sum())
+    return predicted
+
+
+def _signalp_predict(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Per sequence (split order): type index, cleavage site, type probabilities and, when the
+    split carries labels, the CRF negative log-likelihood."""
     import torch
 
     from seqpeft.signalp_crf import decode, residue_emissions
@@ -88,7 +110,7 @@ def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: 
 
     model.eval()
     order = np.argsort(-split.data.lengths, kind="stable")
-    types, sites, probabilities, nll = [], [], [], 0.0
+    types, sites, probabilities, nll = [], [], [], []
     labelled = "sp_type" in split.extra
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -99,15 +121,18 @@ def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: 
             emissions, mask = residue_emissions(logits, attention, split.leading_specials)
             if labelled:
                 _, states, _ = _crf_inputs(logits, labels.to(device), attention, split, indices)
-                nll += float(model.crf.nll(emissions, states, mask))
+                nll.append(model.crf.nll(emissions, states, mask, reduction="none").cpu().numpy())
             batch_types, batch_sites, batch_probabilities = decode(model.crf, emissions, mask)
             types.append(batch_types)
             sites.append(batch_sites)
             probabilities.append(batch_probabilities)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    return {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
-            "probabilities": np.concatenate(probabilities)[inverse], "nll": nll}
+    predicted = {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
+                 "probabilities": np.concatenate(probabilities)[inverse]}
+    if labelled:
+        predicted["nll"] = np.concatenate(nll)[inverse]
+    return predicted
 
 
 def _true_sites(split) -> np.ndarray:
@@ -121,13 +146,12 @@ def _true_sites(split) -> np.ndarray:
     return np.array(sites, dtype=np.int64)
 
 
-def _signalp_evaluate(model, split, pad_id, max_length, batch_size, device) -> dict:
+def _signalp_score(split, predicted: dict) -> dict:
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     from seqpeft.data import KINGDOMS, SP_TYPES
     from seqpeft.signalp import kingdom_type_table, mean_mcc2, selection_score
 
-    predicted = signalp_predictions(model, split, pad_id, max_length, batch_size, device)
     names = np.array(SP_TYPES)
     true_type, pred_type = names[np.asarray(split.extra["sp_type"])], names[predicted["type"]]
     kingdom = np.array(KINGDOMS)[np.asarray(split.extra["kingdom"])]
@@ -141,21 +165,38 @@ def _signalp_evaluate(model, split, pad_id, max_length, batch_size, device) -> d
         "f1": float(f1_score(true_type, pred_type, average="macro", zero_division=0)),
         "precision": float(precision_score(true_type, pred_type, average="macro", zero_division=0)),
         "recall": float(recall_score(true_type, pred_type, average="macro", zero_division=0)),
-        "loss": predicted["nll"] / max(len(split.data), 1),
+        "loss": float(predicted["nll"].sum()) / max(len(split.data), 1),
         **selection,
         "signalp": table,
     }
+
+
+def loss_module(model, objective: Objective):
+    """The objective's summed loss of a micro-batch as one module call ``(input_ids, attention,
+    labels, split, indices)``. DDP must see every parameter the loss uses (the signal-peptide CRF)
+    inside the forward it wraps; used outside, DDP counts their gradients as ready twice."""
+    import torch
+
+    class ObjectiveLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention, labels, split, indices):
+            return objective.loss(self.model, self.model(input_ids, attention), labels, attention, split, indices)
+
+    return ObjectiveLoss()
 
 
 OBJECTIVES: dict[str, Objective] = {
     "sequence_classification": Objective(
         "sequence_classification", num_outputs=lambda n: n, attach=lambda model: None, loss=_classification_loss,
         normaliser=lambda prepared, indices: sum(int((labels != -100).sum()) for _, _, labels in prepared),
-        evaluate=_classification_evaluate),
+        predict=_classification_predict, score=_classification_score),
     "signal_peptide": Objective(
         "signal_peptide", num_outputs=_crf_outputs,
         attach=_attach_crf, loss=_crf_loss, normaliser=lambda prepared, indices: len(indices),
-        evaluate=_signalp_evaluate),
+        predict=_signalp_predict, score=_signalp_score),
 }
 
 

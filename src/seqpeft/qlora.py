@@ -28,7 +28,8 @@ def _require_bitsandbytes() -> None:
 def _device() -> str:
     import torch
 
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+    # the current device: each rank of a multi-GPU job has set its own before loading
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
 def load_kwargs(args: dict) -> dict:

@@ -103,9 +103,11 @@ class SignalPeptideCRF(nn.Module):
         last = mask.sum(dim=1) - 1
         return score + self.end[states[torch.arange(states.shape[0], device=states.device), last]]
 
-    def nll(self, emissions: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Summed negative log-likelihood of the gold state paths (mask: left-aligned residues)."""
-        return (self.log_partition(emissions, mask) - self.path_score(emissions, states, mask)).sum()
+    def nll(self, emissions: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """Negative log-likelihood of the gold state paths (mask: left-aligned residues), summed
+        over the batch, or per sequence with ``reduction="none"``."""
+        per_sequence = self.log_partition(emissions, mask) - self.path_score(emissions, states, mask)
+        return per_sequence if reduction == "none" else per_sequence.sum()
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """P(state at residue t = s) for every residue, by forward-backward."""

@@ -49,6 +49,16 @@ class TrainingConfig:
     bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
     checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
     hpo: bool = False  # learning_rate and batch_size come from the tuning study's best_params.json
+    processes: int = 1  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
+    distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
+
+    def __post_init__(self) -> None:
+        from seqpeft.distributed import MODES
+
+        if self.distributed not in MODES:
+            raise SeqpeftInputError(None, f"training.distributed {self.distributed!r} is unknown.", fix=f"use one of {MODES}.")
+        if int(self.processes) < 1:
+            raise SeqpeftInputError(None, f"training.processes is {self.processes}.", fix="use 1 or more.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -72,13 +82,26 @@ class FinetuneJob:
     cache_path: Path
     model_dir: Path
     out_dir: Path
-    threads: int = 1
+    threads: int = 1  # CPU threads of the whole job, shared by its processes
     best_params: Path | None = None  # the tune rule's best_params.json, used when training.hpo is true
+    gpus: int = 0  # GPUs of the job (resources.sizes.<size>.gpu); more than one trains data-parallel
+
+    PATHS = ("cache_path", "model_dir", "out_dir", "best_params")
 
     @property
     def dsp(self) -> dict | None:
         """Domain-shift prompting settings of a DSP variant (``seqpeft.config.finetune_method_params``)."""
         return self.method_spec.get("dsp")
+
+    def to_dict(self) -> dict:
+        """JSON-ready, with absolute paths (the worker processes of a multi-process job read it)."""
+        values = asdict(self)
+        values.update({name: str(Path(values[name]).resolve()) for name in self.PATHS if values[name] is not None})
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FinetuneJob":
+        return cls(**{**values, **{name: Path(values[name]) for name in cls.PATHS if values.get(name) is not None}})
 
 
 @dataclass
@@ -89,6 +112,10 @@ class Split:
     per_residue: bool
     leading_specials: int = 1
     extra: dict = field(default_factory=dict)
+
+    def subset(self, rows: np.ndarray) -> "Split":
+        return Split(self.data.subset(rows), self.per_residue, self.leading_specials,
+                     {key: values[rows] for key, values in self.extra.items()})
 
 
 FOLD_PARTITIONS = (0, 1, 2)
@@ -159,48 +186,76 @@ def collate(split: Split, indices: np.ndarray, pad_id: int, max_length: int, tor
     return torch.from_numpy(input_ids), torch.from_numpy(attention), torch.from_numpy(labels)
 
 
-def predict_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray, float]:
-    """(labels, logits, mean loss) over a split, in inference mode, batched by length.
+def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Per-sequence outputs in split order, in inference mode, batched by length: ``labels``,
+    ``logits``, ``loss`` (summed cross-entropy) and ``count`` (labelled positions).
 
-    Per-residue tasks return flattened residue positions (specials and padding removed).
+    Per-residue splits give each sequence's residue labels and logits (specials and padding
+    removed) as object arrays. Per sequence, so that the shards of a multi-process evaluation
+    can be merged and scored as one split.
     """
     import torch
 
     model.eval()
-    lengths = split.data.lengths
-    order = np.argsort(-lengths, kind="stable")
-    all_labels, all_logits = [], []
-    total_loss, total_count = 0.0, 0
+    count = len(split.data)
+    order = np.argsort(-split.data.lengths, kind="stable")
+    labels_out = np.empty(count, dtype=object) if split.per_residue else np.zeros(count, dtype=np.int64)
+    logits_out: np.ndarray | None = np.empty(count, dtype=object) if split.per_residue else None
+    losses, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     with torch.inference_mode():
         for start in progress.iterate(range(0, len(order), batch_size), "eval"):
             indices = order[start:start + batch_size]
             input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
             logits = model(input_ids.to(device), attention.to(device)).float().cpu()
-            flat_logits = logits.reshape(-1, logits.shape[-1])
-            flat_labels = labels.reshape(-1)
-            keep = flat_labels != -100
-            count = int(keep.sum())
-            if count:
-                total_loss += float(torch.nn.functional.cross_entropy(flat_logits[keep], flat_labels[keep], reduction="sum"))
-                total_count += count
+            per_position = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                             ignore_index=-100, reduction="none").reshape(labels.shape)
+            kept = labels != -100
+            losses[indices] = per_position.reshape(len(indices), -1).sum(dim=1).numpy()
+            counts[indices] = kept.reshape(len(indices), -1).sum(dim=1).numpy()
             if split.per_residue:
-                all_labels.append(flat_labels[keep].numpy())
-                all_logits.append(flat_logits[keep].numpy())
+                for row, index in enumerate(indices):
+                    labels_out[index] = labels[row][kept[row]].numpy()
+                    logits_out[index] = logits[row][kept[row]].numpy()
             else:
-                all_labels.append(labels.numpy())
-                all_logits.append(logits.numpy())
-    if split.per_residue:
-        return np.concatenate(all_labels), np.concatenate(all_logits), total_loss / max(total_count, 1)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return np.concatenate(all_labels)[inverse], np.concatenate(all_logits)[inverse], total_loss / max(total_count, 1)
+                if logits_out is None:
+                    logits_out = np.zeros((count, logits.shape[-1]), dtype=np.float32)
+                labels_out[indices] = labels.numpy()
+                logits_out[indices] = logits.numpy()
+    if logits_out is None:
+        logits_out = np.zeros((0, 0), dtype=np.float32)
+    return {"labels": labels_out, "logits": logits_out, "loss": losses, "count": counts}
+
+
+def flat_predictions(predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels, logits, mean loss) with per-residue outputs flattened."""
+    labels, logits = predictions["labels"], predictions["logits"]
+    if labels.dtype == object:
+        width = next((item.shape[-1] for item in logits if item.size), 1)
+        labels = np.concatenate(list(labels)) if len(labels) else np.zeros(0, dtype=np.int64)
+        logits = np.concatenate([item.reshape(-1, width) for item in logits]) if len(logits) else np.zeros((0, width))
+    return labels, logits, float(predictions["loss"].sum()) / max(int(predictions["count"].sum()), 1)
+
+
+def predict_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels, logits, mean loss) over a split; per-residue tasks give flattened residue positions."""
+    return flat_predictions(predict_sequences(model, split, pad_id, max_length, batch_size, device))
 
 
 def evaluate_split(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, float]:
     from seqpeft.metrics import classification_metrics
 
-    labels, logits, loss = predict_split(model, split, pad_id, max_length, batch_size, device)
-    return classification_metrics(labels, logits, loss)
+    return classification_metrics(*predict_split(model, split, pad_id, max_length, batch_size, device))
+
+
+def evaluate(objective, model, split: Split, pad_id: int, max_length: int, batch_size: int, device, ranks) -> dict:
+    """The objective's metrics on a split; with several ranks each predicts its share and all
+    score the gathered predictions, so every rank gets the same metrics (and stops together)."""
+    if not ranks.distributed:
+        return objective.score(split, objective.predict(model, split, pad_id, max_length, batch_size, device))
+    rows = ranks.eval_rows(len(split.data))
+    predictions = objective.predict(model, split.subset(rows), pad_id, max_length, batch_size, device)
+    ranks.reshard(model)
+    return objective.score(split, ranks.gather_rows(rows, predictions, len(split.data)))
 
 
 def _resolve_device(name: str):
@@ -243,10 +298,6 @@ def check_dsp_cache(cache: TokenizedTask, dsp: dict | None, cache_path: Path, mo
 def _seed_for(training: TrainingConfig, partition: str) -> int:
     # A GUE partition is a replicate: its number shifts the seed. A fold keeps the base seed.
     return training.seed + (int(partition) if partition.isdigit() else 0)
-
-
-def _trainable_state(model) -> dict:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_spec: dict, num_labels: int,
@@ -296,21 +347,24 @@ class Checkpointer:
     resumed; a finished run removes its checkpoint.
     """
 
-    def __init__(self, run_dir: Path, job_key: str, every_seconds: float):
+    def __init__(self, run_dir: Path, job_key: str, every_seconds: float, writer: bool = True):
         self.path = Path(run_dir) / "checkpoint" / "state.pt"
         self.job_key = job_key
         self.every_seconds = every_seconds
+        self.writer = writer  # only rank 0 of a multi-process job saves, discards and clears
         self.last_save = time.monotonic()
 
-    def load(self):
+    def load(self, mmap: bool = False):
+        """The saved payload, or None; ``mmap`` lets the ranks of one job share the file's pages."""
         import torch
 
         if not self.path.is_file():
             return None
-        payload = torch.load(self.path, map_location="cpu", weights_only=False)
+        payload = torch.load(self.path, map_location="cpu", weights_only=False, mmap=mmap)
         if payload.get("job_key") != self.job_key:
-            print(f"[seqpeft] discarding checkpoint {self.path}: it belongs to other settings")
-            self.clear()
+            if self.writer:
+                print(f"[seqpeft] discarding checkpoint {self.path}: it belongs to other settings")
+                self.clear()
             return None
         return payload
 
@@ -320,20 +374,25 @@ class Checkpointer:
     def save(self, payload: dict) -> None:
         import torch
 
+        if not self.writer:
+            return
         with atomic_file(self.path) as tmp:
             torch.save({**payload, "job_key": self.job_key}, tmp)
         self.last_save = time.monotonic()
 
     def clear(self) -> None:
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        if self.writer:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
-def _job_key(job: FinetuneJob) -> str:
+def _job_key(job: FinetuneJob, world_size: int = 1) -> str:
     import hashlib
 
     settings = {"task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
                 "task_spec": job.task_spec, "model_spec": job.model_spec, "method_spec": job.method_spec,
                 "training": job.training}
+    if world_size > 1:  # per-rank RNG states and sharded optimizer state fit only the same world size
+        settings["world_size"] = world_size
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -367,31 +426,47 @@ def _rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
 
 
-def _training_step(torch, model, method, split: Split, indices, pad_id, max_length, device, micro_batch_size,
-                   objective=None):
-    """Forward/backward of one batch as micro-batches; the loss is the batch mean as if unsplit."""
-    from seqpeft.objectives import objective_for
+def _training_step(torch, loss_model, method, split: Split, indices, pad_id, max_length, device, micro_batch_size,
+                   objective, ranks, core):
+    """Forward/backward of this rank's share of one batch, as micro-batches; returns its share of
+    the batch loss (the shares of all ranks sum to the loss of the whole batch).
 
-    objective = objective or objective_for("sequence_classification")
-    chunks = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
-    prepared = [collate(split, chunk, pad_id, max_length, torch) for chunk in chunks]
-    normaliser = max(objective.normaliser(prepared, indices), 1)
-    batch_loss = 0.0
-    for chunk, (input_ids, attention, labels) in zip(chunks, prepared):
-        attention = attention.to(device)
-        logits = model(input_ids.to(device), attention)
-        loss = objective.loss(model, logits, labels.to(device), attention, split, chunk) / normaliser
-        loss.backward()
-        batch_loss += float(loss.detach())
+    The loss is summed over the share and divided by the batch's labelled count over all ranks,
+    times the world size: DDP averages gradients over ranks, so the result is the gradient of the
+    batch mean, as if one process had computed the batch unsplit. ``loss_model`` computes a
+    micro-batch's summed loss (DDP-wrapped in a multi-process job), ``core`` is the classifier.
+    """
+    rows = ranks.batch_rows(indices)
+    count = ranks.micro_batches(len(indices), micro_batch_size)
+    # A rank with no rows left (the last, short batch of an epoch) still runs one forward/backward,
+    # on a borrowed row with weight 0, so that it joins the gradient all-reduce of the step.
+    chunks = [(chunk, 1) if len(chunk) else (indices[:1], 0)
+              for chunk in (rows[i * micro_batch_size:(i + 1) * micro_batch_size] for i in range(count))]
+    prepared = [collate(split, chunk, pad_id, max_length, torch) for chunk, _ in chunks]
+    real = [(batch, chunk) for batch, (chunk, weight) in zip(prepared, chunks) if weight]
+    local_normaliser = objective.normaliser([batch for batch, _ in real], np.concatenate([c for _, c in real]) if real else rows)
+    normaliser = max(ranks.sum([local_normaliser])[0], 1)
+    share = 0.0
+    for number, ((chunk, weight), (input_ids, attention, labels)) in enumerate(zip(chunks, prepared)):
+        with ranks.no_sync(loss_model, last=number == count - 1):
+            loss = loss_model(input_ids.to(device), attention.to(device), labels.to(device), split, chunk)
+            loss = loss * ranks.world_size / normaliser
+            if not weight:
+                loss = loss * 0.0
+            loss.backward()
+        share += float(loss.detach()) / ranks.world_size
     if method.extra_loss is not None:
-        extra = method.extra_loss(model.backbone)
+        # The same on every rank; its gradient is added after the all-reduce (no DDP forward is
+        # involved), so it counts once, as in one process.
+        extra = method.extra_loss(core.backbone)
         if extra is not None:
             extra.backward()
-            batch_loss += float(extra.detach())
-    return batch_loss
+            if ranks.is_main:
+                share += float(extra.detach())
+    return share
 
 
-def _apply_tuning(job: FinetuneJob) -> tuple[FinetuneJob, dict | None]:
+def _apply_tuning(job: FinetuneJob, say: Callable = print) -> tuple[FinetuneJob, dict | None]:
     """The job with the tuned learning rate and batch size when ``training.hpo`` is on.
 
     They replace the configured values in ``job.training`` itself, so the checkpoint key, the
@@ -408,8 +483,8 @@ def _apply_tuning(job: FinetuneJob) -> tuple[FinetuneJob, dict | None]:
 
     tuned = read_best_params(job.best_params)
     training = {**job.training, **tuned["params"]}
-    print(f"[seqpeft] tuned settings from {job.best_params}: " +
-          ", ".join(f"{key} {value}" for key, value in tuned["params"].items()))
+    say(f"[seqpeft] tuned settings from {job.best_params}: " +
+        ", ".join(f"{key} {value}" for key, value in tuned["params"].items()))
     record = {**tuned["params"], "best_dev": tuned["best_value"], "trials_complete": tuned["trials"]["complete"],
               "trials_pruned": tuned["trials"]["pruned"], "best_params": str(job.best_params)}
     return replace(job, training=training), record
@@ -429,21 +504,55 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     exception it raises ends the run (hyper-parameter search prunes trials this way).
     ``dev_only`` trains and selects on dev but touches nothing else: no checkpoints, no test
     evaluation, no files; it returns the best dev metrics and the history.
+
+    A job with several processes (``training.processes``, or more than one GPU) starts them here
+    and waits (``seqpeft.distributed.launch``); each runs ``train``.
     """
+    from seqpeft.distributed import launch, setup_problem, world_size
+    from seqpeft.methods import resolve_method
+
+    training = TrainingConfig.from_dict(job.training)
+    world = world_size(int(training.processes), int(job.gpus), training.device)
+    if world > 1 and (dev_only or on_evaluate is not None):
+        # A tuning trial reports each evaluation to its study from this process: it trains alone,
+        # to the same dev metrics as its processes would (the same global batches and updates).
+        job = replace(job, training={**job.training, "processes": 1}, gpus=min(int(job.gpus), 1))
+        world = 1
+    if world > 1:
+        method, _ = resolve_method(job.method, job.method_spec)
+        kind = str(job.task_spec.get("kind", "sequence_classification"))
+        problem = setup_problem(world, training.batch_size, training.distributed, method, kind)
+        if problem:  # before starting processes that would all fail the same way
+            raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
+        return launch(job, world)
+    return train(job, on_evaluate, dev_only)
+
+
+def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = None, dev_only: bool = False) -> dict:
+    """``run_finetune`` in this process: alone, or as one rank of a multi-process job (the
+    environment says which rank), where only rank 0 prints and writes."""
     import torch
+
+    from seqpeft.distributed import SINGLE, join, setup_problem, world_size
+
+    training = TrainingConfig.from_dict(job.training)
+    world = world_size(int(training.processes), int(job.gpus), training.device)
+    ranks = join(world, int(job.gpus), training.distributed) if world > 1 else SINGLE  # before the slow imports
+
     from transformers import get_linear_schedule_with_warmup
 
     from seqpeft.models import count_parameters
-    from seqpeft.objectives import objective_for
+    from seqpeft.objectives import loss_module, objective_for
     from seqpeft.tokenize import tokenizer_fingerprint
 
-    job, tuned = _apply_tuning(job)
+    say = print if ranks.is_main else (lambda *args, **kwargs: None)
+    job, tuned = _apply_tuning(job, say)
     training = TrainingConfig.from_dict(job.training)
-    torch.set_num_threads(max(1, int(job.threads)))
+    torch.set_num_threads(max(1, int(job.threads) // ranks.world_size))
     seed = _seed_for(training, str(job.partition))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    device = _resolve_device(training.device)
+    device = ranks.device if ranks.distributed else _resolve_device(training.device)
     cache = load_cache(job.cache_path)
     check_dsp_cache(cache, job.dsp, job.cache_path, job.model)
     if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec.get("max_length", 512)):
@@ -454,9 +563,7 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     splits = task_splits(cache, str(job.partition))
     if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
         keep = np.sort(rng.choice(len(splits["train"].data), training.max_train_samples, replace=False))
-        train = splits["train"]
-        splits["train"] = Split(train.data.subset(keep), train.per_residue, train.leading_specials,
-                                {key: values[keep] for key, values in train.extra.items()})
+        splits["train"] = splits["train"].subset(keep)
     for name, split in splits.items():
         if len(split.data) == 0:
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
@@ -471,6 +578,8 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     model, method, method_args, loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                      num_labels, per_residue, total_steps, job.model)
     objective.attach(model)
+    if problem := setup_problem(ranks.world_size, training.batch_size, training.distributed, method, cache.kind):
+        raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
     if tokenizer_fingerprint(loaded.tokenizer) != cache.fingerprint:
         raise SeqpeftInputError(job.cache_path, f"was tokenized with a different tokenizer than model {job.model!r} uses.",
                                 fix="delete the cache and rerun the tokenize rule; check models.<name>.tokenizer.")
@@ -488,42 +597,56 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
         # DSP inputs were shortened at tokenization (sequence cut, template whole): they all fit.
         truncated = int(sum(cache.meta.get("dsp_truncated", {}).values()))
         if truncated:
-            print(f"[seqpeft] {truncated} sequences lost nucleotides to fit max_length={max_length} with the DSP template")
+            say(f"[seqpeft] {truncated} sequences lost nucleotides to fit max_length={max_length} with the DSP template")
     elif truncated:
-        print(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
+        say(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
     model.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainable, total = count_parameters(model)
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    if ranks.rank:
+        torch.manual_seed(seed + 7919 * ranks.rank)  # dropout masks of its own on every rank
+    core = model  # the classifier; training calls loss_model (DDP-wrapped, or around a sharded core)
+    loss_model = ranks.parallelize(core, loss_module(core, objective))
+    trainable_params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable_params, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))  # one kernel, not one per small tensor
+                                  # one kernel, not one per small tensor (not for sharded DTensor parameters)
+                                  fused=device.type in ("cpu", "cuda") and not ranks.shards_parameters)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), total_steps)
     eval_every = max(1, math.ceil(steps_per_epoch / training.evals_per_epoch))
 
     out_dir = Path(job.out_dir)
-    checkpointer = Checkpointer(out_dir, _job_key(job), training.checkpoint_minutes * 60)
+    checkpointer = Checkpointer(out_dir, _job_key(job, ranks.world_size), training.checkpoint_minutes * 60,
+                                writer=ranks.is_main)
     state, best_state = LoopState(micro_batch_size=training.batch_size), None
-    saved = None if dev_only else checkpointer.load()
+    # Rank 0 first: it discards a checkpoint of other settings before the others look.
+    saved = checkpointer.load(mmap=ranks.distributed) if ranks.is_main and not dev_only else None
+    ranks.barrier()
+    if not ranks.is_main and not dev_only:
+        saved = checkpointer.load(mmap=True)
     if saved is not None:
-        model.load_state_dict(saved["trainable"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
+        ranks.load_trainable(core, saved["trainable"])
+        ranks.load_optimizer_state(core, optimizer, saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
+        torch_rng = saved["torch_rng"]
+        torch.set_rng_state(torch_rng[ranks.rank] if isinstance(torch_rng, list) else torch_rng)
         rng.bit_generator.state = saved["numpy_rng"]
         if method.load_state is not None:
-            method.load_state(model.backbone, saved["method_state"])
-        state, best_state = saved["loop"], saved["best_state"]
-        print(f"[seqpeft] resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+            method.load_state(core.backbone, saved["method_state"])
+        state, best_state = saved["loop"], saved["best_state"] if ranks.is_main else None
+        say(f"[seqpeft] resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
     else:
-        print(f"[seqpeft] start {job.task}/{job.model}/{job.method}/{job.partition}: trainable {trainable:,} of {total:,} "
-              f"parameters, {len(splits['train'].data)} train sequences, {total_steps} steps on {device}")
+        processes = f" x {ranks.world_size} processes ({ranks.mode})" if ranks.distributed else ""
+        say(f"[seqpeft] start {job.task}/{job.model}/{job.method}/{job.partition}: trainable {trainable:,} of {total:,} "
+            f"parameters, {len(splits['train'].data)} train sequences, {total_steps} steps on {device}{processes}")
 
     def save_checkpoint():
+        # Every rank takes part (gathered RNG states and sharded weights); rank 0 writes.
         checkpointer.save({
-            "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": _rng_state(rng), "loop": state, "best_state": best_state,
-            "method_state": method.save_state(model.backbone) if method.save_state is not None else None,
+            "trainable": ranks.trainable_state(core), "optimizer": ranks.optimizer_state(core, optimizer),
+            "scheduler": scheduler.state_dict(), "torch_rng": ranks.gather(torch.get_rng_state()),
+            "numpy_rng": _rng_state(rng), "loop": state, "best_state": best_state,
+            "method_state": method.save_state(core.backbone) if method.save_state is not None else None,
         })
 
     with _TermFlag() as term:
@@ -537,17 +660,20 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
             while state.batch_in_epoch < len(batches):
                 indices = batches[state.batch_in_epoch]
                 started = time.perf_counter()
-                model.train()
-                loss = _step_with_oom_retry(torch, model, method, splits["train"], indices, pad_id, max_length, device, state,
-                                            objective)
+                loss_model.train()
+                loss = _step_with_oom_retry(torch, loss_model, method, splits["train"], indices, pad_id, max_length, device, state,
+                                            objective, ranks, core)
                 torch.nn.utils.clip_grad_norm_(trainable_params, training.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 state.batch_in_epoch += 1
                 if method.after_optimizer_step is not None:
-                    method.after_optimizer_step(model.backbone, state.step)
+                    method.after_optimizer_step(core.backbone, state.step)
                 optimizer.zero_grad(set_to_none=True)
+                # One all-reduce: the batch loss, and whether any rank got SIGTERM or rank 0's
+                # checkpoint clock ran out, so that every rank stops and saves at the same step.
+                loss, stop_votes, due_votes = ranks.sum([loss, float(term.raised), float(ranks.is_main and checkpointer.due())])
                 state.running_loss += loss
                 state.running_count += 1
                 state.samples += len(indices)
@@ -555,18 +681,18 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
                 epoch_bar.update()
                 evaluated = state.step % eval_every == 0 or state.batch_in_epoch == len(batches)
                 if evaluated:
-                    dev = objective.evaluate(model, splits["dev"], pad_id, max_length, training.eval_batch_size, device)
+                    dev = evaluate(objective, core, splits["dev"], pad_id, max_length, training.eval_batch_size, device, ranks)
                     state.history.append({
                         "step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
                         "wall_seconds": round(state.train_seconds, 4),
                         "train_loss": state.running_loss / max(state.running_count, 1), "dev_loss": dev["loss"],
                         "dev_mcc": dev["mcc"], "dev_accuracy": dev["accuracy"]})
                     state.running_loss, state.running_count = 0.0, 0
-                    print(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
-                          f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
+                    say(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
+                        f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
                     if dev.get("selection", dev["mcc"]) > state.best.get("selection", state.best["mcc"]):
                         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
-                        best_state = _trainable_state(model)
+                        best_state = ranks.trainable_state(core)
                         state.since_best = 0
                     else:
                         state.since_best += 1
@@ -576,12 +702,12 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
                         on_evaluate(len(state.history), dev)
                 if state.batch_in_epoch == len(batches):
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if term.raised:
+                if stop_votes:
                     if dev_only:
                         raise Preempted(f"SIGTERM at step {state.step} of a dev-only run (nothing saved)")
                     save_checkpoint()
                     raise Preempted(f"SIGTERM at step {state.step}: checkpoint saved to {checkpointer.path}; rerun to resume")
-                if not dev_only and (evaluated or checkpointer.due()):
+                if not dev_only and (evaluated or due_votes):
                     save_checkpoint()
                 if state.finished or state.batch_in_epoch == 0:
                     break  # early stop, or the epoch is over: the next one draws a new batch order
@@ -592,13 +718,14 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     if dev_only:
         return {"dev": dev_best, "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
                 "steps": state.step, "history": state.history, "training": asdict(training)}
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    test = objective.evaluate(model, splits["test"], pad_id, max_length, training.eval_batch_size, device)
+    if "step" in best:  # a best evaluation was recorded (the same on every rank)
+        ranks.load_trainable(core, best_state)
+    test = evaluate(objective, core, splits["test"], pad_id, max_length, training.eval_batch_size, device, ranks)
     if device.type == "cuda":
         peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
     else:
         peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
+    peak_mb = max(ranks.gather(peak_mb))  # the largest process's: what one GPU (or process) must hold
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": cache.kind, "test": test, "dev": dev_best,
@@ -609,6 +736,7 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
         "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
         "epochs_run": math.ceil(state.step / steps_per_epoch), "steps": state.step, "seed": seed,
         "truncated_sequences": truncated, "device": str(device),
+        "world_size": ranks.world_size, "distributed": ranks.mode,
         "micro_batch_size": state.micro_batch_size,
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
@@ -618,17 +746,27 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
     if job.dsp is not None:
         metrics["dsp"] = {"encoding": job.dsp["encoding"], "domain": job.dsp["domain"],
                           "template_tokens": cache.meta["dsp"]["template_tokens"]}
-    save_artifacts(model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
-        "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
-        "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
-        "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": model.pooling,
-        "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
-    }, trainable_only=method.saves_trainable)
-    write_history(out_dir / "history.csv", state.history)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    checkpointer.clear()
-    print(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
-          f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
+    saved_model = core
+    if ranks.shards_parameters:
+        # save_pretrained needs whole tensors: rank 0 rebuilds the model unsharded on the CPU.
+        weights = ranks.trainable_state(core)
+        if ranks.is_main:
+            saved_model = build_model(job.model_dir, job.model_spec, job.method, job.method_spec, num_labels, per_residue,
+                                      total_steps, job.model)[0]
+            objective.attach(saved_model)
+            saved_model.load_state_dict(weights, strict=False)
+    if ranks.is_main:
+        save_artifacts(saved_model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
+            "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
+            "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
+            "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": core.pooling,
+            "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
+        }, trainable_only=method.saves_trainable)
+        write_history(out_dir / "history.csv", state.history)
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        checkpointer.clear()
+    say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
+        f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
     return metrics
 
 
@@ -637,19 +775,24 @@ def _is_out_of_memory(torch, error: BaseException) -> bool:
 
 
 def _step_with_oom_retry(torch, model, method, split, indices, pad_id, max_length, device, state: LoopState,
-                         objective=None) -> float:
+                         objective, ranks, core) -> float:
     """One optimizer step's forward/backward; on CUDA OOM halve the micro-batch and try again.
 
     The effective batch stays the same (more micro-batches are accumulated); only at micro-batch
-    1 does the job fail, with a message that says what to change.
+    1 does the job fail, with a message that says what to change. In a multi-process job the
+    other ranks are already waiting in the step's all-reduce, so there OOM fails the job.
     """
     while True:
         try:
             return _training_step(torch, model, method, split, indices, pad_id, max_length, device, state.micro_batch_size,
-                                  objective)
+                                  objective, ranks, core)
         except Exception as error:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not _is_out_of_memory(torch, error):
                 raise
+            if ranks is not None and ranks.distributed:
+                raise SeqpeftInputError(None, f"out of GPU memory at step {state.step + 1} on rank {ranks.rank} of "
+                                        f"{ranks.world_size}; a multi-process job cannot halve its micro-batch in step.",
+                                        fix="lower training.batch_size, use training.distributed: fsdp, or more GPUs.") from error
             for param in model.parameters():
                 param.grad = None
             if device.type == "cuda":
@@ -728,7 +871,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         base = artifacts_dir / "backbone"
     method, args = resolve_method(description["method"], description.get("method_spec") or {})
     extra = method.load_kwargs(args) if method.load_kwargs is not None else None
-    loaded = load_backbone(base, description.get("model_spec"), extra_kwargs=extra)
+    loaded = load_backbone(base, description.get("model_spec"), extra_kwargs=extra, tokenizer_dir=artifacts_dir / "tokenizer")
     if description["weights"] == "adapter":
         from peft import PeftModel
 

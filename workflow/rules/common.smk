@@ -26,6 +26,7 @@ from seqpeft.config import (
     tune_trials_runtime,
     tuning_dir,
     tuning_training,
+    world_size_of,
 )
 from seqpeft.dsp import ENCODINGS
 
@@ -226,6 +227,21 @@ def all_outputs():
 # ---- resources: fine-tuning jobs scale with the model's size and grow on every retry ----
 
 
+@cache
+def _processes(model, method):
+    return world_size_of(config, model, method)
+
+
+def finetune_processes(wildcards):
+    """Processes of one fine-tuning job: its GPUs when several, else training.processes (CPU)."""
+    return _processes(wildcards.model, wildcards.method)
+
+
+def finetune_threads_of(wildcards):
+    # resources.finetune_threads per process; SLURM gets them as --cpus-per-task
+    return FINETUNE_THREADS * finetune_processes(wildcards)
+
+
 def finetune_gpu(wildcards):
     return int(size_resources(config, wildcards.model)["gpu"])
 
@@ -243,11 +259,20 @@ FINETUNE_GPU_MODEL = (
 
 
 def finetune_mem_mb(wildcards, attempt):
-    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
+    # CPU processes each hold the model, its gradients and optimizer state in host memory; a
+    # multi-GPU job's mem_mb (resources.sizes) is already for the whole job
+    resources = size_resources(config, wildcards.model)
+    processes = finetune_processes(wildcards) if int(resources["gpu"]) <= 1 else 1
+    return int(resources["mem_mb"]) * processes * attempt
 
 
 def finetune_runtime(wildcards, attempt):
     return int(size_resources(config, wildcards.model)["runtime"]) * attempt
+
+
+def trial_job_mem_mb(wildcards, attempt):
+    # a tuning trial trains in one process, whatever training.processes says (seqpeft.train.run_finetune)
+    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
 
 
 def trial_job_runtime(wildcards, attempt):
@@ -293,5 +318,6 @@ _declare_signatures(
     tuning_training_settings,
     model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
     task_histories,
-    finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime, trial_job_runtime, prepare_mem_mb,
+    finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,
+    trial_job_mem_mb, trial_job_runtime, prepare_mem_mb,
 )

@@ -14,7 +14,7 @@ rule finetune:
         model=model_spec,
         method=method_args,
         training=training_settings,
-    threads: FINETUNE_THREADS
+    threads: finetune_threads_of
     resources:
         gpu=finetune_gpu,
         **FINETUNE_GPU_MODEL,

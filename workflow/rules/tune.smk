@@ -24,7 +24,7 @@ rule tune_trials:
     resources:
         gpu=finetune_gpu,
         **FINETUNE_GPU_MODEL,
-        mem_mb=finetune_mem_mb,
+        mem_mb=trial_job_mem_mb,
         runtime=trial_job_runtime,
     retries: 2
     conda:

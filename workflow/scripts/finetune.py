@@ -26,5 +26,6 @@ with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
             out_dir=Path(sm.output.metrics).parent,
             threads=int(sm.threads),
             best_params=Path(sm.input.best_params) if sm.input.get("best_params") else None,
+            gpus=int(sm.resources.gpu),
         )
     )
