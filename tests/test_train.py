@@ -135,3 +135,29 @@ def test_signal_peptide_cache_aligns_residue_labels(tmp_path, tiny_model_dir):
     assert len(split) == 60
     for index in range(len(split)):
         assert len(split.sequence(index)) == len(split.residue_labels(index)) + 2
+
+
+def test_precision_bf16_runs_forward_in_bf16_and_auto_is_fp32_on_cpu(dna_task, tiny_model_dir, tmp_path):
+    import torch
+
+    from seqpeft.train import apply_precision, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision(torch, "auto", cpu) == "fp32"
+    assert resolve_precision(torch, "bf16", cpu) == "bf16"
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    seen = []
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    apply_precision(torch, model, "bf16", cpu)
+    assert model(torch.ones(3, 4)).dtype == torch.float32 and seen == [torch.bfloat16]
+    assert model[0].weight.dtype == torch.float32  # weights and optimizer state stay float32
+
+    bf16 = run_finetune(_job(dna_task, "full", tmp_path / "bf16", model_dir=tiny_model_dir("llama"),
+                             training={**TRAINING, "epochs": 6, "precision": "bf16"}))
+    assert bf16["precision"] == "bf16" and bf16["test"]["mcc"] > 0.5
+    fp32 = run_finetune(_job(dna_task, "frozen", tmp_path / "auto", model_dir=tiny_model_dir("llama"),
+                             training={**TRAINING, "epochs": 1}))
+    assert fp32["precision"] == "fp32"
+    with pytest.raises(SeqpeftInputError, match="precision"):
+        run_finetune(_job(dna_task, "frozen", tmp_path / "bad", model_dir=tiny_model_dir("llama"),
+                          training={**TRAINING, "precision": "fp16"}))

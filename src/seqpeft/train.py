@@ -8,6 +8,7 @@ padding, pooling that is right under prompt methods, and per-evaluation history 
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import io
 import json
@@ -51,6 +52,7 @@ class TrainingConfig:
     hpo: bool = False  # learning_rate and batch_size come from the tuning study's best_params.json
     processes: int = 1  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
     distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
+    precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
 
     def __post_init__(self) -> None:
         from seqpeft.distributed import MODES
@@ -59,6 +61,8 @@ class TrainingConfig:
             raise SeqpeftInputError(None, f"training.distributed {self.distributed!r} is unknown.", fix=f"use one of {MODES}.")
         if int(self.processes) < 1:
             raise SeqpeftInputError(None, f"training.processes is {self.processes}.", fix="use 1 or more.")
+        if self.precision not in PRECISIONS:
+            raise SeqpeftInputError(None, f"training.precision {self.precision!r} is unknown.", fix=f"use one of {PRECISIONS}.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -267,6 +271,37 @@ def _resolve_device(name: str):
         raise SeqpeftInputError(None, "training.device is 'cuda' but no CUDA device is visible.",
                                 fix="run on a GPU node, or set training.device: auto.")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(torch, precision: str, device) -> str:
+    """``fp32`` or ``bf16``: ``auto`` means bf16 on a CUDA device that supports it (the speed and
+    memory of half precision, with float32's exponent range so no loss scaling is needed), else
+    fp32 (CPUs without bf16 units run it slower than float32)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def apply_precision(torch, model, precision: str, device) -> None:
+    """Run ``model``'s forward pass under bf16 autocast and hand back float32 logits.
+
+    Weights, gradients and optimizer state stay float32; the backward pass runs outside autocast
+    as PyTorch recommends. Wrapping the instance's forward covers every classifier of the method
+    registry and keeps working under DDP/FSDP, which call the module.
+    """
+    if precision != "bf16":
+        return
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def autocast_forward(*args, **kwargs):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs).float()
+
+    model.forward = autocast_forward
 
 
 def _rss_mb() -> float:
@@ -601,6 +636,8 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     elif truncated:
         say(f"[seqpeft] {truncated} sequences are longer than max_length={max_length} tokens and are truncated")
     model.to(device)
+    precision = resolve_precision(torch, training.precision, device)
+    apply_precision(torch, model, precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainable, total = count_parameters(model)
@@ -736,7 +773,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
         "epochs_run": math.ceil(state.step / steps_per_epoch), "steps": state.step, "seed": seed,
         "truncated_sequences": truncated, "device": str(device),
-        "world_size": ranks.world_size, "distributed": ranks.mode,
+        "world_size": ranks.world_size, "distributed": ranks.mode, "precision": precision,
         "micro_batch_size": state.micro_batch_size,
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
