@@ -63,6 +63,16 @@ class ModelFamily:
         return "last" if self.decoder else "first"
 
 
+def _sizes(spec: dict) -> dict[str, int]:
+    """The size keys every tiny ``build:`` config shares, with the defaults of the demo models."""
+    return {
+        "hidden_size": spec.get("hidden_size", 64),
+        "num_hidden_layers": spec.get("num_hidden_layers", 2),
+        "num_attention_heads": spec.get("num_attention_heads", 4),
+        "intermediate_size": spec.get("intermediate_size", 128),
+    }
+
+
 def _llama_like(config_cls_name: str) -> Callable[..., Any]:
     def build(spec: dict, vocab_size: int, special: dict, max_positions: int):
         import transformers
@@ -76,11 +86,8 @@ def _llama_like(config_cls_name: str) -> Callable[..., Any]:
             }
         return config_cls(
             vocab_size=vocab_size,
-            hidden_size=spec.get("hidden_size", 64),
-            num_hidden_layers=spec.get("num_hidden_layers", 2),
-            num_attention_heads=spec.get("num_attention_heads", 4),
+            **_sizes(spec),
             num_key_value_heads=spec.get("num_key_value_heads", spec.get("num_attention_heads", 4)),
-            intermediate_size=spec.get("intermediate_size", 128),
             max_position_embeddings=max_positions,
             pad_token_id=special["pad"],
             bos_token_id=special["cls"],
@@ -97,10 +104,7 @@ def _bert_config(spec: dict, vocab_size: int, special: dict, max_positions: int)
 
     return BertConfig(
         vocab_size=vocab_size,
-        hidden_size=spec.get("hidden_size", 64),
-        num_hidden_layers=spec.get("num_hidden_layers", 2),
-        num_attention_heads=spec.get("num_attention_heads", 4),
-        intermediate_size=spec.get("intermediate_size", 128),
+        **_sizes(spec),
         max_position_embeddings=max_positions,
         pad_token_id=special["pad"],
         hidden_dropout_prob=spec.get("dropout", 0.1),
@@ -113,10 +117,7 @@ def _esm_config(spec: dict, vocab_size: int, special: dict, max_positions: int):
 
     return EsmConfig(
         vocab_size=vocab_size,
-        hidden_size=spec.get("hidden_size", 64),
-        num_hidden_layers=spec.get("num_hidden_layers", 2),
-        num_attention_heads=spec.get("num_attention_heads", 4),
-        intermediate_size=spec.get("intermediate_size", 128),
+        **_sizes(spec),
         max_position_embeddings=max_positions,
         position_embedding_type="rotary",
         pad_token_id=special["pad"],
@@ -151,10 +152,7 @@ def _dnabert2_config(spec: dict, vocab_size: int, special: dict, max_positions: 
 
     return Dnabert2Config(
         vocab_size=vocab_size,
-        hidden_size=spec.get("hidden_size", 64),
-        num_hidden_layers=spec.get("num_hidden_layers", 2),
-        num_attention_heads=spec.get("num_attention_heads", 4),
-        intermediate_size=spec.get("intermediate_size", 128),
+        **_sizes(spec),
         max_position_embeddings=max_positions,
         alibi_starting_size=max_positions,
         pad_token_id=special["pad"],

@@ -54,3 +54,26 @@ def logged(snakemake, mode: str = "w"):
             terminal.flush()
             os._exit(1)
         print(f"[seqpeft] finished {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+
+
+def finetune_job(snakemake, out_dir: Path, **extra):
+    """The ``seqpeft.train.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
+    params (task, model, method, training), its tokenized cache and model directory, its threads."""
+    from seqpeft.train import FinetuneJob
+
+    wildcards, params = snakemake.wildcards, snakemake.params
+    return FinetuneJob(
+        task=wildcards.task,
+        model=wildcards.model,
+        method=wildcards.method,
+        partition=wildcards.partition,
+        task_spec=dict(params.task),
+        model_spec=dict(params.model),
+        method_spec=dict(params.method),
+        training=dict(params.training),
+        cache_path=Path(snakemake.input.cache),
+        model_dir=Path(snakemake.input.model),
+        out_dir=Path(out_dir),
+        threads=int(snakemake.threads),
+        **extra,
+    )
