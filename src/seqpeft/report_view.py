@@ -114,7 +114,8 @@ def view_figures(report_html: Path, screenshot_dir: Path | None = None, chromium
             shot = None
             if screenshot_dir is not None:
                 screenshot_dir.mkdir(parents=True, exist_ok=True)
-                shot = screenshot_dir / f"{index:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', figure)}.png"
+                stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(figure).with_suffix("").as_posix())
+                shot = screenshot_dir / f"{index:02d}_{stem}.png"
                 subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=timeout, check=True)
             views.append(FigureView(figure, width, height, shot))
     return views
