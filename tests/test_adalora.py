@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
 from seqpeft.train import build_model
 
 TOTAL_STEPS = 40
@@ -81,18 +82,10 @@ def test_adalora_rs_with_probability_zero_is_plain_adalora(adalora_run, tiny_mod
 
 
 def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
-    import csv
-
-    import numpy as np
-
-    from seqpeft.demo_data import generate_source
-    from seqpeft.evaluate import load_predictor, predict_file
-    from seqpeft.tokenize import tokenize_task
     from seqpeft.train import FinetuneJob, run_finetune
 
     model_dir = tiny_model_dir("llama")
-    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40, "motif_copies": 2}, tmp_path / "data")
-    tokenize_task({"kind": "sequence_classification"}, tmp_path / "data", model_dir, tmp_path / "cache.npz")
+    motif_task(tmp_path, model_dir)
     training = {"epochs": 4, "batch_size": 32, "learning_rate": 2e-2, "patience": 4}
     spec = {"init_r": 6, "target_r": 2}
     metrics = run_finetune(FinetuneJob("demo", "tiny", "adalora_rs", "0", {}, {"max_length": 64}, spec, training,
@@ -101,12 +94,6 @@ def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
     # gate, up (32->64), down (64->32); plus the 32 x 2 + 2 head
     per_layer = 4 * 6 * (32 + 32 + 1) + 3 * 6 * (32 + 64 + 1)
     assert metrics["trainable_params"] == 2 * per_layer + 32 * 2 + 2
-    with open(tmp_path / "run" / "history.csv") as handle:
-        losses = [float(row["dev_loss"]) for row in csv.DictReader(handle)]
+    losses = dev_losses(tmp_path / "run")
     assert losses[-1] < losses[0]
-    predict_file(load_predictor(tmp_path / "run" / "artifacts"), tmp_path / "data" / "test.csv", tmp_path / "pred.csv")
-    with open(tmp_path / "pred.csv") as handle:
-        predictions = np.array([int(row["prediction"]) for row in csv.DictReader(handle)])
-    with open(tmp_path / "data" / "test.csv") as handle:
-        labels = np.array([int(row["label"]) for row in csv.DictReader(handle)])
-    assert float(np.mean(predictions == labels)) == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+    assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
+from conftest import interrupt_job_after_checkpoint
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import tokenize_task
@@ -29,11 +27,6 @@ from seqpeft.train import FinetuneJob, run_finetune
 TRAINING = {"epochs": 2, "batch_size": 15, "learning_rate": 4e-3, "patience": 10, "evals_per_epoch": 2}
 NO_DROPOUT = {"max_length": 64, "head_dropout": 0.0}
 RELATIVE = 1e-5
-RUNNER = """
-import json, sys
-from seqpeft.train import FinetuneJob, run_finetune
-run_finetune(FinetuneJob.from_dict(json.loads(sys.argv[1])))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +90,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_with_adalora(task, tmp
     run_finetune(_job(task, "adalora", tmp_path / "one", method_spec=adalora))
     run_dir = tmp_path / "two"
     job = _job(task, "adalora", run_dir, processes=2, method_spec=adalora)
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(job.to_dict())], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    output = interrupt_job_after_checkpoint(job.to_dict(), signal.SIGTERM)
     checkpoint = run_dir / "checkpoint" / "state.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)  # to the job process only, as Snakemake or scancel would
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, output
     assert "checkpoint saved" in output and "Preempted" in output, output
     assert checkpoint.is_file() and not (run_dir / "metrics.json").exists()
     capfd.readouterr()

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
+from conftest import interrupt_job_after_checkpoint, run_job_in_subprocess
 from seqpeft.demo_data import generate_source
 from seqpeft.tokenize import tokenize_task
 from seqpeft.train import FinetuneJob, run_finetune
 
 TRAINING = {"epochs": 4, "batch_size": 16, "learning_rate": 4e-3, "patience": 10, "evals_per_epoch": 3}
-RUNNER = """
-import json, sys
-from pathlib import Path
-from seqpeft.train import FinetuneJob, run_finetune
-spec = json.loads(sys.argv[1])
-run_finetune(FinetuneJob(**{**spec, "cache_path": Path(spec["cache_path"]), "model_dir": Path(spec["model_dir"]),
-                            "out_dir": Path(spec["out_dir"])}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +38,19 @@ def _history_without_time(run_dir):
 
 
 def _interrupt(spec, run_dir, sig):
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(spec)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    checkpoint = run_dir / "checkpoint" / "state.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(sig)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, output
-    assert not (run_dir / "metrics.json").exists()
-    return output
+    return interrupt_job_after_checkpoint(spec, sig)
 
 
 @pytest.mark.parametrize(("method", "sig"), [("lora", signal.SIGTERM), ("adalora", signal.SIGKILL), ("adalora_rs", signal.SIGTERM)],
                          ids=["lora-sigterm", "adalora-sigkill", "adalora_rs-sigterm"])
 def test_killed_run_resumes_to_identical_metrics(task, tmp_path, method, sig):
-    reference = run_finetune(FinetuneJob(**{**_spec(task, method, tmp_path / "reference"),
-                                            "cache_path": task[0] / "cache.npz", "model_dir": task[1],
-                                            "out_dir": tmp_path / "reference"}))
+    reference = run_finetune(FinetuneJob.from_dict(_spec(task, method, tmp_path / "reference")))
     run_dir = tmp_path / "interrupted"
     output = _interrupt(_spec(task, method, run_dir), run_dir, sig)
     if sig == signal.SIGTERM:
         assert "checkpoint saved" in output
-    resumed = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(_spec(task, method, run_dir))],
-                             capture_output=True, text=True, check=True)
-    assert "resuming from step" in resumed.stdout
+    resumed = run_job_in_subprocess(_spec(task, method, run_dir))
+    assert "resuming from step" in resumed
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"] == reference["test"]
     assert metrics["dev"] == reference["dev"]
@@ -90,6 +64,6 @@ def test_checkpoint_of_other_settings_is_not_resumed(task, tmp_path):
     _interrupt(_spec(task, "lora", run_dir), run_dir, signal.SIGKILL)
     changed = _spec(task, "lora", run_dir)
     changed["method_spec"] = {"r": 4}
-    result = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(changed)], capture_output=True, text=True, check=True)
-    assert "discarding checkpoint" in result.stdout
-    assert "resuming" not in result.stdout
+    output = run_job_in_subprocess(changed)
+    assert "discarding checkpoint" in output
+    assert "resuming" not in output
