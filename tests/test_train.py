@@ -161,3 +161,37 @@ def test_precision_bf16_runs_forward_in_bf16_and_auto_is_fp32_on_cpu(dna_task, t
     with pytest.raises(SeqpeftInputError, match="precision"):
         run_finetune(_job(dna_task, "frozen", tmp_path / "bad", model_dir=tiny_model_dir("llama"),
                           training={**TRAINING, "precision": "fp16"}))
+
+
+def test_compile_trains_like_eager_with_one_graph_for_every_batch_width(tmp_path, tiny_model_dir):
+    """training.compile: the same training (dev losses) as eager, and dynamic shapes, so that
+    length-bucketed batches of many widths do not each trigger a compile."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from conftest import dev_losses
+
+    generate_source({"synthetic": "dna", "seed": 5, "n_train": 192, "n_dev": 64, "n_test": 64, "length": 40,
+                     "motif_copies": 1}, tmp_path / "data")
+    for split in ("train", "dev", "test"):  # cut the sequences to 20-40 letters: batches of many widths
+        path = tmp_path / "data" / f"{split}.csv"
+        with open(path) as handle:
+            rows = list(csv.DictReader(handle))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["sequence", "label"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({"sequence": row["sequence"][:20 + i % 21], "label": row["label"]} for i, row in enumerate(rows))
+    model_dir = tiny_model_dir("llama")
+    tokenize_task({"kind": "sequence_classification"}, tmp_path / "data", model_dir, tmp_path / "cache.npz")
+    assert len(set(load_cache(tmp_path / "cache.npz").splits["train"].lengths.tolist())) > 10
+
+    training = {**TRAINING, "epochs": 2, "batch_size": 16, "bucket_size": 4}
+    eager = run_finetune(_job(tmp_path, "lora", tmp_path / "eager", model_dir=model_dir, training=training))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = run_finetune(_job(tmp_path, "lora", tmp_path / "compiled", model_dir=model_dir,
+                                 training={**training, "compile": True}))
+    assert compiled["training"]["compile"] is True
+    assert 1 <= counters["stats"]["unique_graphs"] <= 4  # training and evaluation graphs, not one per width
+    assert dev_losses(tmp_path / "compiled") == pytest.approx(dev_losses(tmp_path / "eager"), rel=1e-4)
+    assert compiled["test"]["loss"] == pytest.approx(eager["test"]["loss"], rel=1e-4)
