@@ -3,7 +3,10 @@
 The seed recipe (Mistral-DNA, DNABERT-2 fine-tuning scripts, ported to the transformers 5 API):
 tokenize the whole dataset with ``padding="longest"`` (every batch as wide as the longest
 sequence in the data set), ``AutoModelForSequenceClassification`` from the checkpoint with a
-re-initialised head, Hugging Face ``Trainer`` with evaluation every epoch.
+re-initialised head, Hugging Face ``Trainer`` with the seeds' own ``TrainingArguments`` choices
+(``optim="adamw_torch"``, which both seeds' ``functions.py``/``train.py`` set explicitly, and a
+checkpoint per evaluation with ``load_best_model_at_end``, as in the published run's
+``trainer_state.json``), evaluation every epoch.
 
 seqpeft: ``seqpeft.train.run_finetune`` on the same checkpoint (re-initialised head) and the same
 training subset from the tokenized cache: length-bucketed batches, dynamic padding,
@@ -15,8 +18,9 @@ training and the per-epoch dev evaluations; seqpeft also evaluates a test split 
 artifacts). Tokenization is done once beforehand for both and is not timed here (see
 token_cache.py). Dev MCC is the best per-epoch dev MCC of each run, the quantity both select on.
 
-    python benchmarks/throughput.py            # ~10 min on 2 busy cores
+    python benchmarks/throughput.py            # whole tf/0 training set, ~15 min on 2 cores
     python benchmarks/throughput.py --quick    # smoke mode, ~1 min
+    python benchmarks/throughput.py --compile  # also seqpeft with training.compile (one-off compile per run)
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ LABEL_COLUMNS = ("sequence", "label")
 
 
 def write_subset(source: Path, out: Path, n_train: int, n_dev: int, seed: int) -> None:
-    """A GUE-format task folder with a random training subset and the first ``n_dev`` dev rows."""
+    """A GUE-format task folder with a random training subset and the first ``n_dev`` dev rows (0: all)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for split, count in (("train", n_train), ("dev", n_dev), ("test", min(n_dev, 200))):
         with open(source / ("dev.csv" if split == "test" else f"{split}.csv"), newline="") as handle:
             rows = list(csv.DictReader(handle))
+        count = min(count, len(rows)) if count > 0 else len(rows)
         picked = sorted(rng.choice(len(rows), count, replace=False)) if split == "train" else range(count)
         with open(out / f"{split}.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS, lineterminator="\n")
@@ -91,7 +96,8 @@ def seed_recipe(data: Path, training: dict, threads: int, out_dir: Path) -> dict
     model = AutoModelForSequenceClassification.from_pretrained(str(CHECKPOINT), num_labels=2)
     model.score.weight.data.normal_(mean=0.0, std=model.config.initializer_range)
     args = TrainingArguments(
-        output_dir=str(out_dir), use_cpu=True, eval_strategy="epoch", save_strategy="no", logging_strategy="epoch",
+        output_dir=str(out_dir), use_cpu=True, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", save_total_limit=3, optim="adamw_torch",
         per_device_train_batch_size=training["batch_size"], per_device_eval_batch_size=training["eval_batch_size"],
         num_train_epochs=training["epochs"], learning_rate=training["learning_rate"], weight_decay=training["weight_decay"],
         warmup_steps=int(training["warmup_ratio"] * math.ceil(len(train) / training["batch_size"]) * training["epochs"]),
@@ -128,11 +134,13 @@ def seqpeft_path(data: Path, cache: Path, training: dict, threads: int, out_dir:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny subset, 1 epoch, 1 repeat")
-    parser.add_argument("--train-samples", type=int, default=4096)
+    parser.add_argument("--train-samples", type=int, default=0, help="training sequences (0: all 32,378)")
     parser.add_argument("--dev-samples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true",
+                        help="a third contender: seqpeft with training.compile (compile time included in its time)")
     args = parser.parse_args()
     if args.quick:
         args.train_samples, args.dev_samples, args.epochs, args.repeats = 256, 128, 1, 1
@@ -149,12 +157,17 @@ def main() -> None:
         write_subset(GUE_TF0, data, args.train_samples, args.dev_samples, seed=0)
         cache = work / "cache.npz"
         tokenize_task({"kind": "sequence_classification"}, data, CHECKPOINT, cache)
-        print(f"GUE tf/0: {args.train_samples} training sequences, {args.dev_samples} dev, {args.epochs} epochs, "
+        n_train = len(read_split(data, "train")[1])
+        print(f"GUE tf/0: {n_train} training sequences, {args.dev_samples} dev, {args.epochs} epochs, "
               f"batch 32, full fine-tuning, {args.threads} CPU thread(s), {args.repeats} alternating repeats")
-        results = alternate({
+        contenders = {
             "seed_recipe": lambda r: seed_recipe(data, training, args.threads, work / f"hf{r}"),
             "seqpeft": lambda r: seqpeft_path(data, cache, training, args.threads, work / f"sp{r}"),
-        }, args.repeats)
+        }
+        if args.compile:
+            contenders["seqpeft_compiled"] = lambda r: seqpeft_path(data, cache, {**training, "compile": True},
+                                                                    args.threads, work / f"spc{r}")
+        results = alternate(contenders, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

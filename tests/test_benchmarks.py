@@ -39,6 +39,15 @@ def test_throughput_quick_prints_speedup_and_mcc_delta():
     assert -2 <= float(match.group(2)) <= 2
 
 
+def test_step_anatomy_prints_the_step_speedup_of_batch_shapes_and_optimizer():
+    shared_path("models/mistral-dna-v1-1m-hg38-tf0")
+    shared_path("data/gue/tf/0")
+    last = run_script("step_anatomy.py", "--steps", "2", "--repeats", "1")
+    match = re.fullmatch(r"seqpeft_shape_speedup: (\d+\.\d\d)", last)
+    assert match, last
+    assert float(match.group(1)) > 0
+
+
 def test_padding_prints_fractions_in_unit_interval():
     for relative in ("models/mistral-dna-v1-1m-hg38-tf0", "data/gue/tf/0"):
         shared_path(relative)
