@@ -132,6 +132,18 @@ def tuning_training_settings(wildcards):
     return tuning_training(config, wildcards.method)
 
 
+def finetune_spec(wildcards):
+    """finetune: the task, model and method specs and the training settings, as one param (one
+    function call per job for Snakemake instead of four: it shows at 5,000 jobs)."""
+    return {"task": task_spec(wildcards), "model": model_spec(wildcards), "method": method_args(wildcards),
+            "training": training_settings(wildcards)}
+
+
+def tune_trials_spec(wildcards):
+    """tune_trials: as finetune_spec, with the tuning study's training settings."""
+    return {**finetune_spec(wildcards), "training": tuning_training_settings(wildcards)}
+
+
 # ---- inputs ----
 
 
@@ -315,7 +327,7 @@ def _snakemake_resource_evaluator():
 _declare_signatures(
     _snakemake_resource_evaluator(),
     source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, dsp_spec, training_settings, hpo_args,
-    tuning_training_settings,
+    tuning_training_settings, finetune_spec, tune_trials_spec,
     model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
     task_histories,
     finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,

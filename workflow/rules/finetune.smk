@@ -10,10 +10,7 @@ rule finetune:
     benchmark:
         f"{R}/benchmarks/finetune/{{task}}/{{model}}/{{method}}/{{partition}}.tsv"
     params:
-        task=task_spec,
-        model=model_spec,
-        method=method_args,
-        training=training_settings,
+        spec=finetune_spec,
     threads: finetune_threads_of
     resources:
         gpu=finetune_gpu,

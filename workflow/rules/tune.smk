@@ -14,10 +14,7 @@ rule tune_trials:
     benchmark:
         f"{R}/benchmarks/tune_trials/{{task}}/{{model}}/{{method}}/{{partition}}/{{trial_job}}.tsv"
     params:
-        task=task_spec,
-        model=model_spec,
-        method=method_args,
-        training=tuning_training_settings,
+        spec=tune_trials_spec,
         hpo=hpo_args,
         storage=f"{TUNE_DIR}/study.journal",
     threads: FINETUNE_THREADS

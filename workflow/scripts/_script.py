@@ -58,19 +58,19 @@ def logged(snakemake, mode: str = "w"):
 
 def finetune_job(snakemake, out_dir: Path, **extra):
     """The ``seqpeft.train.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
-    params (task, model, method, training), its tokenized cache and model directory, its threads."""
+    params.spec (task, model, method, training), its tokenized cache and model directory, its threads."""
     from seqpeft.train import FinetuneJob
 
-    wildcards, params = snakemake.wildcards, snakemake.params
+    wildcards, spec = snakemake.wildcards, snakemake.params.spec
     return FinetuneJob(
         task=wildcards.task,
         model=wildcards.model,
         method=wildcards.method,
         partition=wildcards.partition,
-        task_spec=dict(params.task),
-        model_spec=dict(params.model),
-        method_spec=dict(params.method),
-        training=dict(params.training),
+        task_spec=dict(spec["task"]),
+        model_spec=dict(spec["model"]),
+        method_spec=dict(spec["method"]),
+        training=dict(spec["training"]),
         cache_path=Path(snakemake.input.cache),
         model_dir=Path(snakemake.input.model),
         out_dir=Path(out_dir),
