@@ -326,8 +326,7 @@ def _snakemake_resource_evaluator():
 
 _declare_signatures(
     _snakemake_resource_evaluator(),
-    source_spec, tokenizer_spec, model_spec, task_spec, data_path, method_args, dsp_spec, training_settings, hpo_args,
-    tuning_training_settings, finetune_spec, tune_trials_spec,
+    source_spec, tokenizer_spec, model_spec, task_spec, data_path, dsp_spec, hpo_args, finetune_spec, tune_trials_spec,
     model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
     task_histories,
     finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,
