@@ -100,13 +100,14 @@ def demo_run(tmp_path_factory) -> DemoRun:
     return run
 
 
-def motif_task(root: Path, model_dir: Path) -> Path:
-    """A small planted-motif DNA task under ``root/data``, tokenized for ``model_dir`` into ``root/cache.npz``."""
+def motif_task(root: Path, model_dir: Path, **source) -> Path:
+    """A small planted-motif DNA task under ``root/data``, tokenized for ``model_dir`` into
+    ``root/cache.npz``; ``source`` overrides the generator's settings (seed, split sizes, ...)."""
     from seqpeft.demo_data import generate_source
     from seqpeft.tokenize import tokenize_task
 
     generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40,
-                     "motif_copies": 2}, root / "data")
+                     "motif_copies": 2, **source}, root / "data")
     tokenize_task({"kind": "sequence_classification"}, root / "data", model_dir, root / "cache.npz")
     return root / "cache.npz"
 

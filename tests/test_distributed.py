@@ -16,10 +16,8 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import interrupt_job_after_checkpoint
-from seqpeft.demo_data import generate_source
+from conftest import interrupt_job_after_checkpoint, motif_task
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import tokenize_task
 from seqpeft.train import FinetuneJob, run_finetune
 
 # 196 = 13 x 15 + 1: every batch splits unevenly (8/7 rows) and the last batch of an epoch leaves
@@ -32,10 +30,8 @@ RELATIVE = 1e-5
 @pytest.fixture(scope="module")
 def task(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("distributed")
-    generate_source({"synthetic": "dna", "seed": 4, "n_train": 196, "n_dev": 51, "n_test": 49, "length": 40,
-                     "motif_copies": 2}, root / "data")
     model_dir = tiny_model_dir("llama")
-    tokenize_task({"kind": "sequence_classification"}, root / "data", model_dir, root / "cache.npz")
+    motif_task(root, model_dir, seed=4, n_train=196, n_dev=51, n_test=49)
     return root, model_dir
 
 

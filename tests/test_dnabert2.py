@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqpeft.demo_data import generate_source
+from conftest import motif_task as build_motif_task
 from seqpeft.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.models import FAMILIES, load_backbone, make_classifier
-from seqpeft.tokenize import tokenize_task
 from seqpeft.train import FinetuneJob, build_model, run_finetune
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS = 32, 64, 2, 4  # conftest.TINY
@@ -107,9 +106,7 @@ def tiny(tiny_model_dir):
 def motif_task(tiny, tmp_path_factory):
     """A planted-motif task tokenized with the tiny model's (nucleotide) tokenizer."""
     root = tmp_path_factory.mktemp("motif_task")
-    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 100, "n_test": 100, "length": 40,
-                     "motif_copies": 2}, root / "data")
-    tokenize_task({"kind": "sequence_classification"}, root / "data", tiny[0], root / "cache.npz")
+    build_motif_task(root, tiny[0], n_dev=100, n_test=100)
     return root
 
 

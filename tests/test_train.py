@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import dev_losses, motif_task
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import load_cache, tokenize_task
@@ -19,10 +20,7 @@ TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}
 @pytest.fixture(scope="module")
 def dna_task(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("dna_task")
-    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 100, "n_test": 100, "length": 40,
-                     "motif_copies": 2}, root / "data")
-    model_dir = tiny_model_dir("llama")
-    tokenize_task({"kind": "sequence_classification"}, root / "data", model_dir, root / "cache.npz")
+    motif_task(root, tiny_model_dir("llama"), n_dev=100, n_test=100)
     return root
 
 
@@ -169,7 +167,6 @@ def test_compile_trains_like_eager_with_one_graph_for_every_batch_width(tmp_path
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from conftest import dev_losses
 
     generate_source({"synthetic": "dna", "seed": 5, "n_train": 192, "n_dev": 64, "n_test": 64, "length": 40,
                      "motif_copies": 1}, tmp_path / "data")
