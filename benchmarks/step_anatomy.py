@@ -15,7 +15,8 @@ the model's kernels cost:
 
 The ratio ``seed_shape / seqpeft_shape`` is the speed-up a loop gets from batch shapes and the
 optimizer alone; the rest of ``throughput.py``'s figure comes from the Trainer's own per-step
-work. Contenders alternate, medians of the repeats.
+work. Contenders alternate, medians of the repeats. It also times seqpeft's batch building
+(``collate`` from the in-memory cache), the work DataLoader workers would take over.
 
     python benchmarks/step_anatomy.py            # ~2 min
     python benchmarks/step_anatomy.py --compile  # + the compiled step (~1 min of compiling)
@@ -43,7 +44,7 @@ def main() -> None:
     require(CHECKPOINT, GUE_TF0)
 
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from seqpeft.tokenize import load_cache, tokenize_task
     from seqpeft.train import collate, length_bucketed_batches, task_splits
@@ -56,7 +57,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     longest = int(train.data.lengths.max())
     bucketed = length_bucketed_batches(train.data.lengths, 32, 64, rng)
-    pad_id = 3  # the checkpoint's [PAD]
+    pad_id = AutoTokenizer.from_pretrained(str(CHECKPOINT)).pad_token_id
 
     def seed_batch(i):
         ids, mask, labels = collate(train, rng.choice(len(train.data), 32, replace=False), pad_id, 512, torch)
@@ -105,6 +106,12 @@ def main() -> None:
         contenders["seqpeft_shape_compiled"] = contender(seqpeft_batch, fused=True, compiled=True)
     print(f"GUE tf/0 training batches of 32, Mistral-DNA-1M full fine-tuning, {args.threads} thread(s), "
           f"{args.steps} steps x {args.repeats} alternating repeats; whole-dataset width {longest}")
+    started = time.perf_counter()
+    for indices in bucketed:
+        collate(train, indices, pad_id, 512, torch)
+    collate_us = 1e6 * (time.perf_counter() - started) / len(bucketed)
+    print(f"collate (seqpeft's batch building from the cache, no DataLoader): {collate_us:.0f} microseconds per batch "
+          f"of 32, over {len(bucketed)} batches")
     results = alternate(contenders, args.repeats)
     rows = [[name, median(r["ms_per_step"] for r in runs), median(r["tokens_per_step"] for r in runs) / 32]
             for name, runs in results.items()]

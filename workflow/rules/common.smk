@@ -133,8 +133,8 @@ def tuning_training_settings(wildcards):
 
 
 def finetune_spec(wildcards):
-    """finetune: the task, model and method specs and the training settings, as one param (one
-    function call per job for Snakemake instead of four: it shows at 5,000 jobs)."""
+    """finetune: the task, model and method specs and the training settings, as one param:
+    Snakemake wraps every param function of every job, so one call per job instead of four."""
     return {"task": task_spec(wildcards), "model": model_spec(wildcards), "method": method_args(wildcards),
             "training": training_settings(wildcards)}
 
