@@ -137,7 +137,8 @@ def run_seqpeft(case: Case, steps: int) -> dict:
     import torch
 
     from seqpeft.tokenize import TokenizedSplit
-    from seqpeft.train import Split, _training_step, length_bucketed_batches
+    from seqpeft.batching import Split, length_bucketed_batches
+    from seqpeft.step import training_step
 
     model, method = seqpeft_model(case, steps, torch.bfloat16)
     n = steps * case.batch_size
@@ -155,7 +156,7 @@ def run_seqpeft(case: Case, steps: int) -> dict:
         if step == warmup:
             torch.cuda.synchronize()
             started, tokens = time.perf_counter(), 0
-        _training_step(torch, model, method, split, indices, 1, case.max_length, torch.device("cuda"), case.batch_size)
+        training_step(torch, model, method, split, indices, 1, case.max_length, torch.device("cuda"), case.batch_size)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step >= warmup:

@@ -9,7 +9,7 @@ the model's kernels cost:
   sequence (whole-dataset ``padding="longest"``), ``torch.optim.AdamW`` with the for-each kernel
   (the seeds' ``optim="adamw_torch"``);
 - ``seqpeft_shape``: seqpeft's length-bucketed batches padded to their own longest sequence,
-  fused AdamW (what ``seqpeft.train`` uses);
+  fused AdamW (what ``seqpeft.loop`` uses);
 - ``seqpeft_shape_compiled`` (``--compile``): the same with ``Module.compile(dynamic=True)``,
   compile time excluded (warm-up steps).
 
@@ -47,7 +47,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from seqpeft.tokenize import load_cache, tokenize_task
-    from seqpeft.train import collate, length_bucketed_batches, task_splits
+    from seqpeft.batching import collate, length_bucketed_batches, task_splits
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="seqpeft-anatomy-") as work:

@@ -138,7 +138,8 @@ def assert_reloaded_run_predicts_its_test_accuracy(run_dir: Path, test_csv: Path
 
 _JOB_RUNNER = """
 import json, sys
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 run_finetune(FinetuneJob.from_dict(json.loads(sys.argv[1])))
 """
 

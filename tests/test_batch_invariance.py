@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seqpeft.methods import METHOD_NAMES
-from seqpeft.train import build_model
+from seqpeft.assemble import build_model
 
 FAMILIES = ["llama", "bert", "esm", "mixtral", "opt", "dnabert2"]
 ALPHABET = {"esm": "ACDEFGHIKLMNPQRSTVWY", "default": "ACGT"}

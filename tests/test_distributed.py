@@ -18,7 +18,8 @@ import pytest
 
 from conftest import interrupt_job_after_checkpoint, motif_task
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 # 196 = 13 x 15 + 1: every batch splits unevenly (8/7 rows) and the last batch of an epoch leaves
 # rank 1 without a row; dev (51) and test (49) do not split evenly either.

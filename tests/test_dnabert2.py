@@ -22,7 +22,9 @@ from conftest import motif_task as build_motif_task
 from seqpeft.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.models import FAMILIES, load_backbone, make_classifier
-from seqpeft.train import FinetuneJob, build_model, run_finetune
+from seqpeft.assemble import build_model
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS = 32, 64, 2, 4  # conftest.TINY
 REMOTE_AUTO_MAP = {

@@ -20,7 +20,11 @@ from seqpeft.demo_data import generate_source
 from seqpeft.dsp import DEFAULT_TEMPLATE, DspEncoder, DspSettings, split_template, template_problem
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import TokenizedSplit, build_tokenizer, load_cache, tokenize_dsp_task, tokenize_task
-from seqpeft.train import FinetuneJob, Split, build_model, collate, predict_split, run_finetune
+from seqpeft.assemble import build_model
+from seqpeft.batching import Split, collate
+from seqpeft.launch import run_finetune
+from seqpeft.predict import predict_split
+from seqpeft.settings import FinetuneJob
 
 from conftest import TINY, shared_path
 

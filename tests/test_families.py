@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoTokenizer, DistilBertConfig, GPT2Config
 
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.models import FAMILIES
-from seqpeft.train import build_model
+from seqpeft.assemble import build_model
 
 
 def test_mixtral_lora_adapts_the_fused_expert_weights(tiny_model_dir):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
-from seqpeft.train import FinetuneJob, build_model, run_finetune
+from seqpeft.assemble import build_model
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 
 def test_lopa_prompt_depends_on_the_input_and_has_the_low_rank_gate(tiny_model_dir):

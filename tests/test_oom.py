@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import seqpeft.train as train
+import seqpeft.loop as loop
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import tokenize_task
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 4e-3}
 
@@ -24,7 +25,7 @@ def task(tmp_path_factory, tiny_model_dir):
 
 def _with_memory_limit(monkeypatch, max_rows: int) -> None:
     """Models whose training forward runs out of (simulated) GPU memory above ``max_rows`` sequences."""
-    real_build = train.build_model
+    real_build = loop.build_model
 
     def build(*args, **kwargs):
         model, method, method_args, loaded = real_build(*args, **kwargs)
@@ -38,7 +39,7 @@ def _with_memory_limit(monkeypatch, max_rows: int) -> None:
         model.forward = forward
         return model, method, method_args, loaded
 
-    monkeypatch.setattr(train, "build_model", build)
+    monkeypatch.setattr(loop, "build_model", build)
 
 
 def _job(task, model_dir, out, model_spec=None):

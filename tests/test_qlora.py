@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
-from seqpeft.train import FinetuneJob, build_model, run_finetune
+from seqpeft.assemble import build_model
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 
 def test_qlora_backbone_is_4bit_nf4_with_lora_on_top(tiny_model_dir):

@@ -41,7 +41,8 @@ def _slice_csv(source, destination, rows, seed):
 @pytest.mark.slow
 def test_lora_on_real_backbone_beats_frozen_baseline(tmp_path):
     from seqpeft.tokenize import tokenize_task
-    from seqpeft.train import FinetuneJob, run_finetune
+    from seqpeft.launch import run_finetune
+    from seqpeft.settings import FinetuneJob
 
     model_dir = shared_path(MODEL)
     data = tmp_path / "prom_core_all"

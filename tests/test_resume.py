@@ -11,7 +11,8 @@ import pytest
 from conftest import interrupt_job_after_checkpoint, run_job_in_subprocess
 from seqpeft.demo_data import generate_source
 from seqpeft.tokenize import tokenize_task
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 TRAINING = {"epochs": 4, "batch_size": 16, "learning_rate": 4e-3, "patience": 10, "evals_per_epoch": 3}
 

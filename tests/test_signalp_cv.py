@@ -15,7 +15,8 @@ from conftest import shared_path
 from seqpeft.data import SP_TYPES
 from seqpeft.signalp import METRIC_COLUMNS
 from seqpeft.tokenize import tokenize_task
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 FOLDS = ("t0v1", "t0v2", "t1v0", "t1v2", "t2v0", "t2v1")
 PER_CELL = 3  # records per partition x kingdom x type: every cell present in the file is represented

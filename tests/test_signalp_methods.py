@@ -15,7 +15,8 @@ from seqpeft.demo_data import generate_source
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.models import FAMILIES, load_backbone, make_classifier
 from seqpeft.tokenize import tokenize_task
-from seqpeft.train import FinetuneJob, run_finetune
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 HIDDEN, LAYERS = TINY["hidden_size"], TINY["num_hidden_layers"]
 

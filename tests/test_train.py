@@ -12,7 +12,9 @@ from conftest import dev_losses, motif_task
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import load_cache, tokenize_task
-from seqpeft.train import FinetuneJob, fold_indices, length_bucketed_batches, run_finetune
+from seqpeft.batching import fold_indices, length_bucketed_batches
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
 
 TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}
 
@@ -138,7 +140,7 @@ def test_signal_peptide_cache_aligns_residue_labels(tmp_path, tiny_model_dir):
 def test_precision_bf16_runs_forward_in_bf16_and_auto_is_fp32_on_cpu(dna_task, tiny_model_dir, tmp_path):
     import torch
 
-    from seqpeft.train import apply_precision, resolve_precision
+    from seqpeft.assemble import apply_precision, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision(torch, "auto", cpu) == "fp32"

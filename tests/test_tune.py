@@ -21,8 +21,10 @@ from seqpeft.config import check_config
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import tokenize_task
-from seqpeft.train import FinetuneJob, run_finetune, write_json_atomic
-from seqpeft.tune import HpoSettings, journal_storage, read_best_params, run_trials, study_name, write_best_params
+from seqpeft.atomic import write_json_atomic
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob, HpoSettings, read_best_params
+from seqpeft.tune import journal_storage, run_trials, study_name, write_best_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -118,8 +120,9 @@ def test_broken_best_params_are_refused(tmp_path, params, problem):
 TRIAL_JOB = """
 import json, sys
 from pathlib import Path
-from seqpeft.train import FinetuneJob, write_json_atomic
-from seqpeft.tune import HpoSettings, run_trials
+from seqpeft.atomic import write_json_atomic
+from seqpeft.settings import FinetuneJob, HpoSettings
+from seqpeft.tune import run_trials
 args = json.loads(sys.argv[1])
 job = FinetuneJob(**{**args["job"], "cache_path": Path(args["job"]["cache_path"]), "model_dir": Path(args["job"]["model_dir"]),
                      "out_dir": Path(args["job"]["out_dir"])})

@@ -2,7 +2,7 @@
 
 Both wrap modules of the loaded backbone rather than patching transformers, so they work on any
 registered family. Their trained weights are only the new parameters, saved and re-applied by
-``seqpeft.train`` (``Method.saves_trainable``), never a full copy of the backbone.
+``seqpeft.artifacts`` (``Method.saves_trainable``), never a full copy of the backbone.
 
 * Bottleneck adapter (Houlsby-style, as PEFT-SP uses on ESM-2): two per block, on the output of
   the attention-output projection and of the feed-forward output projection:

@@ -1,10 +1,11 @@
-"""Publish files and directories all at once: write under a temporary name beside them, then rename.
+"""Publish files and directories all at once (and every JSON or text output through them): write under a temporary name beside them, then rename.
 
 Readers (and Snakemake) never see a half-written output, whatever kills the writer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -12,6 +13,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 
 @contextmanager
@@ -56,3 +59,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_text_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

@@ -11,7 +11,7 @@ from seqpeft.errors import SeqpeftInputError
 
 def _evaluate(args: argparse.Namespace) -> int:
     from seqpeft.evaluate import evaluate_file, load_predictor
-    from seqpeft.train import write_json_atomic
+    from seqpeft.atomic import write_json_atomic
 
     predictor = load_predictor(Path(args.model), Path(args.adapter) if args.adapter else None, args.max_length)
     metrics = evaluate_file(predictor, Path(args.data))

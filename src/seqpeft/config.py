@@ -21,12 +21,8 @@ from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tune import TUNED_KEYS, HpoSettings
-
-try:  # the registry module is light by design (no torch at import time)
-    from seqpeft.methods import METHOD_NAMES
-except ImportError:  # pragma: no cover - only while the registry module is missing
-    METHOD_NAMES = ("full", "frozen", "lora", "adalora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3")
+from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
+from seqpeft.settings import TUNED_KEYS, HpoSettings, setup_problem, world_size
 
 TASK_KINDS = ("sequence_classification", "signal_peptide")
 MODEL_SOURCES = ("hub", "path", "build")
@@ -267,9 +263,6 @@ def _training_key(config: dict, method: str, key: str) -> str:
 def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:
     """Multi-process jobs: CPU processes or GPUs (not both), enough batch for every rank, FSDP only
     where parameters may be sharded."""
-    from seqpeft.distributed import setup_problem, world_size
-    from seqpeft.methods import passthrough_method, resolve_method
-
     for block in experiments:
         for model in (block or {}).get("models") or []:
             gpus = int(size_resources(config, model)["gpu"])
@@ -294,8 +287,6 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
 
 def world_size_of(config: dict, model: str, method: str) -> int:
     """Processes of the fine-tuning job of ``model`` x ``method`` (config already checked)."""
-    from seqpeft.distributed import world_size
-
     settings = training_for(config, method)
     return world_size(int(settings.get("processes", 1)), int(size_resources(config, model)["gpu"]),
                       str(settings.get("device", "auto")))

@@ -1,61 +1,28 @@
-"""Data-parallel fine-tuning: one job, several processes (ranks), one result.
+"""Data-parallel fine-tuning: the ranks of one job and what they share.
 
 A job's world size is ``training.processes`` (CPU processes, gloo) or, when its model size asks
-for more than one GPU, that GPU count (one process per GPU, NCCL). Above one, the job process
-starts one worker per rank (``python -m seqpeft.distributed JOB.json``) and waits for them.
-Every rank builds the same model and draws the same length-bucketed global batches as a single
-process would; it trains on rows ``rank::world_size`` of each batch, with the loss scaled so that
-the averaged gradient is the single-process gradient of the whole batch. Evaluation is sharded
-the same way and the predictions are gathered, so every rank computes the same metrics and takes
-the same early-stopping decision. Only rank 0 writes (metrics, history, artifacts, checkpoints).
-
-Why not ``torchrun`` as the launcher: its agent answers SIGTERM by killing the workers a fixed
-``--shutdown-timeout`` (30 s) later, while a preempted job needs every rank to finish its step
-and rank 0 to save a checkpoint, however long that takes. The workers still accept torchrun's
-environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), so
-``torchrun --standalone --nproc-per-node N -m seqpeft.distributed JOB.json`` runs them too.
-This module imports no torch at import time (``seqpeft.config`` reads its names).
+for more than one GPU, that GPU count (one process per GPU, NCCL); ``seqpeft.launch`` starts
+the ranks. Every rank builds the same model and draws the same length-bucketed global batches as
+a single process would; it trains on rows ``rank::world_size`` of each batch, with the loss
+scaled so that the averaged gradient is the single-process gradient of the whole batch.
+Evaluation is sharded the same way and the predictions are gathered, so every rank computes the
+same metrics and takes the same early-stopping decision. Only rank 0 writes (metrics, history,
+artifacts, checkpoints). This module imports no torch at import time.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seqpeft.errors import SeqpeftInputError
 
-MODES = ("ddp", "fsdp")
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the rank stopped on SIGTERM after the checkpoint was saved
-FAILED_RANK_GRACE_SECONDS = 60  # then the ranks still waiting for a dead peer are killed
 RENDEZVOUS_ENV = "SEQPEFT_RENDEZVOUS"
-OUTCOME_ENV = "SEQPEFT_OUTCOME_DIR"
-
-
-def world_size(processes: int, gpus: int, device: str = "auto") -> int:
-    """How many ranks a job runs: its GPUs when it has several, else ``training.processes``."""
-    if processes > 1 and gpus > 0:
-        raise SeqpeftInputError(None, f"training.processes is {processes} but the job has {gpus} GPU(s): "
-                                "processes is for CPU jobs, GPU jobs run one process per GPU.",
-                                fix="set training.processes: 1 (resources.sizes.<size>.gpu sets the GPU count), "
-                                "or give the model size gpu: 0.")
-    if processes > 1 and device == "cuda":
-        raise SeqpeftInputError(None, f"training.processes is {processes} with training.device 'cuda': "
-                                "several processes of one job train on CPU.",
-                                fix="set training.device: auto or cpu, or ask for GPUs with resources.sizes.<size>.gpu.")
-    return gpus if gpus > 1 else processes
 
 
 @dataclass
@@ -248,127 +215,6 @@ def _shard(model) -> None:
     fully_shard(model)
 
 
-def sharding_conflict(method, task_kind: str) -> str | None:
-    """Why a method or task cannot train with sharded parameters (FSDP), or None."""
-    if method.after_optimizer_step is not None or method.extra_loss is not None or method.save_state is not None:
-        return f"method {method.name!r} reads and edits whole parameters between steps (rank budget, regulariser)"
-    if method.load_kwargs is not None:
-        return f"method {method.name!r} loads a quantized backbone"
-    if task_kind == "signal_peptide":
-        return "the signal-peptide CRF runs outside the sharded forward pass"
-    return None
-
-
-def setup_problem(world: int, batch_size: int, mode: str, method, task_kind: str) -> tuple[str, str, str] | None:
-    """(training setting, problem, fix) when a job of ``world`` processes cannot run as configured."""
-    if world <= 1:
-        return None
-    if batch_size < world:
-        return ("batch_size", f"batch_size {batch_size} is smaller than the job's {world} processes, so some would "
-                "only idle in every step.", f"set training.batch_size to {world} or more (it is the global batch).")
-    if mode == "fsdp" and (conflict := sharding_conflict(method, task_kind)):
-        return ("distributed", f"'fsdp' shards parameters across the {world} processes, but {conflict}.",
-                "use training.distributed: ddp (the default) for this method or task.")
-    return None
-
-
-# ---- the job process: start the ranks, pass signals on, report their outcome ----
-
-
-def launch(job, world: int) -> dict:
-    """Run ``job`` on ``world`` worker processes; return rank 0's metrics.
-
-    stdout/stderr of the workers are this process's (the job log). SIGTERM is passed on to every
-    rank, which then stops after its current step, rank 0 saving a checkpoint; this raises
-    ``Preempted`` once they have all exited. A rank that fails gives its peers
-    ``FAILED_RANK_GRACE_SECONDS`` to notice, after which the rest are killed.
-    """
-    from seqpeft.train import Preempted, TrainingConfig
-
-    training = TrainingConfig.from_dict(job.training)
-    threads = max(1, int(job.threads) // world)
-    src = str(Path(__file__).resolve().parents[1])
-    with tempfile.TemporaryDirectory(prefix="seqpeft-ranks-") as tmp:
-        job_file = Path(tmp) / "job.json"
-        job_file.write_text(json.dumps(job.to_dict()))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-               "WORLD_SIZE": str(world), RENDEZVOUS_ENV: f"file://{tmp}/rendezvous", OUTCOME_ENV: tmp,
-               "OMP_NUM_THREADS": str(threads)}
-        print(f"[seqpeft] {job.task}/{job.model}/{job.method}/{job.partition}: {world} processes "
-              f"({training.distributed}, {'nccl' if job.gpus > 1 else 'gloo'}), {threads} thread(s) each", flush=True)
-        workers = []
-        received: list[int] = []
-
-        def forward(signum, frame):
-            received.append(signum)
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.send_signal(signal.SIGTERM)
-
-        previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
-        try:
-            for rank in range(world):
-                rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-                if rank:
-                    rank_env["SEQPEFT_PROGRESS"] = "0"  # one progress bar, rank 0's
-                workers.append(subprocess.Popen([sys.executable, "-m", "seqpeft.distributed", str(job_file)], env=rank_env))
-            if received:  # SIGTERM while the ranks were being started: pass it on to the later ones too
-                forward(signal.SIGTERM, None)
-            codes = _wait(workers)
-        finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        outcomes = [_read_outcome(Path(tmp), rank) for rank in range(world)]
-    if all(code == 0 for code in codes):
-        return json.loads((Path(job.out_dir) / "metrics.json").read_text())
-    for outcome in outcomes:
-        if outcome.get("kind") == "input":
-            raise SeqpeftInputError(**outcome["error"])
-    if received or PREEMPTED_EXIT in codes:
-        message = next((o["message"] for o in outcomes if o.get("kind") == "preempted"), None)
-        raise Preempted(message or f"SIGTERM before the {world} ranks reached a training step: nothing new was saved; "
-                        "rerun to resume from the last checkpoint, if any")
-    failed = [(rank, code) for rank, code in enumerate(codes) if code not in (0, PREEMPTED_EXIT)]
-    rank, code = failed[0] if failed else (0, codes[0])
-    message = next((o["message"] for o in outcomes if o.get("kind") == "error"), f"exit code {code}")
-    raise RuntimeError(f"rank {rank} of {world} failed: {message} (every rank's traceback is in the log above)")
-
-
-def _wait(workers: list) -> list[int]:
-    """Exit codes of all workers. A rank that fails (not 0, not preempted) leaves its peers stuck
-    in a collective or failing on their own: those still running after the grace period are killed."""
-    failed_at = None
-    while True:
-        codes = [worker.poll() for worker in workers]
-        if all(code is not None for code in codes):
-            return codes
-        if failed_at is None and any(code not in (None, 0, PREEMPTED_EXIT) for code in codes):
-            failed_at = time.monotonic()
-        if failed_at is not None and time.monotonic() - failed_at > FAILED_RANK_GRACE_SECONDS:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-        time.sleep(0.1)
-
-
-def _read_outcome(directory: Path, rank: int) -> dict:
-    path = directory / f"rank{rank}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_outcome(rank: int, outcome: dict) -> None:
-    directory = os.environ.get(OUTCOME_ENV)
-    if directory:
-        (Path(directory) / f"rank{rank}.json").write_text(json.dumps(outcome, default=str))
-
-
-# ---- a worker: one rank ----
-
-
 def join(world: int, gpus: int, mode: str) -> Ranks:
     """Join the job's process group from the environment the launcher (or torchrun) set."""
     import torch
@@ -390,39 +236,3 @@ def join(world: int, gpus: int, mode: str) -> Ranks:
     dist.init_process_group(backend, init_method=os.environ.get(RENDEZVOUS_ENV, "env://"), rank=rank, world_size=size,
                             device_id=device if device.type == "cuda" else None)
     return Ranks(rank, size, local_rank, mode, device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: ``python -m seqpeft.distributed JOB.json``; exits 0, 75 (preempted) or 1."""
-    from seqpeft.train import FinetuneJob, Preempted, train
-
-    argv = sys.argv[1:] if argv is None else argv
-    job = FinetuneJob.from_dict(json.loads(Path(argv[0]).read_text()))
-    rank = int(os.environ.get("RANK", 0))
-    try:
-        train(job)
-    except Preempted as error:
-        _write_outcome(rank, {"kind": "preempted", "message": str(error)})
-        return PREEMPTED_EXIT
-    except SeqpeftInputError as error:
-        _write_outcome(rank, {"kind": "input", "error": {"path": error.path, "problem": error.problem, "fix": error.fix,
-                                                         "line": error.line, "record": error.record}})
-        if rank == 0:
-            traceback.print_exc()
-        return 1
-    except BaseException as error:  # noqa: BLE001 - every failure is reported to the launcher
-        traceback.print_exc()
-        _write_outcome(rank, {"kind": "error", "message": f"{type(error).__name__}: {error}"})
-        return 1
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # no interpreter teardown: a failed rank's process group may otherwise block it

@@ -30,9 +30,9 @@ class Predictor:
     dsp: dict | None = None
 
     def split_for(self, sequences: list[str], labels: np.ndarray | None, source: Any = None):
-        """A batching ``Split`` (see ``seqpeft.train``) for raw sequences."""
+        """A batching ``Split`` (see ``seqpeft.batching``) for raw sequences."""
         from seqpeft.tokenize import TokenizedSplit, _encode
-        from seqpeft.train import Split
+        from seqpeft.batching import Split
 
         if self.dsp is not None:
             ids, offsets, truncated = self._dsp_encoder().encode(sequences, source=source)
@@ -64,7 +64,7 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
     ``--model`` + ``--adapter``: the base model and a run's artifacts trained on top of it.
     """
     from seqpeft.models import load_backbone, make_classifier
-    from seqpeft.train import load_trained
+    from seqpeft.artifacts import load_trained
 
     model_dir = Path(model_dir)
     if adapter_dir is not None or (model_dir / "seqpeft.json").is_file():
@@ -92,7 +92,7 @@ def evaluate_file(predictor: Predictor, data_path: Path) -> dict[str, float]:
 
     from seqpeft.data import read_labeled_csv
     from seqpeft.metrics import classification_metrics
-    from seqpeft.train import predict_split
+    from seqpeft.predict import predict_split
 
     if predictor.per_residue:
         raise SeqpeftInputError(data_path, "per-residue models are evaluated inside the workflow.",
@@ -110,7 +110,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
 
     from seqpeft.data import read_sequences
     from seqpeft.atomic import write_text_atomic
-    from seqpeft.train import predict_split
+    from seqpeft.predict import predict_split
 
     if predictor.per_residue:
         return predict_signal_peptides(predictor, input_path, output_path)
@@ -132,7 +132,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
 def _residue_split(predictor: Predictor, sequences: list[str]):
     """A per-residue ``Split`` with placeholder labels (collate needs them; unlabelled input has none)."""
     from seqpeft.tokenize import TokenizedSplit, _encode
-    from seqpeft.train import Split
+    from seqpeft.batching import Split
 
     ids, offsets = _encode(predictor.tokenizer, sequences)
     residues = np.array([len(s) for s in sequences], dtype=np.int64)

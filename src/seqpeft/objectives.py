@@ -15,7 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from seqpeft.batching import collate
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.metrics import classification_metrics
+from seqpeft.predict import flat_predictions, predict_sequences
 
 
 @dataclass(frozen=True)
@@ -40,16 +43,11 @@ def _classification_loss(model, logits, labels, attention, split, indices):
 
 
 def _classification_predict(model, split, pad_id, max_length, batch_size, device) -> dict:
-    from seqpeft.train import predict_sequences
-
     return predict_sequences(model, split, pad_id, max_length, batch_size, device)
 
 
 def _classification_score(split, predictions: dict) -> dict:
     """Without a ``selection`` key the loop selects on ``mcc``."""
-    from seqpeft.metrics import classification_metrics
-    from seqpeft.train import flat_predictions
-
     return classification_metrics(*flat_predictions(predictions))
 
 
@@ -106,7 +104,6 @@ def _signalp_predict(model, split, pad_id: int, max_length: int, batch_size: int
     import torch
 
     from seqpeft.signalp_crf import decode, residue_emissions
-    from seqpeft.train import collate
 
     model.eval()
     order = np.argsort(-split.data.lengths, kind="stable")

@@ -14,8 +14,8 @@ server), so several workflow jobs can each run their share of the trials against
 - the study name is a hash of everything a trial trains with, so a changed config starts a new
   study in the same file instead of mixing incompatible trials.
 
-Importing this module is light (the workflow's config check uses ``HpoSettings``): optuna, torch
-and the training loop are imported only by the functions that run trials.
+The ``hpo:`` settings live in ``seqpeft.settings``; optuna and torch are imported only by the
+functions that run trials.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ import gc
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from seqpeft.atomic import write_json_atomic
+from seqpeft.config import canonical
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.launch import run_finetune
+from seqpeft.settings import PRUNER_KINDS, TUNED_KEYS, HpoSettings, PrunerSettings, TrainingConfig
 
 TRIAL_JOB_ATTR = "trial_job"
-TUNED_KEYS = ("learning_rate", "batch_size")  # what a study chooses; the configured values do not matter to it
 DIRECTION = "maximize"
 METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides)"
 
@@ -62,125 +65,7 @@ PRUNERS: dict[str, Callable[["PrunerSettings"], Any]] = {
     "successive_halving": _pruner_successive_halving,
     "none": _pruner_none,
 }
-
-
-@dataclass(frozen=True)
-class PrunerSettings:
-    """How trials that fall behind are stopped early (evaluations are the pruner's steps)."""
-
-    kind: str = "median"
-    startup_trials: int = 2  # median: finished trials before any trial may be pruned
-    warmup_evaluations: int = 1  # median: evaluations every trial gets before it may be pruned
-    min_evaluations: int = 1  # successive_halving: evaluations of the first rung
-    reduction_factor: int = 3  # successive_halving: 1 / fraction of trials promoted per rung
-
-
-@dataclass(frozen=True)
-class HpoSettings:
-    """The config's ``hpo:`` section: search space, budget and pruning of every study."""
-
-    trials: int = 8
-    trial_jobs: int = 2
-    learning_rate: tuple[float, float] = (1e-5, 1e-2)  # log-uniform
-    batch_sizes: tuple[int, ...] = (16, 32, 64)
-    epochs: int | None = None  # cap on a trial's epochs (the run's own training.epochs otherwise)
-    seed: int = 0
-    startup_trials: int | None = None  # random trials before TPE models the results; default trials // 2
-    pruner: PrunerSettings = field(default_factory=PrunerSettings)
-
-    @classmethod
-    def from_dict(cls, values: dict | None, where: str = "hpo") -> "HpoSettings":
-        """Check and fill in defaults; every problem names its config key."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SeqpeftInputError(f"{where}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
-        for key in ("trials", "trial_jobs", "seed"):
-            if key in values:
-                _integer(values[key], f"{where}.{key}", minimum=0 if key == "seed" else 1)
-        if values.get("epochs") is not None:
-            _integer(values["epochs"], f"{where}.epochs", minimum=1)
-        if values.get("startup_trials") is not None:
-            _integer(values["startup_trials"], f"{where}.startup_trials", minimum=0)
-        if "learning_rate" in values:
-            values["learning_rate"] = _log_range(values["learning_rate"], f"{where}.learning_rate")
-        if "batch_sizes" in values:
-            values["batch_sizes"] = _batch_sizes(values["batch_sizes"], f"{where}.batch_sizes")
-        values["pruner"] = _pruner_settings(values.get("pruner"), f"{where}.pruner")
-        settings = cls(**values)
-        if settings.trial_jobs > settings.trials:
-            raise SeqpeftInputError(f"{where}.trial_jobs", f"{settings.trial_jobs} trial jobs for {settings.trials} "
-                                    "trials would leave jobs with nothing to do.",
-                                    fix=f"set trial_jobs to at most {settings.trials}, or raise trials.")
-        return settings
-
-    def share(self, trial_job: int) -> int:
-        """How many finished trials trial job ``trial_job`` owns (the shares add up to ``trials``)."""
-        if not 0 <= trial_job < self.trial_jobs:
-            raise SeqpeftInputError("hpo.trial_jobs", f"trial job {trial_job} does not exist ({self.trial_jobs} jobs).")
-        return self.trials // self.trial_jobs + (1 if trial_job < self.trials % self.trial_jobs else 0)
-
-    def as_dict(self) -> dict:
-        values = asdict(self)
-        values["learning_rate"] = list(self.learning_rate)
-        values["batch_sizes"] = list(self.batch_sizes)
-        return values
-
-    def distributions(self) -> dict:
-        from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-        low, high = self.learning_rate
-        return {"learning_rate": FloatDistribution(low, high, log=True),
-                "batch_size": CategoricalDistribution(list(self.batch_sizes))}
-
-
-def _integer(value: Any, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SeqpeftInputError(key, f"must be an integer >= {minimum}, got {value!r}.")
-
-
-def _log_range(value: Any, key: str) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise SeqpeftInputError(key, f"must be a range [low, high] of two numbers, got {value!r}.",
-                                fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
-    low, high = value
-    for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
-            raise SeqpeftInputError(key, f"bounds of a log-uniform range must be positive numbers, got {value!r}.",
-                                    fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
-    if low >= high:
-        raise SeqpeftInputError(key, f"low ({low}) must be below high ({high}).",
-                                fix="write [low, high] with low < high; to fix the learning rate, set "
-                                    "training.learning_rate and hpo off instead.")
-    return float(low), float(high)
-
-
-def _batch_sizes(value: Any, key: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise SeqpeftInputError(key, f"must be a non-empty list of batch sizes, got {value!r}.", fix="e.g. [16, 32, 64].")
-    for size in value:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise SeqpeftInputError(key, f"batch sizes must be positive integers, got {size!r}.", fix="e.g. [16, 32, 64].")
-    if len(set(value)) != len(value):
-        raise SeqpeftInputError(key, f"lists a batch size twice: {list(value)}.")
-    return tuple(value)
-
-
-def _pruner_settings(value: Any, key: str) -> PrunerSettings:
-    value = dict(value or {})
-    known = {f.name for f in fields(PrunerSettings)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise SeqpeftInputError(f"{key}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
-    kind = value.get("kind", PrunerSettings.kind)
-    if kind not in PRUNERS:
-        raise SeqpeftInputError(f"{key}.kind", f"unknown pruner {kind!r}; known: {', '.join(PRUNERS)}.")
-    for name, minimum in (("startup_trials", 0), ("warmup_evaluations", 0), ("min_evaluations", 1),
-                          ("reduction_factor", 2)):
-        if name in value:
-            _integer(value[name], f"{key}.{name}", minimum)
-    return PrunerSettings(**value)
+assert tuple(PRUNERS) == PRUNER_KINDS, "seqpeft.settings.PRUNER_KINDS names the pruners built here"
 
 
 # ---- studies ----
@@ -189,8 +74,6 @@ def _pruner_settings(value: Any, key: str) -> PrunerSettings:
 def study_name(job, hpo: HpoSettings) -> str:
     """``task/model/method/partition/<hash>``: the hash covers what a trial trains with and the
     search space, not the budget (raising ``trials`` extends the study) or the pruner."""
-    from seqpeft.config import canonical
-
     identity = {"task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
                 "task_spec": job.task_spec, "model_spec": job.model_spec, "method_spec": job.method_spec,
                 "training": {key: value for key, value in job.training.items() if key not in (*TUNED_KEYS, "hpo")},
@@ -226,8 +109,6 @@ def selection_value(dev: dict) -> float:
 
 def trial_training(training: dict, hpo: HpoSettings, learning_rate: float, batch_size: int) -> dict:
     """A trial's training settings: the run's own, with the trial's values and the epoch cap."""
-    from seqpeft.train import TrainingConfig
-
     values = {**training, "learning_rate": float(learning_rate), "batch_size": int(batch_size), "hpo": False}
     if hpo.epochs is not None:
         values["epochs"] = min(hpo.epochs, int(training.get("epochs", TrainingConfig.epochs)))
@@ -257,8 +138,6 @@ def run_trials(job, hpo: HpoSettings, storage_path: Path, trial_job: int) -> dic
     """
     import optuna
     from optuna.trial import TrialState
-
-    from seqpeft.train import run_finetune
 
     share = hpo.share(trial_job)
     name = study_name(job, hpo)
@@ -356,8 +235,6 @@ def summarize_study(storage_path: Path, name: str, hpo: HpoSettings | None = Non
 
 def write_best_params(trial_markers: list[Path], out_path: Path) -> dict:
     """``best_params.json`` from the study that the trial jobs' markers name (they must agree)."""
-    from seqpeft.train import write_json_atomic
-
     markers = [json.loads(Path(path).read_text()) for path in trial_markers]
     studies = {(marker["study"], marker["storage"]) for marker in markers}
     if len(studies) != 1:
@@ -370,20 +247,3 @@ def write_best_params(trial_markers: list[Path], out_path: Path) -> dict:
     print(f"[seqpeft] best of {name}: dev {summary['best_value']:.4f} with {summary['params']} "
           f"({summary['trials']['complete']} complete, {summary['trials']['pruned']} pruned)")
     return summary
-
-
-def read_best_params(path: Path) -> dict:
-    """A ``best_params.json``, checked: the learning rate and batch size a fine-tuning job will use."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        learning_rate = data["params"]["learning_rate"]
-        batch_size = data["params"]["batch_size"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SeqpeftInputError(path, f"is not a readable best_params.json ({type(error).__name__}: {error}).",
-                                fix="rerun the tune rule for this run.") from error
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise SeqpeftInputError(path, f"params.learning_rate must be a positive number, got {learning_rate!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SeqpeftInputError(path, f"params.batch_size must be a positive integer, got {batch_size!r}.")
-    return data

@@ -283,7 +283,7 @@ def finetune_runtime(wildcards, attempt):
 
 
 def trial_job_mem_mb(wildcards, attempt):
-    # a tuning trial trains in one process, whatever training.processes says (seqpeft.train.run_finetune)
+    # a tuning trial trains in one process, whatever training.processes says (seqpeft.launch.run_finetune)
     return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
 
 

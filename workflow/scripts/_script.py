@@ -57,9 +57,9 @@ def logged(snakemake, mode: str = "w"):
 
 
 def finetune_job(snakemake, out_dir: Path, **extra):
-    """The ``seqpeft.train.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
+    """The ``seqpeft.settings.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
     params.spec (task, model, method, training), its tokenized cache and model directory, its threads."""
-    from seqpeft.train import FinetuneJob
+    from seqpeft.settings import FinetuneJob
 
     wildcards, spec = snakemake.wildcards, snakemake.params.spec
     return FinetuneJob(

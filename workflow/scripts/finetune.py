@@ -8,7 +8,7 @@ from pathlib import Path
 from _script import finetune_job, logged
 
 with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
-    from seqpeft.train import run_finetune
+    from seqpeft.launch import run_finetune
 
     sm = snakemake  # noqa: F821
     best_params = sm.input.get("best_params")

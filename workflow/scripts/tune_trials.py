@@ -8,8 +8,9 @@ from pathlib import Path
 from _script import finetune_job, logged
 
 with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
-    from seqpeft.train import write_json_atomic
-    from seqpeft.tune import HpoSettings, run_trials
+    from seqpeft.atomic import write_json_atomic
+    from seqpeft.settings import HpoSettings
+    from seqpeft.tune import run_trials
 
     sm = snakemake  # noqa: F821
     summary = run_trials(finetune_job(sm, Path(sm.output[0]).parent), HpoSettings.from_dict(dict(sm.params.hpo)),

@@ -1,0 +1,305 @@
+"""A job's settings, parsed once: training settings, the fine-tuning job, the HPO section, and
+whether a multi-process setup can run.
+
+Pure Python (no torch, no optuna at import time): the Snakefile's config check and every workflow
+script read these classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from seqpeft.errors import SeqpeftInputError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+MODES = ("ddp", "fsdp")  # how several processes of one job share the model (training.distributed)
+TUNED_KEYS = ("learning_rate", "batch_size")  # what a study chooses; the configured values do not matter to it
+PRUNER_KINDS = ("median", "successive_halving", "none")
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings shared by every job (a method entry may override any of them)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    patience: int = 3
+    evals_per_epoch: int = 1
+    seed: int = 0
+    device: str = "auto"
+    max_train_samples: int | None = None
+    bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
+    checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
+    hpo: bool = False  # learning_rate and batch_size come from the tuning study's best_params.json
+    processes: int = 1  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
+    distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
+    precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
+    compile: bool = False  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+
+    def __post_init__(self) -> None:
+        if self.distributed not in MODES:
+            raise SeqpeftInputError(None, f"training.distributed {self.distributed!r} is unknown.", fix=f"use one of {MODES}.")
+        if int(self.processes) < 1:
+            raise SeqpeftInputError(None, f"training.processes is {self.processes}.", fix="use 1 or more.")
+        if self.precision not in PRECISIONS:
+            raise SeqpeftInputError(None, f"training.precision {self.precision!r} is unknown.", fix=f"use one of {PRECISIONS}.")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SeqpeftInputError(None, f"unknown training settings {unknown}.", fix=f"use only {sorted(known)}.")
+        return cls(**values)
+
+
+@dataclass
+class FinetuneJob:
+    task: str
+    model: str
+    method: str
+    partition: str
+    task_spec: dict
+    model_spec: dict
+    method_spec: dict
+    training: dict
+    cache_path: Path
+    model_dir: Path
+    out_dir: Path
+    threads: int = 1  # CPU threads of the whole job, shared by its processes
+    best_params: Path | None = None  # the tune rule's best_params.json, used when training.hpo is true
+    gpus: int = 0  # GPUs of the job (resources.sizes.<size>.gpu); more than one trains data-parallel
+
+    PATHS = ("cache_path", "model_dir", "out_dir", "best_params")
+
+    @property
+    def dsp(self) -> dict | None:
+        """Domain-shift prompting settings of a DSP variant (``seqpeft.config.finetune_method_params``)."""
+        return self.method_spec.get("dsp")
+
+    def to_dict(self) -> dict:
+        """JSON-ready, with absolute paths (the worker processes of a multi-process job read it)."""
+        values = asdict(self)
+        values.update({name: str(Path(values[name]).resolve()) for name in self.PATHS if values[name] is not None})
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FinetuneJob":
+        return cls(**{**values, **{name: Path(values[name]) for name in cls.PATHS if values.get(name) is not None}})
+
+
+def seed_for(training: TrainingConfig, partition: str) -> int:
+    # A GUE partition is a replicate: its number shifts the seed. A fold keeps the base seed.
+    return training.seed + (int(partition) if partition.isdigit() else 0)
+
+
+def apply_tuning(job: FinetuneJob, say: Callable = print) -> tuple[FinetuneJob, dict | None]:
+    """The job with the tuned learning rate and batch size when ``training.hpo`` is on.
+
+    They replace the configured values in ``job.training`` itself, so the checkpoint key, the
+    schedule and ``metrics.json`` all see the values that were really used.
+    """
+    if not job.training.get("hpo"):
+        return job, None
+    if job.best_params is None:
+        raise SeqpeftInputError(None, f"training.hpo is true for {job.task}/{job.model}/{job.method} but the job "
+                                "was given no best_params.json.",
+                                fix="run it through the workflow (the tune rule writes best_params.json), "
+                                    "or set training.hpo: false.")
+    tuned = read_best_params(job.best_params)
+    training = {**job.training, **tuned["params"]}
+    say(f"[seqpeft] tuned settings from {job.best_params}: " +
+        ", ".join(f"{key} {value}" for key, value in tuned["params"].items()))
+    record = {**tuned["params"], "best_dev": tuned["best_value"], "trials_complete": tuned["trials"]["complete"],
+              "trials_pruned": tuned["trials"]["pruned"], "best_params": str(job.best_params)}
+    return replace(job, training=training), record
+
+
+# ---- several processes per job ----
+
+
+def world_size(processes: int, gpus: int, device: str = "auto") -> int:
+    """How many ranks a job runs: its GPUs when it has several, else ``training.processes``."""
+    if processes > 1 and gpus > 0:
+        raise SeqpeftInputError(None, f"training.processes is {processes} but the job has {gpus} GPU(s): "
+                                "processes is for CPU jobs, GPU jobs run one process per GPU.",
+                                fix="set training.processes: 1 (resources.sizes.<size>.gpu sets the GPU count), "
+                                "or give the model size gpu: 0.")
+    if processes > 1 and device == "cuda":
+        raise SeqpeftInputError(None, f"training.processes is {processes} with training.device 'cuda': "
+                                "several processes of one job train on CPU.",
+                                fix="set training.device: auto or cpu, or ask for GPUs with resources.sizes.<size>.gpu.")
+    return gpus if gpus > 1 else processes
+
+
+def sharding_conflict(method, task_kind: str) -> str | None:
+    """Why a method or task cannot train with sharded parameters (FSDP), or None."""
+    if method.after_optimizer_step is not None or method.extra_loss is not None or method.save_state is not None:
+        return f"method {method.name!r} reads and edits whole parameters between steps (rank budget, regulariser)"
+    if method.load_kwargs is not None:
+        return f"method {method.name!r} loads a quantized backbone"
+    if task_kind == "signal_peptide":
+        return "the signal-peptide CRF runs outside the sharded forward pass"
+    return None
+
+
+def setup_problem(world: int, batch_size: int, mode: str, method, task_kind: str) -> tuple[str, str, str] | None:
+    """(training setting, problem, fix) when a job of ``world`` processes cannot run as configured."""
+    if world <= 1:
+        return None
+    if batch_size < world:
+        return ("batch_size", f"batch_size {batch_size} is smaller than the job's {world} processes, so some would "
+                "only idle in every step.", f"set training.batch_size to {world} or more (it is the global batch).")
+    if mode == "fsdp" and (conflict := sharding_conflict(method, task_kind)):
+        return ("distributed", f"'fsdp' shards parameters across the {world} processes, but {conflict}.",
+                "use training.distributed: ddp (the default) for this method or task.")
+    return None
+
+
+# ---- hyper-parameter search (the config's hpo: section) ----
+
+
+@dataclass(frozen=True)
+class PrunerSettings:
+    """How trials that fall behind are stopped early (evaluations are the pruner's steps)."""
+
+    kind: str = "median"
+    startup_trials: int = 2  # median: finished trials before any trial may be pruned
+    warmup_evaluations: int = 1  # median: evaluations every trial gets before it may be pruned
+    min_evaluations: int = 1  # successive_halving: evaluations of the first rung
+    reduction_factor: int = 3  # successive_halving: 1 / fraction of trials promoted per rung
+
+
+@dataclass(frozen=True)
+class HpoSettings:
+    """The config's ``hpo:`` section: search space, budget and pruning of every study."""
+
+    trials: int = 8
+    trial_jobs: int = 2
+    learning_rate: tuple[float, float] = (1e-5, 1e-2)  # log-uniform
+    batch_sizes: tuple[int, ...] = (16, 32, 64)
+    epochs: int | None = None  # cap on a trial's epochs (the run's own training.epochs otherwise)
+    seed: int = 0
+    startup_trials: int | None = None  # random trials before TPE models the results; default trials // 2
+    pruner: PrunerSettings = field(default_factory=PrunerSettings)
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "hpo") -> "HpoSettings":
+        """Check and fill in defaults; every problem names its config key."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SeqpeftInputError(f"{where}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
+        for key in ("trials", "trial_jobs", "seed"):
+            if key in values:
+                _integer(values[key], f"{where}.{key}", minimum=0 if key == "seed" else 1)
+        if values.get("epochs") is not None:
+            _integer(values["epochs"], f"{where}.epochs", minimum=1)
+        if values.get("startup_trials") is not None:
+            _integer(values["startup_trials"], f"{where}.startup_trials", minimum=0)
+        if "learning_rate" in values:
+            values["learning_rate"] = _log_range(values["learning_rate"], f"{where}.learning_rate")
+        if "batch_sizes" in values:
+            values["batch_sizes"] = _batch_sizes(values["batch_sizes"], f"{where}.batch_sizes")
+        values["pruner"] = _pruner_settings(values.get("pruner"), f"{where}.pruner")
+        settings = cls(**values)
+        if settings.trial_jobs > settings.trials:
+            raise SeqpeftInputError(f"{where}.trial_jobs", f"{settings.trial_jobs} trial jobs for {settings.trials} "
+                                    "trials would leave jobs with nothing to do.",
+                                    fix=f"set trial_jobs to at most {settings.trials}, or raise trials.")
+        return settings
+
+    def share(self, trial_job: int) -> int:
+        """How many finished trials trial job ``trial_job`` owns (the shares add up to ``trials``)."""
+        if not 0 <= trial_job < self.trial_jobs:
+            raise SeqpeftInputError("hpo.trial_jobs", f"trial job {trial_job} does not exist ({self.trial_jobs} jobs).")
+        return self.trials // self.trial_jobs + (1 if trial_job < self.trials % self.trial_jobs else 0)
+
+    def as_dict(self) -> dict:
+        values = asdict(self)
+        values["learning_rate"] = list(self.learning_rate)
+        values["batch_sizes"] = list(self.batch_sizes)
+        return values
+
+    def distributions(self) -> dict:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        low, high = self.learning_rate
+        return {"learning_rate": FloatDistribution(low, high, log=True),
+                "batch_size": CategoricalDistribution(list(self.batch_sizes))}
+
+
+def _integer(value: Any, key: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SeqpeftInputError(key, f"must be an integer >= {minimum}, got {value!r}.")
+
+
+def _log_range(value: Any, key: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise SeqpeftInputError(key, f"must be a range [low, high] of two numbers, got {value!r}.",
+                                fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
+    low, high = value
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
+            raise SeqpeftInputError(key, f"bounds of a log-uniform range must be positive numbers, got {value!r}.",
+                                    fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
+    if low >= high:
+        raise SeqpeftInputError(key, f"low ({low}) must be below high ({high}).",
+                                fix="write [low, high] with low < high; to fix the learning rate, set "
+                                    "training.learning_rate and hpo off instead.")
+    return float(low), float(high)
+
+
+def _batch_sizes(value: Any, key: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SeqpeftInputError(key, f"must be a non-empty list of batch sizes, got {value!r}.", fix="e.g. [16, 32, 64].")
+    for size in value:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise SeqpeftInputError(key, f"batch sizes must be positive integers, got {size!r}.", fix="e.g. [16, 32, 64].")
+    if len(set(value)) != len(value):
+        raise SeqpeftInputError(key, f"lists a batch size twice: {list(value)}.")
+    return tuple(value)
+
+
+def _pruner_settings(value: Any, key: str) -> PrunerSettings:
+    value = dict(value or {})
+    known = {f.name for f in fields(PrunerSettings)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SeqpeftInputError(f"{key}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
+    kind = value.get("kind", PrunerSettings.kind)
+    if kind not in PRUNER_KINDS:
+        raise SeqpeftInputError(f"{key}.kind", f"unknown pruner {kind!r}; known: {', '.join(PRUNER_KINDS)}.")
+    for name, minimum in (("startup_trials", 0), ("warmup_evaluations", 0), ("min_evaluations", 1),
+                          ("reduction_factor", 2)):
+        if name in value:
+            _integer(value[name], f"{key}.{name}", minimum)
+    return PrunerSettings(**value)
+
+
+
+def read_best_params(path: Path) -> dict:
+    """A ``best_params.json``, checked: the learning rate and batch size a fine-tuning job will use."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        learning_rate = data["params"]["learning_rate"]
+        batch_size = data["params"]["batch_size"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SeqpeftInputError(path, f"is not a readable best_params.json ({type(error).__name__}: {error}).",
+                                fix="rerun the tune rule for this run.") from error
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise SeqpeftInputError(path, f"params.learning_rate must be a positive number, got {learning_rate!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SeqpeftInputError(path, f"params.batch_size must be a positive integer, got {batch_size!r}.")
+    return data
