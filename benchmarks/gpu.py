@@ -121,7 +121,8 @@ def _quantize_linears(model) -> None:
 
 def seqpeft_model(case: Case, steps: int, dtype):
     from seqpeft.methods import MethodContext, resolve_method
-    from seqpeft.models import FAMILIES, LoadedBackbone, make_classifier
+    from seqpeft.classifier import make_classifier
+    from seqpeft.models import FAMILIES, LoadedBackbone
 
     family = FAMILIES[case.family]
     backbone = build_backbone(case, dtype)

@@ -1,4 +1,4 @@
-"""Tests for seqpeft.config: cross-reference checks, matrix expansion and path helpers."""
+"""Tests for seqpeft.config (cross-reference checks), seqpeft.jobs (matrix expansion) and seqpeft.paths."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 from seqpeft import config as sc
-from seqpeft.config import Run, check_config, expand_runs, model_dir, source_dir, tokenizer_of
+from seqpeft import jobs, paths
+from seqpeft.config import check_config
+from seqpeft.jobs import Run, expand_runs
+from seqpeft.paths import model_dir, source_dir, tokenizer_of
 from seqpeft.errors import SeqpeftInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,34 +229,34 @@ def test_model_dir():
 def test_source_dir_and_task_data_path(tmp_path):
     config = base_config()
     assert source_dir(config, "gue") == "out/sources/gue"
-    assert sc.task_data_path(config, "tf_0") == "out/sources/gue/tf/0"
+    assert paths.task_data_path(config, "tf_0") == "out/sources/gue/tf/0"
     config["sources"]["gue"]["local"] = "/staged/GUE"
     assert source_dir(config, "gue") == "/staged/GUE"
-    assert sc.task_data_path(config, "tf_0") == "/staged/GUE/tf/0"
+    assert paths.task_data_path(config, "tf_0") == "/staged/GUE/tf/0"
     # a pre-staged archive-none source may be the file itself
     fasta = tmp_path / "sp.fasta"
     fasta.write_text(">a|EUKARYA|NO_SP|0\nMK\nII\n")
     config["sources"]["signalp"]["local"] = str(fasta)
-    assert sc.task_data_path(config, "sp") == str(fasta)
+    assert paths.task_data_path(config, "sp") == str(fasta)
     config["sources"]["signalp"]["local"] = str(tmp_path)
-    assert sc.task_data_path(config, "sp") == str(tmp_path / "train_set.fasta")
+    assert paths.task_data_path(config, "sp") == str(tmp_path / "train_set.fasta")
 
 
 def test_tokenizer_dir():
     config = base_config()
-    assert sc.tokenizer_dir(config, "nucleotide") == "out/tokenizers/nucleotide"
-    assert sc.tokenizer_dir(config, "mistral_dna") == "out/models/mistral_dna"
-    assert sc.tokenizer_dir(config, "local_model") == LOCAL_MODEL
+    assert paths.tokenizer_dir(config, "nucleotide") == "out/tokenizers/nucleotide"
+    assert paths.tokenizer_dir(config, "mistral_dna") == "out/models/mistral_dna"
+    assert paths.tokenizer_dir(config, "local_model") == LOCAL_MODEL
 
 
 def test_method_spec_and_training_overrides():
     config = base_config()
-    assert sc.method_spec(config, "lora") == {"lora_alpha": 16, "method": "lora", "r": 8}
-    assert sc.method_spec(config, "lora_r4") == {"method": "lora", "r": 4}
-    assert sc.method_spec(config, "loha") == {"peft": "LoHaConfig", "r": 8}
-    assert sc.training_for(config, "lora")["learning_rate"] == 1e-3
-    assert sc.training_for(config, "full")["learning_rate"] == 5e-4
-    assert sc.training_for(config, "lora")["epochs"] == 2
+    assert jobs.method_spec(config, "lora") == {"lora_alpha": 16, "method": "lora", "r": 8}
+    assert jobs.method_spec(config, "lora_r4") == {"method": "lora", "r": 4}
+    assert jobs.method_spec(config, "loha") == {"peft": "LoHaConfig", "r": 8}
+    assert jobs.training_for(config, "lora")["learning_rate"] == 1e-3
+    assert jobs.training_for(config, "full")["learning_rate"] == 5e-4
+    assert jobs.training_for(config, "lora")["epochs"] == 2
 
 
 def test_params_ignore_key_order_and_size():
@@ -261,8 +264,8 @@ def test_params_ignore_key_order_and_size():
     reordered = copy.deepcopy(config)
     reordered["methods"]["lora"] = {"training": {"learning_rate": 1e-3}, "lora_alpha": 16, "r": 8}
     reordered["models"]["mistral_dna"]["size"] = "large"
-    assert repr(sc.method_spec(config, "lora")) == repr(sc.method_spec(reordered, "lora"))
-    assert repr(sc.model_params(config, "mistral_dna")) == repr(sc.model_params(reordered, "mistral_dna"))
+    assert repr(jobs.method_spec(config, "lora")) == repr(jobs.method_spec(reordered, "lora"))
+    assert repr(jobs.model_params(config, "mistral_dna")) == repr(jobs.model_params(reordered, "mistral_dna"))
 
 
 def test_size_resources_defaults_and_overrides():
@@ -278,11 +281,11 @@ def test_size_resources_defaults_and_overrides():
 
 def test_source_and_model_groups():
     config = base_config()
-    assert sc.download_sources(config) == ["gue", "signalp"]
-    assert sc.synthetic_sources(config) == ["demo_dna"]
+    assert jobs.download_sources(config) == ["gue", "signalp"]
+    assert jobs.synthetic_sources(config) == ["demo_dna"]
     config["sources"]["gue"]["local"] = "/staged"
-    assert sc.download_sources(config) == ["signalp"]
-    assert sc.prepared_models(config) == ["mistral_dna", "tiny_llama", "tiny_esm"]
+    assert jobs.download_sources(config) == ["signalp"]
+    assert jobs.prepared_models(config) == ["mistral_dna", "tiny_llama", "tiny_esm"]
 
 
 def test_config_error_message_from_schema_errors():

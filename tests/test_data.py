@@ -15,12 +15,10 @@ from seqpeft.data import (
     SP_TYPES,
     LabeledSequences,
     check_label_sets,
-    read_fasta,
     read_labeled_csv,
-    read_sequences,
-    read_signalp_fasta,
-    signalp_split,
 )
+from seqpeft.sequences import read_fasta, read_sequences
+from seqpeft.signalp_fasta import read_signalp_fasta, signalp_split
 from conftest import shared_path
 from seqpeft.errors import SeqpeftInputError
 

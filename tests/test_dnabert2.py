@@ -21,7 +21,8 @@ import torch
 from conftest import motif_task as build_motif_task
 from seqpeft.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.models import FAMILIES, load_backbone, make_classifier
+from seqpeft.classifier import make_classifier
+from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.assemble import build_model
 from seqpeft.launch import run_finetune
 from seqpeft.settings import FinetuneJob

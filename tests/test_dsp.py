@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from seqpeft import config as sc
+from seqpeft import jobs
 from seqpeft.demo_data import generate_source
 from seqpeft.dsp import DEFAULT_TEMPLATE, DspEncoder, DspSettings, split_template, template_problem
 from seqpeft.errors import SeqpeftInputError
@@ -212,9 +213,9 @@ def error_of(config: dict) -> str:
 def test_demo_config_has_dsp_variants_and_passes():
     config = demo_config()
     sc.check_config(config)
-    assert sc.dsp_encoding(config, "lora_dsp") == "bbpe"
-    assert sc.dsp_encoding(config, "lora_dsp_nt") == "nucleotide"
-    assert sc.dsp_encoding(config, "lora") is None
+    assert jobs.dsp_encoding(config, "lora_dsp") == "bbpe"
+    assert jobs.dsp_encoding(config, "lora_dsp_nt") == "nucleotide"
+    assert jobs.dsp_encoding(config, "lora") is None
 
 
 def test_dsp_on_a_signal_peptide_task_is_refused():
@@ -237,19 +238,19 @@ def test_bad_template_and_encoding_name_the_key():
 def test_dsp_settings_reach_only_dsp_jobs():
     config = demo_config()
     config["models"]["tiny_llama_bytes"]["dsp_nucleotide_ids"] = {"N": 5}
-    plain = sc.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora")
+    plain = jobs.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora")
     assert "dsp" not in plain
-    assert sc.method_spec(config, "lora_dsp") == plain  # the variant's method arguments, without dsp
-    bbpe = sc.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora_dsp")["dsp"]
+    assert jobs.method_spec(config, "lora_dsp") == plain  # the variant's method arguments, without dsp
+    bbpe = jobs.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora_dsp")["dsp"]
     assert bbpe == {"domain": DOMAIN, "encoding": "bbpe", "max_length": 128, "nucleotide_ids": {},
                     "on_too_long": "truncate", "template": DEFAULT_TEMPLATE}
-    nucleotide = sc.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora_dsp_nt")["dsp"]
+    nucleotide = jobs.finetune_method_params(config, "demo_tf", "tiny_llama_bytes", "lora_dsp_nt")["dsp"]
     assert nucleotide["nucleotide_ids"] == {"N": 5} and nucleotide["encoding"] == "nucleotide"
     # template, domain and nucleotide ids are not part of the other jobs' params
-    assert "domain" not in sc.task_params(config, "demo_tf")
-    assert "dsp_nucleotide_ids" not in sc.model_params(config, "tiny_llama_bytes")
+    assert "domain" not in jobs.task_params(config, "demo_tf")
+    assert "dsp_nucleotide_ids" not in jobs.model_params(config, "tiny_llama_bytes")
     del config["tasks"]["demo_tf"]["domain"]
-    assert sc.dsp_settings(config, "demo_tf", "tiny_llama_bytes", "bbpe")["domain"] == "demo_tf"
+    assert jobs.dsp_settings(config, "demo_tf", "tiny_llama_bytes", "bbpe")["domain"] == "demo_tf"
 
 
 def test_dsp_key_never_reaches_the_method():

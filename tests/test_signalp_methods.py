@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from conftest import TINY
-from seqpeft.data import SP_TYPES, read_signalp_fasta
+from seqpeft.data import SP_TYPES
+from seqpeft.signalp_fasta import read_signalp_fasta
 from seqpeft.demo_data import generate_source
 from seqpeft.methods import MethodContext, resolve_method
-from seqpeft.models import FAMILIES, load_backbone, make_classifier
+from seqpeft.classifier import make_classifier
+from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune
 from seqpeft.settings import FinetuneJob

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqpeft.config import expand_runs
+from seqpeft.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"

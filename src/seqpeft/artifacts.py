@@ -12,7 +12,8 @@ from pathlib import Path
 from seqpeft.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
-from seqpeft.models import load_backbone, make_classifier
+from seqpeft.classifier import make_classifier
+from seqpeft.models import load_backbone
 from seqpeft.objectives import objective_for
 
 HISTORY_COLUMNS = ["step", "epoch", "wall_seconds", "train_loss", "dev_loss", "dev_mcc", "dev_accuracy"]

@@ -13,7 +13,8 @@ import numpy as np
 from seqpeft.dsp import DspSettings
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
-from seqpeft.models import load_backbone, make_classifier
+from seqpeft.classifier import make_classifier
+from seqpeft.models import load_backbone
 from seqpeft.tokenize import TokenizedTask
 
 

@@ -33,7 +33,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seqpeft.data import validate_file
+    from seqpeft.sequences import validate_file
 
     for path in args.files:
         count = validate_file(Path(path), args.alphabet)

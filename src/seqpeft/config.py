@@ -1,4 +1,4 @@
-"""Cross-reference checks and job-matrix expansion for the workflow config.
+"""Cross-reference checks of the workflow config, and the cluster resources of its jobs.
 
 Pure Python on purpose: the Snakefile imports this module while parsing, and every cluster job
 re-parses the workflow, so nothing here may import torch, transformers or peft.
@@ -15,14 +15,15 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
-from seqpeft.settings import TUNED_KEYS, HpoSettings, setup_problem, world_size
+from seqpeft.jobs import dsp_encoding, hpo_settings, method_spec, training_for
+from seqpeft.paths import section
+from seqpeft.settings import HpoSettings, setup_problem, world_size
 
 TASK_KINDS = ("sequence_classification", "signal_peptide")
 MODEL_SOURCES = ("hub", "path", "build")
@@ -30,11 +31,6 @@ SIZES = ("tiny", "small", "medium", "large", "xlarge")
 FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-DEFAULT_MAX_LENGTH = 512
-# Keys that only domain-shift prompting reads: kept out of the other jobs' params so that editing
-# a template or a nucleotide id reruns only the DSP jobs.
-TASK_DSP_KEYS = ("domain", "dsp_template")
-MODEL_DSP_KEYS = ("dsp_nucleotide_ids",)
 
 # Cluster resources per model size; ``config["resources"]["sizes"]`` overrides entries key by key.
 # mem_mb and runtime (minutes) are the first attempt's values; the workflow multiplies them by the
@@ -49,16 +45,6 @@ DEFAULT_SIZE_RESOURCES: dict[str, dict[str, Any]] = {
 DEFAULT_FINETUNE_THREADS = 2
 
 
-@dataclass(frozen=True, order=True)
-class Run:
-    """One fine-tuning job of the matrix."""
-
-    task: str
-    model: str
-    method: str
-    partition: str
-
-
 def _fail(path: str, problem: str, fix: str = "") -> None:
     raise SeqpeftInputError(path, problem, fix=fix)
 
@@ -70,32 +56,19 @@ def _unknown(path: str, what: str, name: Any, known: dict | list | tuple) -> Non
     _fail(path, f"unknown {what} {name!r}; known: {', '.join(known) or '(none)'}.", fix)
 
 
-def _section(config: dict, key: str) -> dict:
-    value = config.get(key) or {}
-    if not isinstance(value, dict):
-        _fail(key, f"must be a mapping of names to entries, got {type(value).__name__}.")
-    return value
-
-
-def registry_method(config: dict, method: str) -> str:
-    """The registry name a method variant uses (its ``method:`` key, else its own name)."""
-    spec = _section(config, "methods").get(method) or {}
-    return str(spec.get("method", method))
-
-
 def check_config(config: dict) -> None:
     """Raise ``SeqpeftInputError`` naming the key path of the first inconsistency in ``config``."""
-    sources = _section(config, "sources")
-    tasks = _section(config, "tasks")
-    tokenizers = _section(config, "tokenizers")
-    models = _section(config, "models")
-    methods = _section(config, "methods")
+    sources = section(config, "sources")
+    tasks = section(config, "tasks")
+    tokenizers = section(config, "tokenizers")
+    models = section(config, "models")
+    methods = section(config, "methods")
 
-    for section, entries in (("sources", sources), ("tasks", tasks), ("tokenizers", tokenizers),
-                             ("models", models), ("methods", methods)):
+    for key, entries in (("sources", sources), ("tasks", tasks), ("tokenizers", tokenizers),
+                         ("models", models), ("methods", methods)):
         for name in entries:
             if not NAME_RE.match(str(name)):
-                _fail(f"{section}.{name}", "names are used in file paths and may contain only letters, digits, "
+                _fail(f"{key}.{name}", "names are used in file paths and may contain only letters, digits, "
                       "'_', '-' and '.', starting with a letter or digit.")
 
     for name, spec in sources.items():
@@ -226,7 +199,7 @@ def _check_local_paths(sources: dict, models: dict) -> None:
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
     """Method x model pairs that cannot work, and resource requests no job can satisfy."""
     device = (config.get("training") or {}).get("device", "auto")
-    tasks = _section(config, "tasks")
+    tasks = section(config, "tasks")
     for i, block in enumerate(experiments):
         for method in (block or {}).get("methods") or []:
             if dsp_encoding(config, method) is None:
@@ -256,7 +229,7 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
 
 def _training_key(config: dict, method: str, key: str) -> str:
     """Where a method's training setting comes from: its own ``training:`` override, or the global block."""
-    override = ((_section(config, "methods").get(method) or {}).get("training") or {})
+    override = ((section(config, "methods").get(method) or {}).get("training") or {})
     return f"methods.{method}.training.{key}" if key in override else f"training.{key}"
 
 
@@ -329,69 +302,9 @@ def config_error_message(error: BaseException) -> str | None:
     return f"{_key_path(path) or '<top level>'}: {invalid.message}{hint}"
 
 
-def expand_runs(config: dict) -> list[Run]:
-    """Every (task, model, method, partition) of the experiment blocks, deduplicated, in block order."""
-    tasks = _section(config, "tasks")
-    runs: dict[Run, None] = {}
-    for block in config.get("experiments") or []:
-        for task in block["tasks"]:
-            for model in block["models"]:
-                for method in block["methods"]:
-                    for partition in tasks[task]["partitions"]:
-                        runs.setdefault(Run(task, model, method, str(partition)), None)
-    return list(runs)
-
-
-def results_dir(config: dict) -> str:
-    return str(config.get("results") or "results")
-
-
-def tokenizer_of(config: dict, model: str) -> str:
-    """The tokenizer key a model uses: its ``tokenizer:`` entry, else the model's own name."""
-    spec = _section(config, "models")[model] or {}
-    return str(spec.get("tokenizer") or model)
-
-
-def model_dir(config: dict, model: str) -> str:
-    """Where the model is loaded from: the ``path:`` of local models, else ``{results}/models/{model}``."""
-    spec = _section(config, "models")[model] or {}
-    if spec.get("path") is not None:
-        return str(spec["path"])
-    return f"{results_dir(config)}/models/{model}"
-
-
-def source_dir(config: dict, source: str) -> str:
-    """The source's directory: its ``local`` copy if set, else ``{results}/sources/{source}``."""
-    spec = _section(config, "sources")[source] or {}
-    if spec.get("local") is not None:
-        return str(spec["local"])
-    return f"{results_dir(config)}/sources/{source}"
-
-
-def task_data_path(config: dict, task: str) -> str:
-    """The task's data inside its source: a folder of train/dev/test.csv or a FASTA file.
-
-    A ``local`` copy of an ``archive: none`` source may be the file itself rather than a folder
-    holding it; then that file is the data.
-    """
-    spec = _section(config, "tasks")[task]
-    source = _section(config, "sources")[spec["source"]] or {}
-    base = source_dir(config, spec["source"])
-    if source.get("local") is not None and source.get("archive") == "none" and Path(base).is_file():
-        return base
-    return str(Path(base) / spec["path"])
-
-
-def tokenizer_dir(config: dict, tokenizer: str) -> str:
-    """Directory of a tokenizer key: a built tokenizer, or the directory of the model of that name."""
-    if tokenizer in _section(config, "tokenizers"):
-        return f"{results_dir(config)}/tokenizers/{tokenizer}"
-    return model_dir(config, tokenizer)
-
-
 def model_size(config: dict, model: str) -> str:
     """The model's ``size``; config-built models default to tiny, others to small."""
-    spec = _section(config, "models")[model] or {}
+    spec = section(config, "models")[model] or {}
     return str(spec.get("size") or ("tiny" if spec.get("build") is not None else "small"))
 
 
@@ -406,135 +319,7 @@ def finetune_threads(config: dict) -> int:
     return int((config.get("resources") or {}).get("finetune_threads") or DEFAULT_FINETUNE_THREADS)
 
 
-def canonical(value: Any) -> Any:
-    """``value`` with every mapping's keys sorted, so that reordering keys in the YAML file does not
-    count as a change of a job's parameters."""
-    if isinstance(value, dict):
-        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    return value
-
-
-def method_spec(config: dict, method: str) -> dict:
-    """A method variant's arguments without its ``training:`` overrides and ``dsp:`` switch, with
-    ``method:`` resolved to the registry name (unless the entry is a ``peft:`` pass-through)."""
-    spec = dict(_section(config, "methods")[method] or {})
-    spec.pop("training", None)
-    spec.pop("dsp", None)
-    if spec.get("peft") is None:
-        spec["method"] = str(spec.get("method", method))
-    return canonical(spec)
-
-
-def dsp_encoding(config: dict, method: str) -> str | None:
-    """The DSP encoding a method variant trains with (its ``dsp.encoding``), or None without DSP."""
-    spec = _section(config, "methods").get(method) or {}
-    dsp = spec.get("dsp")
-    return None if dsp is None else str((dsp or {}).get("encoding"))
-
-
-def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
-    """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
-    the task's template and domain (default: the task name), the model's max_length and
-    on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
-    task_entry = _section(config, "tasks")[task] or {}
-    model_entry = _section(config, "models")[model] or {}
-    ids = (model_entry.get("dsp_nucleotide_ids") or {}) if encoding == "nucleotide" else {}
-    return canonical({
-        "encoding": encoding,
-        "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
-        "domain": str(task_entry.get("domain") or task),
-        "max_length": int(model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
-        "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
-        "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
-    })
-
-
-def finetune_method_params(config: dict, task: str, model: str, method: str) -> dict:
-    """A fine-tuning job's method params: ``method_spec``, plus for DSP variants ``dsp`` with the
-    settings for this task and model (absent otherwise, so adding DSP reruns no other job)."""
-    spec = method_spec(config, method)
-    encoding = dsp_encoding(config, method)
-    if encoding is not None:
-        spec["dsp"] = dsp_settings(config, task, model, encoding)
-    return spec
-
-
-def task_params(config: dict, task: str) -> dict:
-    """The task's spec minus its DSP keys (``domain``, ``dsp_template``), which only DSP jobs read."""
-    spec = {k: v for k, v in (_section(config, "tasks")[task] or {}).items() if k not in TASK_DSP_KEYS}
-    return canonical(spec)
-
-
-def training_for(config: dict, method: str) -> dict:
-    """The global ``training`` settings updated with the method's ``training:`` overrides."""
-    spec = _section(config, "methods")[method] or {}
-    return canonical({**(config.get("training") or {}), **(spec.get("training") or {})})
-
-
-def model_params(config: dict, model: str) -> dict:
-    """The model's spec minus ``size`` (a scheduling hint that must not force retraining) and its
-    DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``)."""
-    spec = dict(_section(config, "models")[model] or {})
-    spec.pop("size", None)
-    for key in MODEL_DSP_KEYS:
-        spec.pop(key, None)
-    return canonical(spec)
-
-
-def download_sources(config: dict) -> list[str]:
-    """Sources fetched by the download rule: a ``url`` and no ``local`` copy."""
-    return [name for name, spec in _section(config, "sources").items()
-            if (spec or {}).get("url") is not None and (spec or {}).get("local") is None]
-
-
-def synthetic_sources(config: dict) -> list[str]:
-    return [name for name, spec in _section(config, "sources").items() if (spec or {}).get("synthetic") is not None]
-
-
-def prepared_models(config: dict) -> list[str]:
-    """Models that the prepare rule materialises (``hub`` and ``build``; ``path:`` models are used in place)."""
-    return [name for name, spec in _section(config, "models").items() if (spec or {}).get("path") is None]
-
-
 # ---- hyper-parameter search (seqpeft.tune) ----
-
-
-def hpo_settings(config: dict) -> HpoSettings:
-    return HpoSettings.from_dict(config.get("hpo"))
-
-
-def hpo_params(config: dict) -> dict:
-    """The ``hpo`` section with defaults filled in, as a tuning job's params."""
-    return canonical(hpo_settings(config).as_dict())
-
-
-def uses_hpo(config: dict, method: str) -> bool:
-    """Whether runs of ``method`` take their learning rate and batch size from a tuning study."""
-    return bool(training_for(config, method).get("hpo"))
-
-
-def tuning_training(config: dict, method: str) -> dict:
-    """A run's training settings as its tuning study sees them: without the values it chooses."""
-    return {key: value for key, value in training_for(config, method).items() if key not in (*TUNED_KEYS, "hpo")}
-
-
-def tuning_partition(config: dict, task: str, partition: str) -> str:
-    """The partition whose dev split tunes the run of ``partition``.
-
-    A cross-validation fold tunes on its own validation partition: any other fold's would be this
-    fold's test data. Replicate seeds share one dev split, so the task's first partition tunes them all.
-    """
-    spec = _section(config, "tasks")[task]
-    if spec.get("kind") == "signal_peptide":
-        return str(partition)
-    return str(spec["partitions"][0])
-
-
-def tuning_dir(config: dict, task: str, model: str, method: str, partition: str) -> str:
-    """Where the study of a run lives: journal, trial-job markers, ``best_params.json``."""
-    return f"{results_dir(config)}/tuning/{task}/{model}/{method}/{tuning_partition(config, task, partition)}"
 
 
 def tune_trials_runtime(config: dict, model: str, method: str) -> int:

@@ -13,7 +13,7 @@ Too-long inputs lose nucleotides from the end of the sequence, never template te
 encoded input always holds the whole template. The result has the layout of the tokenized
 cache (flat ids + offsets), so training, batching and masking need no DSP-specific path.
 
-The module imports nothing heavy at import time: ``seqpeft.config`` uses its template checks
+The module imports nothing heavy at import time: ``seqpeft.config`` and ``seqpeft.jobs`` use its template checks
 while the workflow parses.
 """
 

@@ -63,7 +63,8 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
     ``--model`` alone: a run's artifacts directory, or a checkpoint with a ``score`` head.
     ``--model`` + ``--adapter``: the base model and a run's artifacts trained on top of it.
     """
-    from seqpeft.models import load_backbone, make_classifier
+    from seqpeft.classifier import make_classifier
+    from seqpeft.models import load_backbone
     from seqpeft.artifacts import load_trained
 
     model_dir = Path(model_dir)
@@ -108,7 +109,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> i
     """Write one row per input record: id, predicted label and one probability column per label."""
     import torch
 
-    from seqpeft.data import read_sequences
+    from seqpeft.sequences import read_sequences
     from seqpeft.atomic import write_text_atomic
     from seqpeft.predict import predict_split
 
@@ -151,7 +152,8 @@ def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path:
     """
     import torch
 
-    from seqpeft.data import SP_TYPES, read_sequences
+    from seqpeft.data import SP_TYPES
+    from seqpeft.sequences import read_sequences
     from seqpeft.objectives import signalp_predictions
     from seqpeft.atomic import write_text_atomic
 

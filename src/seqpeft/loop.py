@@ -28,10 +28,10 @@ from seqpeft.assemble import (apply_precision, build_model, check_dsp_cache, com
 from seqpeft.atomic import write_json_atomic
 from seqpeft.batching import Split, length_bucketed_batches, task_splits
 from seqpeft.step import step_with_oom_retry
+from seqpeft.classifier import count_parameters
 from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.models import count_parameters
 from seqpeft.objectives import loss_module, objective_for
 from seqpeft.predict import evaluate
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size

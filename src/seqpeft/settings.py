@@ -83,7 +83,7 @@ class FinetuneJob:
 
     @property
     def dsp(self) -> dict | None:
-        """Domain-shift prompting settings of a DSP variant (``seqpeft.config.finetune_method_params``)."""
+        """Domain-shift prompting settings of a DSP variant (``seqpeft.jobs.finetune_method_params``)."""
         return self.method_spec.get("dsp")
 
     def to_dict(self) -> dict:

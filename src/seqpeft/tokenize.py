@@ -269,7 +269,8 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
 
 
 def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:
-    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES, read_signalp_fasta
+    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.signalp_fasta import read_signalp_fasta
 
     records = read_signalp_fasta(fasta)
     ids, offsets = _encode(tokenizer, [record.sequence for record in records])

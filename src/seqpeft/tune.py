@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqpeft.atomic import write_json_atomic
-from seqpeft.config import canonical
+from seqpeft.jobs import canonical
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.launch import run_finetune
 from seqpeft.settings import PRUNER_KINDS, TUNED_KEYS, HpoSettings, PrunerSettings, TrainingConfig

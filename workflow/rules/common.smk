@@ -1,32 +1,34 @@
 import re
 from functools import cache
 
-from seqpeft.config import (
+from seqpeft.config import finetune_threads, size_resources, tune_trials_runtime, world_size_of
+from seqpeft.jobs import (
     canonical,
     download_sources,
     dsp_encoding,
     dsp_settings,
     expand_runs,
     finetune_method_params,
-    finetune_threads,
     hpo_params,
     hpo_settings,
-    model_dir,
     model_params,
     prepared_models,
-    results_dir,
-    size_resources,
-    source_dir,
     synthetic_sources,
-    task_data_path,
     task_params,
+    training_for,
+    tuning_training,
+)
+from seqpeft.paths import (
+    RUN_PATTERN,
+    TUNING_PATTERN,
+    model_dir,
+    results_dir,
+    source_dir,
+    task_data_path,
     tokenizer_dir,
     tokenizer_of,
-    training_for,
-    tune_trials_runtime,
     tuning_dir,
-    tuning_training,
-    world_size_of,
+    wildcard_pattern,
 )
 from seqpeft.dsp import ENCODINGS
 
@@ -35,9 +37,8 @@ RUNS = expand_runs(config)
 RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
-RUN_DIR = f"{R}/runs/{{task}}/{{model}}/{{method}}/{{partition}}"
-# The study of a run; its partition is the tuning partition (seqpeft.config.tuning_partition).
-TUNE_DIR = f"{R}/tuning/{{task}}/{{model}}/{{method}}/{{partition}}"
+RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
+TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.paths)
 TRIAL_JOBS = hpo_settings(config).trial_jobs
 
 

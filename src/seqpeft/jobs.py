@@ -1,0 +1,152 @@
+"""The job matrix and each job's slice of the config.
+
+``expand_runs`` lists the fine-tuning jobs of the experiment blocks; the other functions give one
+job exactly the settings it reads (its task, model, method and training entries, canonicalised),
+so that editing one entry reruns only the jobs that read it. Pure Python (the Snakefile imports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from seqpeft.dsp import DEFAULT_TEMPLATE
+from seqpeft.paths import section
+from seqpeft.settings import TUNED_KEYS, HpoSettings
+
+DEFAULT_MAX_LENGTH = 512
+
+# Keys that only domain-shift prompting reads: kept out of the other jobs' params so that editing
+# a template or a nucleotide id reruns only the DSP jobs.
+TASK_DSP_KEYS = ("domain", "dsp_template")
+
+MODEL_DSP_KEYS = ("dsp_nucleotide_ids",)
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One fine-tuning job of the matrix."""
+
+    task: str
+    model: str
+    method: str
+    partition: str
+
+
+def expand_runs(config: dict) -> list[Run]:
+    """Every (task, model, method, partition) of the experiment blocks, deduplicated, in block order."""
+    tasks = section(config, "tasks")
+    runs: dict[Run, None] = {}
+    for block in config.get("experiments") or []:
+        for task in block["tasks"]:
+            for model in block["models"]:
+                for method in block["methods"]:
+                    for partition in tasks[task]["partitions"]:
+                        runs.setdefault(Run(task, model, method, str(partition)), None)
+    return list(runs)
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, so that reordering keys in the YAML file does not
+    count as a change of a job's parameters."""
+    if isinstance(value, dict):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def method_spec(config: dict, method: str) -> dict:
+    """A method variant's arguments without its ``training:`` overrides and ``dsp:`` switch, with
+    ``method:`` resolved to the registry name (unless the entry is a ``peft:`` pass-through)."""
+    spec = dict(section(config, "methods")[method] or {})
+    spec.pop("training", None)
+    spec.pop("dsp", None)
+    if spec.get("peft") is None:
+        spec["method"] = str(spec.get("method", method))
+    return canonical(spec)
+
+
+def dsp_encoding(config: dict, method: str) -> str | None:
+    """The DSP encoding a method variant trains with (its ``dsp.encoding``), or None without DSP."""
+    spec = section(config, "methods").get(method) or {}
+    dsp = spec.get("dsp")
+    return None if dsp is None else str((dsp or {}).get("encoding"))
+
+
+def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
+    """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
+    the task's template and domain (default: the task name), the model's max_length and
+    on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
+    task_entry = section(config, "tasks")[task] or {}
+    model_entry = section(config, "models")[model] or {}
+    ids = (model_entry.get("dsp_nucleotide_ids") or {}) if encoding == "nucleotide" else {}
+    return canonical({
+        "encoding": encoding,
+        "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
+        "domain": str(task_entry.get("domain") or task),
+        "max_length": int(model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
+        "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
+        "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
+    })
+
+
+def finetune_method_params(config: dict, task: str, model: str, method: str) -> dict:
+    """A fine-tuning job's method params: ``method_spec``, plus for DSP variants ``dsp`` with the
+    settings for this task and model (absent otherwise, so adding DSP reruns no other job)."""
+    spec = method_spec(config, method)
+    encoding = dsp_encoding(config, method)
+    if encoding is not None:
+        spec["dsp"] = dsp_settings(config, task, model, encoding)
+    return spec
+
+
+def task_params(config: dict, task: str) -> dict:
+    """The task's spec minus its DSP keys (``domain``, ``dsp_template``), which only DSP jobs read."""
+    spec = {k: v for k, v in (section(config, "tasks")[task] or {}).items() if k not in TASK_DSP_KEYS}
+    return canonical(spec)
+
+
+def training_for(config: dict, method: str) -> dict:
+    """The global ``training`` settings updated with the method's ``training:`` overrides."""
+    spec = section(config, "methods")[method] or {}
+    return canonical({**(config.get("training") or {}), **(spec.get("training") or {})})
+
+
+def model_params(config: dict, model: str) -> dict:
+    """The model's spec minus ``size`` (a scheduling hint that must not force retraining) and its
+    DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``)."""
+    spec = dict(section(config, "models")[model] or {})
+    spec.pop("size", None)
+    for key in MODEL_DSP_KEYS:
+        spec.pop(key, None)
+    return canonical(spec)
+
+
+def download_sources(config: dict) -> list[str]:
+    """Sources fetched by the download rule: a ``url`` and no ``local`` copy."""
+    return [name for name, spec in section(config, "sources").items()
+            if (spec or {}).get("url") is not None and (spec or {}).get("local") is None]
+
+
+def synthetic_sources(config: dict) -> list[str]:
+    return [name for name, spec in section(config, "sources").items() if (spec or {}).get("synthetic") is not None]
+
+
+def prepared_models(config: dict) -> list[str]:
+    """Models that the prepare rule materialises (``hub`` and ``build``; ``path:`` models are used in place)."""
+    return [name for name, spec in section(config, "models").items() if (spec or {}).get("path") is None]
+
+
+def hpo_settings(config: dict) -> HpoSettings:
+    return HpoSettings.from_dict(config.get("hpo"))
+
+
+def hpo_params(config: dict) -> dict:
+    """The ``hpo`` section with defaults filled in, as a tuning job's params."""
+    return canonical(hpo_settings(config).as_dict())
+
+
+def tuning_training(config: dict, method: str) -> dict:
+    """A run's training settings as its tuning study sees them: without the values it chooses."""
+    return {key: value for key, value in training_for(config, method).items() if key not in (*TUNED_KEYS, "hpo")}

@@ -1,0 +1,92 @@
+"""The package's shape: modules small enough to read, and imports that flow one way.
+
+Both are read from the source with ``ast``, counting imports inside functions too: a
+function-local import still makes one module depend on another, it only hides the cycle until
+the function runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "seqpeft"
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """seqpeft module -> the seqpeft modules it imports anywhere in its source."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)  # from pkg import module
+        graph[name] = {target for target in targets if target in modules and target != name}
+        graph[name].discard("seqpeft")  # the package itself (its __init__ imports nothing of ours)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_function_local_imports():
+    graph = import_graph()
+    # artifacts.load_trained imports torch inside the function, but its seqpeft imports count wherever they are
+    assert "seqpeft.settings" in graph["seqpeft.loop"]
+    assert graph["seqpeft.errors"] == set()
+
+
+def test_no_import_cycle_among_seqpeft_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_module_is_longer_than_the_limit():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    too_long = {name: count for name, count in lengths.items() if count > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
