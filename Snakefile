@@ -9,15 +9,12 @@
 # lora jobs. Code changes do not rerun anything (--rerun-triggers mtime params input, set in both
 # profiles); after changing library code, rerun what it affects with --forcerun RULE.
 import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The repository's own package, also when snakemake runs from an environment without it installed.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from seqpeft.config import check_config, config_error_message
 from seqpeft.errors import SeqpeftInputError
 

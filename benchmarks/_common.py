@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,6 @@ GUE_TF0 = SHARED / "data" / "gue" / "tf" / "0"
 GUE_PROM_CORE_ALL = SHARED / "data" / "gue" / "prom" / "prom_core_all"
 SIGNALP = SHARED / "data" / "signalp" / "train_set.fasta"
 
-sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -150,3 +150,15 @@ def hpo_params(config: dict) -> dict:
 def tuning_training(config: dict, method: str) -> dict:
     """A run's training settings as its tuning study sees them: without the values it chooses."""
     return {key: value for key, value in training_for(config, method).items() if key not in (*TUNED_KEYS, "hpo")}
+
+
+def finetune_spec(config: dict, task: str, model: str, method: str) -> dict:
+    """A fine-tuning job's params, as one value (Snakemake wraps every param function of every
+    job, so one call per job instead of four): its task, model, method and training settings."""
+    return {"task": task_params(config, task), "model": model_params(config, model),
+            "method": finetune_method_params(config, task, model, method), "training": training_for(config, method)}
+
+
+def tune_trials_spec(config: dict, task: str, model: str, method: str) -> dict:
+    """A tuning trial job's params: as ``finetune_spec``, with the training settings its study sees."""
+    return {**finetune_spec(config, task, model, method), "training": tuning_training(config, method)}

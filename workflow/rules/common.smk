@@ -8,15 +8,14 @@ from seqpeft.jobs import (
     dsp_encoding,
     dsp_settings,
     expand_runs,
-    finetune_method_params,
+    finetune_spec,
     hpo_params,
     hpo_settings,
     model_params,
     prepared_models,
     synthetic_sources,
     task_params,
-    training_for,
-    tuning_training,
+    tune_trials_spec,
 )
 from seqpeft.paths import (
     RUN_PATTERN,
@@ -69,80 +68,22 @@ PREPARED_MODEL = one_of(prepared_models(config))
 
 
 # ---- parameters: only each job's own slice of the config, so unrelated edits rerun nothing ----
-
-
-def source_spec(wildcards):
-    return canonical(config["sources"][wildcards.source])
-
-
-def tokenizer_spec(wildcards):
-    return canonical(config["tokenizers"][wildcards.tokenizer])
-
-
 # Each is computed once per name: thousands of jobs share a handful of models, tasks and methods.
-@cache
-def _model_params(model):
-    return model_params(config, model)
 
 
 @cache
-def _task_spec(task):
-    return task_params(config, task)
+def _finetune_spec(task, model, method, tuning=False):
+    return (tune_trials_spec if tuning else finetune_spec)(config, task, model, method)
 
 
-@cache
-def _finetune_method_params(task, model, method):
-    return finetune_method_params(config, task, model, method)
+def job_spec(wildcards):
+    """finetune: task, model, method and training settings of the run."""
+    return _finetune_spec(wildcards.task, wildcards.model, wildcards.method)
 
 
-@cache
-def _training_for(method):
-    return training_for(config, method)
-
-
-def model_spec(wildcards):
-    return _model_params(wildcards.model)
-
-
-def task_spec(wildcards):
-    return _task_spec(wildcards.task)
-
-
-def data_path(wildcards):
-    return task_data_path(config, wildcards.task)
-
-
-def method_args(wildcards):
-    """The method variant's arguments; DSP variants add the task x model DSP settings."""
-    return _finetune_method_params(wildcards.task, wildcards.model, wildcards.method)
-
-
-def dsp_spec(wildcards):
-    return dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding)
-
-
-def training_settings(wildcards):
-    return _training_for(wildcards.method)
-
-
-def hpo_args(wildcards):
-    return hpo_params(config)
-
-
-def tuning_training_settings(wildcards):
-    return tuning_training(config, wildcards.method)
-
-
-def finetune_spec(wildcards):
-    """finetune: the task, model and method specs and the training settings, as one param:
-    Snakemake wraps every param function of every job, so one call per job instead of four."""
-    return {"task": task_spec(wildcards), "model": model_spec(wildcards), "method": method_args(wildcards),
-            "training": training_settings(wildcards)}
-
-
-def tune_trials_spec(wildcards):
-    """tune_trials: as finetune_spec, with the tuning study's training settings."""
-    return {**finetune_spec(wildcards), "training": tuning_training_settings(wildcards)}
+def trial_spec(wildcards):
+    """tune_trials: as job_spec, with the training settings the study sees."""
+    return _finetune_spec(wildcards.task, wildcards.model, wildcards.method, tuning=True)
 
 
 # ---- inputs ----
@@ -186,7 +127,7 @@ def training_input(wildcards):
 def finetune_input(wildcards):
     """finetune: what training needs, and the tuning study's best_params.json when training says hpo."""
     inputs = training_input(wildcards)
-    if _training_for(wildcards.method).get("hpo"):
+    if job_spec(wildcards)["training"].get("hpo"):
         study = tuning_dir(config, wildcards.task, wildcards.model, wildcards.method, wildcards.partition)
         inputs["best_params"] = f"{study}/best_params.json"
     return inputs
@@ -200,7 +141,7 @@ def tune_trial_markers(wildcards):
 def run_files(name, task=None):
     """One file of every run dir of the matrix (optionally of one task only)."""
     return [
-        f"{R}/runs/{run.task}/{run.model}/{run.method}/{run.partition}/{name}"
+        f"{RUN_PATTERN.format(results=R, task=run.task, model=run.model, method=run.method, partition=run.partition)}/{name}"
         for run in RUNS
         if task is None or run.task == task
     ]
@@ -220,10 +161,6 @@ def signalp_outputs():
     names = ("signalp_mcc", "signalp_cleavage_w0")
     figures = [f"{R}/figures/{task}/{name}.{ext}" for task in signalp_tasks() for name in names for ext in ("png", "svg")]
     return [f"{R}/signalp_table.csv", *figures]
-
-
-def task_histories(wildcards):
-    return run_files("history.csv", task=wildcards.task)
 
 
 def all_outputs():
@@ -255,17 +192,9 @@ def finetune_threads_of(wildcards):
     return FINETUNE_THREADS * finetune_processes(wildcards)
 
 
-def finetune_gpu(wildcards):
-    return int(size_resources(config, wildcards.model)["gpu"])
-
-
-def finetune_gpu_model(wildcards):
-    return str(size_resources(config, wildcards.model).get("gpu_model") or "")
-
-
 # gpu_model only where the config names one (an empty value would reach sbatch otherwise)
 FINETUNE_GPU_MODEL = (
-    {"gpu_model": finetune_gpu_model}
+    {"gpu_model": lambda wildcards: str(size_resources(config, wildcards.model).get("gpu_model") or "")}
     if any("gpu_model" in (spec or {}) for spec in config["resources"].get("sizes", {}).values())
     else {}
 )
@@ -279,23 +208,6 @@ def finetune_mem_mb(wildcards, attempt):
     return int(resources["mem_mb"]) * processes * attempt
 
 
-def finetune_runtime(wildcards, attempt):
-    return int(size_resources(config, wildcards.model)["runtime"]) * attempt
-
-
-def trial_job_mem_mb(wildcards, attempt):
-    # a tuning trial trains in one process, whatever training.processes says (seqpeft.launch.run_finetune)
-    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
-
-
-def trial_job_runtime(wildcards, attempt):
-    return tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt
-
-
-def prepare_mem_mb(wildcards, attempt):
-    return int(size_resources(config, wildcards.model)["mem_mb"]) * attempt
-
-
 FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
 
 
@@ -304,32 +216,20 @@ def task_family(wildcards):
     return FAMILY_TITLES.get(config["tasks"][wildcards.task].get("family"), "other tasks")
 
 
-# ---- declared signatures: Snakemake calls inspect.signature on every input, params and
-# resources function once per job and use, and on its own Resource.evaluate for every resource of
-# every job (together about a third of a 5,000-job dry run); declaring the parameter names up
-# front (Snakemake's own overwrite_function_params) skips that. ----
-
-
-def _declare_signatures(*functions):
+# ---- Snakemake's own per-resource cost, measured (benchmarks/dag_scale.py, 5,542 jobs): for every
+# resource of every job Snakemake takes inspect.signature of its Resource.evaluate (*args, **kwargs)
+# twice, about 1.5 s of CPU of the dry run. Its public overwrite_function_params declares the
+# parameters once. Guarded to the Snakemake major version it was measured on; tests/test_workflow.py
+# fails when that class or helper changes shape.
+def _declare_resource_evaluate_params():
     from inspect import signature
 
+    from snakemake import __version__
     from snakemake.common import overwrite_function_params
-
-    for function in functions:
-        overwrite_function_params(function, signature(function).parameters)
-
-
-def _snakemake_resource_evaluator():
     from snakemake.resources import Resource
 
-    return Resource.evaluate
+    if __version__.split(".")[0] == "9":
+        overwrite_function_params(Resource.evaluate, signature(Resource.evaluate).parameters)
 
 
-_declare_signatures(
-    _snakemake_resource_evaluator(),
-    source_spec, tokenizer_spec, model_spec, task_spec, data_path, dsp_spec, hpo_args, finetune_spec, tune_trials_spec,
-    model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
-    task_histories,
-    finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,
-    trial_job_mem_mb, trial_job_runtime, prepare_mem_mb,
-)
+_declare_resource_evaluate_params()

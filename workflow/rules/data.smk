@@ -4,7 +4,7 @@ rule download_source:
     log:
         f"{R}/logs/download_source/{{source}}.log",
     params:
-        spec=source_spec,
+        spec=lambda wildcards: canonical(config["sources"][wildcards.source]),
     wildcard_constraints:
         source=DOWNLOADED_SOURCE,
     threads: 1
@@ -24,7 +24,7 @@ rule generate_demo_source:
     log:
         f"{R}/logs/generate_demo_source/{{source}}.log",
     params:
-        spec=source_spec,
+        spec=lambda wildcards: canonical(config["sources"][wildcards.source]),
     wildcard_constraints:
         source=SYNTHETIC_SOURCE,
     threads: 1

@@ -10,13 +10,13 @@ rule finetune:
     benchmark:
         f"{R}/benchmarks/finetune/{{task}}/{{model}}/{{method}}/{{partition}}.tsv"
     params:
-        spec=finetune_spec,
+        spec=job_spec,
     threads: finetune_threads_of
     resources:
-        gpu=finetune_gpu,
+        gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
         mem_mb=finetune_mem_mb,
-        runtime=finetune_runtime,
+        runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,
     retries: 2
     conda:
         "../../envs/train.yaml"

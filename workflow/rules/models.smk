@@ -6,12 +6,12 @@ rule prepare_model:
     log:
         f"{R}/logs/prepare_model/{{model}}.log",
     params:
-        spec=model_spec,
+        spec=lambda wildcards: model_params(config, wildcards.model),
     wildcard_constraints:
         model=PREPARED_MODEL,
     threads: 1
     resources:
-        mem_mb=prepare_mem_mb,
+        mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
         runtime=120,
     retries: 2
     conda:

@@ -38,7 +38,7 @@ rule pareto_figure:
 
 rule mcc_over_time_figure:
     input:
-        histories=task_histories,
+        histories=lambda wildcards: run_files("history.csv", task=wildcards.task),
     output:
         png=report(f"{R}/figures/{{task}}/mcc_over_time.png", caption="../report/mcc_over_time.rst",
                    category=task_family, subcategory="{task}", labels={"figure": "dev MCC over training time"}),

@@ -4,7 +4,7 @@ rule build_tokenizer:
     log:
         f"{R}/logs/build_tokenizer/{{tokenizer}}.log",
     params:
-        spec=tokenizer_spec,
+        spec=lambda wildcards: canonical(config["tokenizers"][wildcards.tokenizer]),
     wildcard_constraints:
         tokenizer=BUILT_TOKENIZER,
     threads: 1
@@ -25,8 +25,8 @@ rule tokenize:
     log:
         f"{R}/logs/tokenize/{{task}}/{{tokenizer}}.log",
     params:
-        task=task_spec,
-        data_path=data_path,
+        task=lambda wildcards: task_params(config, wildcards.task),
+        data_path=lambda wildcards: task_data_path(config, wildcards.task),
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -47,9 +47,9 @@ rule tokenize_dsp:
     log:
         f"{R}/logs/tokenize_dsp/{{task}}/{{model}}.{{encoding}}.log",
     params:
-        task=task_spec,
-        data_path=data_path,
-        dsp=dsp_spec,
+        task=lambda wildcards: task_params(config, wildcards.task),
+        data_path=lambda wildcards: task_data_path(config, wildcards.task),
+        dsp=lambda wildcards: dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding),
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,

@@ -14,15 +14,16 @@ rule tune_trials:
     benchmark:
         f"{R}/benchmarks/tune_trials/{{task}}/{{model}}/{{method}}/{{partition}}/{{trial_job}}.tsv"
     params:
-        spec=tune_trials_spec,
-        hpo=hpo_args,
+        spec=trial_spec,
+        hpo=hpo_params(config),
         storage=f"{TUNE_DIR}/study.journal",
     threads: FINETUNE_THREADS
     resources:
-        gpu=finetune_gpu,
+        gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
-        mem_mb=trial_job_mem_mb,
-        runtime=trial_job_runtime,
+        # a tuning trial trains in one process, whatever training.processes says (seqpeft.launch.run_finetune)
+        mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
+        runtime=lambda wildcards, attempt: tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt,
     retries: 2
     conda:
         "../../envs/train.yaml"

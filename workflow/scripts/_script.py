@@ -1,7 +1,6 @@
 """What every workflow script does around its one library call.
 
-``logged(snakemake)`` makes the repository's ``src/`` importable (so scripts also run in a conda
-environment without the package installed), sends stdout and stderr, including output of C
+``logged(snakemake)`` sends stdout and stderr, including output of C
 extensions and subprocesses, to the rule's log file, and turns a ``SeqpeftInputError`` into one
 line on the terminal instead of a traceback. Any failure exits with status 1; the log holds the
 details.
@@ -16,17 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
 @contextmanager
 def logged(snakemake, mode: str = "w"):
-    if (SRC / "seqpeft").is_dir():
-        # First, even when already listed further down: an installed (editable) seqpeft of another
-        # checkout must not shadow this one.
-        if str(SRC) in sys.path:
-            sys.path.remove(str(SRC))
-        sys.path.insert(0, str(SRC))
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     terminal = os.fdopen(os.dup(2), "w", buffering=1)
