@@ -11,28 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from helpers import REPO, TINY, TOKENIZER_OF_FAMILY
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-def shared_path(relative: str) -> Path:
-    """A file under ../shared; fails (not skips) under CI when it is missing."""
-    path = SHARED / relative
-    if not path.exists():
-        message = f"{path} is missing (../shared must sit beside the checkout)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "seed": 0}
-TOKENIZER_OF_FAMILY = {"llama": "nucleotide", "mistral": "nucleotide", "mixtral": "nucleotide", "opt": "nucleotide",
-                       "bert": "nucleotide", "esm": "esm", "dnabert2": "nucleotide"}
 
 
 @pytest.fixture(scope="session")
@@ -98,76 +82,3 @@ def demo_run(tmp_path_factory) -> DemoRun:
     run.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run.snakemake()
     return run
-
-
-def motif_task(root: Path, model_dir: Path, **source) -> Path:
-    """A small planted-motif DNA task under ``root/data``, tokenized for ``model_dir`` into
-    ``root/cache.npz``; ``source`` overrides the generator's settings (seed, split sizes, ...)."""
-    from seqpeft.demo_data import generate_source
-    from seqpeft.tokenize import tokenize_task
-
-    generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40,
-                     "motif_copies": 2, **source}, root / "data")
-    tokenize_task({"kind": "sequence_classification"}, root / "data", model_dir, root / "cache.npz")
-    return root / "cache.npz"
-
-
-def dev_losses(run_dir: Path) -> list[float]:
-    """The dev loss of every evaluation of a run, in order."""
-    import csv
-
-    with open(run_dir / "history.csv") as handle:
-        return [float(row["dev_loss"]) for row in csv.DictReader(handle)]
-
-
-def assert_reloaded_run_predicts_its_test_accuracy(run_dir: Path, test_csv: Path, metrics: dict, tmp: Path) -> None:
-    """Save -> load round trip: ``seqpeft predict`` on the saved artifacts reproduces the run's test accuracy."""
-    import csv
-
-    import numpy as np
-
-    from seqpeft.evaluate import load_predictor, predict_file
-
-    predict_file(load_predictor(run_dir / "artifacts"), test_csv, tmp / "pred.csv")
-    with open(tmp / "pred.csv") as handle:
-        predictions = np.array([int(row["prediction"]) for row in csv.DictReader(handle)])
-    with open(test_csv) as handle:
-        labels = np.array([int(row["label"]) for row in csv.DictReader(handle)])
-    assert float(np.mean(predictions == labels)) == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
-
-
-_JOB_RUNNER = """
-import json, sys
-from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
-run_finetune(FinetuneJob.from_dict(json.loads(sys.argv[1])))
-"""
-
-
-def interrupt_job_after_checkpoint(job: dict, sig: int, timeout: float = 300) -> str:
-    """Run a fine-tuning job (``FinetuneJob.to_dict()`` form) in a subprocess, send ``sig`` once its
-    first checkpoint exists, and return its output; the job must not have finished."""
-    import json
-    import time
-
-    run_dir = Path(job["out_dir"])
-    process = subprocess.Popen([sys.executable, "-c", _JOB_RUNNER, json.dumps(job)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    checkpoint = run_dir / "checkpoint" / "state.pt"
-    deadline = time.monotonic() + timeout
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(sig)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, output
-    return output
-
-
-def run_job_in_subprocess(job: dict) -> str:
-    """Run a fine-tuning job (``FinetuneJob.to_dict()`` form) to the end in a fresh process; its stdout."""
-    import json
-
-    return subprocess.run([sys.executable, "-c", _JOB_RUNNER, json.dumps(job)], capture_output=True, text=True,
-                          check=True).stdout

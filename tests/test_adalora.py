@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
+from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
 from seqpeft.assemble import build_model
 
 TOTAL_STEPS = 40
@@ -83,14 +83,13 @@ def test_adalora_rs_with_probability_zero_is_plain_adalora(adalora_run, tiny_mod
 
 def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
     from seqpeft.launch import run_finetune
-    from seqpeft.settings import FinetuneJob
 
     model_dir = tiny_model_dir("llama")
     motif_task(tmp_path, model_dir)
     training = {"epochs": 4, "batch_size": 32, "learning_rate": 2e-2, "patience": 4}
     spec = {"init_r": 6, "target_r": 2}
-    metrics = run_finetune(FinetuneJob("demo", "tiny", "adalora_rs", "0", {}, {"max_length": 64}, spec, training,
-                                       tmp_path / "cache.npz", model_dir, tmp_path / "run", threads=1))
+    metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="adalora_rs", method_spec=spec,
+                                        training=training))
     # tiny llama: hidden 32, MLP 64, 2 layers; SVD triplets r x (in + out + 1) on q,k,v,o (32->32),
     # gate, up (32->64), down (64->32); plus the 32 x 2 + 2 head
     per_layer = 4 * 6 * (32 + 32 + 1) + 3 * 6 * (32 + 64 + 1)

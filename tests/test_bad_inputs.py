@@ -1,6 +1,6 @@
 """Bad input stops a job with a message naming the file, line and fix, and leaves no output.
 
-The malformed data corpus lives in tests/data/bad_inputs/ (expectations in test_data.BAD_CASES);
+The malformed data corpus lives in tests/data/bad_inputs/ (expectations in helpers.BAD_CASES);
 here each file goes through the user-facing paths: ``seqpeft validate`` (exit code and message),
 a real Snakemake run, and the config/model checks that run before any job starts.
 """
@@ -18,7 +18,7 @@ import yaml
 
 from seqpeft.config import check_config
 from seqpeft.errors import SeqpeftInputError
-from test_data import BAD_CASES, BAD_INPUTS
+from helpers import BAD_CASES, BAD_INPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())

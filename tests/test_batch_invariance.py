@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from seqpeft.methods import METHOD_NAMES
 from seqpeft.assemble import build_model
+from seqpeft.methods import METHOD_NAMES
+from seqpeft.models import FAMILIES as FAMILY_REGISTRY
 
-FAMILIES = ["llama", "bert", "esm", "mixtral", "opt", "dnabert2"]
+# every family seqpeft can build a tiny model of, from the registry
+FAMILIES = sorted(name for name, family in FAMILY_REGISTRY.items() if family.build_config is not None)
 ALPHABET = {"esm": "ACDEFGHIKLMNPQRSTVWY", "default": "ACGT"}
 
 

@@ -15,28 +15,40 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, shared_path
+from helpers import SHARED, shared_path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NUMBER = r"[+-]?\d+(?:\.\d+)?"
 
 
-def run_script(name: str, *args: str, timeout: int = 300) -> str:
+def run_script_lines(name: str, *args: str, timeout: int = 300) -> list[str]:
     env = {**os.environ, "SEQPEFT_SHARED": str(SHARED), "HF_HUB_OFFLINE": "1"}
     finished = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
                               env=env, timeout=timeout)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    return finished.stdout.strip().splitlines()[-1]
+    return finished.stdout.strip().splitlines()
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> str:
+    return run_script_lines(name, *args, timeout=timeout)[-1]
 
 
 def test_throughput_quick_prints_speedup_and_mcc_delta():
     shared_path("models/mistral-dna-v1-1m-hg38-tf0")
     shared_path("data/gue/tf/0")
-    last = run_script("throughput.py", "--quick", "--train-samples", "64", "--dev-samples", "32")
-    match = re.fullmatch(rf"speedup_vs_seed_recipe: (\d+\.\d\d) mcc_delta: ([+-]\d\.\d{{3}})", last)
-    assert match, last
-    assert float(match.group(1)) > 0
-    assert -2 <= float(match.group(2)) <= 2
+    lines = run_script_lines("throughput.py", "--quick", "--train-samples", "64", "--dev-samples", "32")
+    match = re.fullmatch(rf"speedup_vs_seed_recipe: (\d+\.\d\d) mcc_delta: ([+-]\d\.\d{{3}})", lines[-1])
+    assert match, lines[-1]
+    # The last line is computed from the table above it: samples/s and dev MCC of each recipe.
+    rows = {cells[0]: [float(value.replace(",", "")) for value in cells[1:]]
+            for cells in (line.split() for line in lines) if cells and cells[0] in ("seed_recipe", "seqpeft")}
+    assert set(rows) == {"seed_recipe", "seqpeft"}, lines
+    for name, (samples_per_s, seconds, mcc) in rows.items():
+        assert samples_per_s > 0 and seconds > 0, name
+        assert -1 <= mcc <= 1, (name, mcc)
+    speedup, mcc_delta = float(match.group(1)), float(match.group(2))
+    assert speedup == pytest.approx(rows["seqpeft"][0] / rows["seed_recipe"][0], rel=0.01, abs=0.01)
+    assert mcc_delta == pytest.approx(rows["seqpeft"][2] - rows["seed_recipe"][2], abs=0.002)
 
 
 def test_step_anatomy_prints_the_step_speedup_of_batch_shapes_and_optimizer():

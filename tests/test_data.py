@@ -19,10 +19,9 @@ from seqpeft.data import (
 )
 from seqpeft.sequences import read_fasta, read_sequences
 from seqpeft.signalp_fasta import read_signalp_fasta, signalp_split
-from conftest import shared_path
+from helpers import BAD_CASES, BAD_INPUTS, shared_path
 from seqpeft.errors import SeqpeftInputError
 
-BAD_INPUTS = Path(__file__).resolve().parent / "data" / "bad_inputs"
 
 
 def write(tmp_path: Path, name: str, text: str, newline: str = "\n") -> Path:
@@ -83,40 +82,6 @@ def test_read_sequences_dispatches_on_real_files():
     assert len(ids) == 1000 and len(seqs[0]) == 101
 
 
-# ---------------------------------------------------------------------------------------------
-# Corpus of malformed files: file -> (fragment of the message, line, record)
-
-BAD_CASES: dict[str, tuple[str, int | None, str | None]] = {
-    "csv_empty_file.csv": ("file is empty", None, None),
-    "csv_header_only.csv": ("no data rows", None, None),
-    "csv_missing_label_column.csv": ("missing column(s) 'label'; found columns: 'sequence', 'class'", 1, None),
-    "csv_missing_sequence_column.csv": ("missing column(s) 'sequence'; found columns: 'seq', 'label'", 1, None),
-    "csv_empty_sequence.csv": ("empty sequence", 3, None),
-    "csv_missing_label.csv": ("missing label", 4, None),
-    "csv_non_integer_label.csv": ("label 'positive' is not an integer", 3, None),
-    "csv_float_label.csv": ("label '0.5' is not an integer", 3, None),
-    "csv_negative_label.csv": ("label -1 is negative", 4, None),
-    "csv_letters_outside_dna_alphabet.csv": ("outside the dna alphabet ACGTN: 'U', 'X'", 3, None),
-    "csv_duplicate_id.csv": ("duplicate id 'a' (first used on line 2)", 4, "a"),
-    "csv_row_with_extra_field.csv": ("row has 3 field(s) but the header has 2", 3, None),
-    "csv_blank_line_between_rows.csv": ("blank line between data rows", 3, None),
-    "csv_unmatched_quote.csv": ("is not valid CSV", 2, None),
-    "signalp_empty_file.fasta": ("file is empty", None, None),
-    "signalp_header_missing_fields.fasta": ("does not have the 4 fields", 4, "P2"),
-    "signalp_unknown_kingdom.fasta": ("unknown kingdom 'BACTERIA'. Fix: use one of EUKARYA, ARCHAEA", 4, "P2"),
-    "signalp_unknown_type.fasta": ("unknown signal peptide type 'SEC'. Fix: use one of NO_SP, SP, LIPO", 4, "P2"),
-    "signalp_unknown_partition.fasta": ("unknown partition '3'. Fix: use one of 0, 1, 2", 4, "P2"),
-    "signalp_letters_outside_protein_alphabet.fasta": ("outside the protein alphabet", 5, "P2"),
-    "signalp_label_length_mismatch.fasta": ("label line has 4 letters but the sequence has 5", 6, "P2"),
-    "signalp_label_letters_outside_alphabet.fasta": ("label line contains letters outside IOMSTLP: 'X'", 6, "P2"),
-    "signalp_duplicate_accession.fasta": ("duplicate accession 'P1' (first record at line 1)", 7, "P1"),
-    "signalp_truncated_record.fasta": ("ends in the middle of a record", 4, "P2"),
-    "signalp_extra_line_in_record.fasta": ("line missing or extra", 6, "P2"),
-    "fasta_sequence_before_header.fa": ("sequence line before the first '>' header", 1, None),
-    "fasta_duplicate_id.fa": ("duplicate id 'p1' (first used on line 1)", 6, "p1"),
-    "fasta_record_without_sequence.fa": ("record has no sequence", 3, "p2"),
-    "fasta_letters_outside_protein_alphabet.fa": ("outside the protein alphabet ACDEFGHIKLMNPQRSTVWYXBZUO: '*'", 5, "p2"),
-}
 
 
 def _read_any(path: Path) -> None:

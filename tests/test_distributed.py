@@ -16,7 +16,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import interrupt_job_after_checkpoint, motif_task
+from helpers import finetune_job, interrupt_job_after_checkpoint, motif_task
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.launch import run_finetune
 from seqpeft.settings import FinetuneJob
@@ -38,9 +38,9 @@ def task(tmp_path_factory, tiny_model_dir):
 
 def _job(task, method, out, processes=1, method_spec=None, **training) -> FinetuneJob:
     root, model_dir = task
-    return FinetuneJob("t", "tiny", method, "0", {"kind": "sequence_classification"}, NO_DROPOUT, method_spec or {},
-                       {**TRAINING, **training, "processes": processes}, root / "cache.npz", model_dir, out,
-                       threads=processes)  # one thread per process
+    return finetune_job(root / "cache.npz", model_dir, out, task="t", method=method, model_spec=NO_DROPOUT,
+                        method_spec=method_spec, training={**TRAINING, **training, "processes": processes},
+                        threads=processes)  # one thread per process
 
 
 def _history(run_dir) -> list[dict]:

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import motif_task as build_motif_task
+from helpers import finetune_job, motif_task as build_motif_task
 from seqpeft.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.classifier import make_classifier
 from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.assemble import build_model
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS = 32, 64, 2, 4  # conftest.TINY
 REMOTE_AUTO_MAP = {
@@ -212,9 +211,9 @@ def test_run_reusing_the_published_head_saves_and_reloads_its_pooler(published_c
     from seqpeft.evaluate import load_predictor, predict_file
 
     published, head = published_classifier
-    job = FinetuneJob("demo", "dnabert2", "frozen", "0", {}, {"max_length": 64, "reuse_pretrained_head": True}, {},
-                      {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, motif_task / "cache.npz", published,
-                      tmp_path / "run", threads=1)
+    job = finetune_job(motif_task / "cache.npz", published, tmp_path / "run", model="dnabert2", method="frozen",
+                       model_spec={"max_length": 64, "reuse_pretrained_head": True},
+                       training={"epochs": 1, "batch_size": 32, "learning_rate": 1e-3})
     metrics = run_finetune(job)
     assert metrics["trainable_params"] == (HIDDEN * HIDDEN + HIDDEN) + (HIDDEN * 2 + 2)  # pooler + classifier
     artifacts = tmp_path / "run" / "artifacts"
@@ -306,9 +305,8 @@ def test_prefix_tuning_reaches_the_keys_and_values_of_every_layer(tiny):
 def test_lora_on_the_family_targets_trains_the_planted_motif(tiny, motif_task, tmp_path):
     model_dir, _ = tiny
     r = 4
-    job = FinetuneJob("demo", "tiny_dnabert2", "lora", "0", {}, {"max_length": 64}, {"r": r},
-                      {"epochs": 4, "batch_size": 32, "learning_rate": 4e-3, "patience": 4},
-                      motif_task / "cache.npz", model_dir, tmp_path / "run", threads=1)
+    job = finetune_job(motif_task / "cache.npz", model_dir, tmp_path / "run", model="tiny_dnabert2", method="lora",
+                       method_spec={"r": r}, training={"epochs": 4, "batch_size": 32, "learning_rate": 4e-3, "patience": 4})
     metrics = run_finetune(job)
     # LoRA r x (in + out) on Wqkv (32->96), attention dense (32->32), gated_layers (32->128), wo (64->32),
     # in each layer; plus the head (32 x 2 + 2).

@@ -27,7 +27,7 @@ from seqpeft.launch import run_finetune
 from seqpeft.predict import predict_split
 from seqpeft.settings import FinetuneJob
 
-from conftest import TINY, shared_path
+from helpers import TINY, finetune_job, shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -277,8 +277,8 @@ def dsp_task(tmp_path_factory, bytes_model):
 
 def _job(root: Path, cache: str, method_spec: dict, out: Path, model_dir: Path, epochs: int = 4) -> FinetuneJob:
     training = {"epochs": epochs, "batch_size": 32, "learning_rate": 4e-3, "patience": 4, "device": "cpu"}
-    return FinetuneJob("demo_tf", "tiny_llama_bytes", "lora_dsp_nt", "0", {}, {"max_length": 128, "pooling": "mean"},
-                       method_spec, training, root / cache, model_dir, out, threads=1)
+    return finetune_job(root / cache, model_dir, out, task="demo_tf", model="tiny_llama_bytes", method="lora_dsp_nt",
+                        model_spec={"max_length": 128, "pooling": "mean"}, method_spec=method_spec, training=training)
 
 
 def test_dsp_cache_has_the_plain_layout_and_the_settings(dsp_task, tokenizer):

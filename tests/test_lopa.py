@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
+from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
 from seqpeft.assemble import build_model
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 
 def test_lopa_prompt_depends_on_the_input_and_has_the_low_rank_gate(tiny_model_dir):
@@ -32,8 +31,7 @@ def test_lopa_counts_trains_and_reloads(tiny_model_dir, tmp_path):
     model_dir = tiny_model_dir("llama")
     motif_task(tmp_path, model_dir)
     training = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-2, "patience": 4}
-    metrics = run_finetune(FinetuneJob("demo", "tiny", "lopa", "0", {}, {"max_length": 64}, {}, training,
-                                       tmp_path / "cache.npz", model_dir, tmp_path / "run", threads=1))
+    metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="lopa", training=training))
     m, r, d, h = 10, 1, 32, 64  # defaults on the tiny model: Z_S, u head, v head, then the 32 x 2 + 2 task head
     assert metrics["trainable_params"] == m * d + (d * h + h + h * m * r + m * r) + (d * h + h + h * d * r + d * r) + d * 2 + 2
     losses = dev_losses(tmp_path / "run")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from helpers import finetune_job
 import torch
 
 import seqpeft.loop as loop
@@ -10,7 +12,6 @@ from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 4e-3}
 
@@ -43,8 +44,7 @@ def _with_memory_limit(monkeypatch, max_rows: int) -> None:
 
 
 def _job(task, model_dir, out, model_spec=None):
-    return FinetuneJob("t", "tiny", "full", "0", {}, model_spec or {"max_length": 64}, {}, TRAINING,
-                       task / "cache.npz", model_dir, out, threads=1)
+    return finetune_job(task / "cache.npz", model_dir, out, task="t", model_spec=model_spec, training=TRAINING)
 
 
 def test_oom_halves_micro_batch_and_matches_the_unsplit_run(task, tiny_model_dir, tmp_path, monkeypatch):

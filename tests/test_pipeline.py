@@ -8,9 +8,13 @@ changed method argument reruns only that method's jobs, and one figure regenerat
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import yaml
 
-from test_workflow import job_stats
+from helpers import job_stats
+
+pytestmark = pytest.mark.slow  # runs the demo DAG
+
 
 def test_demo_writes_tables_and_figures_and_learns(demo_run):
     results, config = demo_run.results, demo_run.config

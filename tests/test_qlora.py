@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, motif_task
+from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
 from seqpeft.assemble import build_model
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 
 def test_qlora_backbone_is_4bit_nf4_with_lora_on_top(tiny_model_dir):
@@ -29,8 +28,8 @@ def test_qlora_trains_and_reloads_on_cpu(tiny_model_dir, tmp_path):
     model_dir = tiny_model_dir("llama")
     motif_task(tmp_path, model_dir)
     training = {"epochs": 3, "batch_size": 32, "learning_rate": 1e-2, "patience": 3}
-    metrics = run_finetune(FinetuneJob("demo", "tiny", "qlora", "0", {}, {"max_length": 64}, {"r": 4}, training,
-                                       tmp_path / "cache.npz", model_dir, tmp_path / "run", threads=1))
+    metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="qlora", method_spec={"r": 4},
+                                        training=training))
     losses = dev_losses(tmp_path / "run")
     assert min(losses[1:]) < losses[0]
     assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from helpers import finetune_job, shared_path
 
 MODEL = "models/mistral-dna-v1-1m-hg38-tf0"
 
@@ -42,7 +42,6 @@ def _slice_csv(source, destination, rows, seed):
 def test_lora_on_real_backbone_beats_frozen_baseline(tmp_path):
     from seqpeft.tokenize import tokenize_task
     from seqpeft.launch import run_finetune
-    from seqpeft.settings import FinetuneJob
 
     model_dir = shared_path(MODEL)
     data = tmp_path / "prom_core_all"
@@ -54,8 +53,9 @@ def test_lora_on_real_backbone_beats_frozen_baseline(tmp_path):
     training = {"epochs": 4, "batch_size": 32, "learning_rate": 2e-3, "patience": 4}
     scores = {}
     for method, spec in (("frozen", {}), ("lora", {"r": 8, "lora_alpha": 16})):
-        metrics = run_finetune(FinetuneJob("prom_core_all", "mistral_dna", method, "0", {}, {"max_length": 128}, spec,
-                                           training, cache, model_dir, tmp_path / method, threads=2))
+        metrics = run_finetune(finetune_job(cache, model_dir, tmp_path / method, task="prom_core_all", model="mistral_dna",
+                                            method=method, model_spec={"max_length": 128}, method_spec=spec,
+                                            training=training, threads=2))
         scores[method] = metrics["test"]["mcc"]
         assert (tmp_path / method / "artifacts" / "seqpeft.json").is_file()
     assert scores["lora"] > scores["frozen"] + 0.02, scores

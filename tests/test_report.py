@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the demo DAG, builds the report and opens it in Chromium
+
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import interrupt_job_after_checkpoint, run_job_in_subprocess
+from helpers import interrupt_job_after_checkpoint, run_job_in_subprocess
 from seqpeft.demo_data import generate_source
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune

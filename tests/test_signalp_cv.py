@@ -11,12 +11,11 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from helpers import finetune_job, shared_path
 from seqpeft.data import SP_TYPES
 from seqpeft.signalp import METRIC_COLUMNS
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 FOLDS = ("t0v1", "t0v2", "t1v0", "t1v2", "t2v0", "t2v1")
 PER_CELL = 3  # records per partition x kingdom x type: every cell present in the file is represented
@@ -45,8 +44,9 @@ def cv_runs(tmp_path_factory, tiny_model_dir):
     training = {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3, "patience": 2}
     metrics = {}
     for fold in FOLDS:
-        job = FinetuneJob("signalp", "tiny_esm", "lora", fold, {}, {"max_length": 96}, {}, training,
-                          root / "cache.npz", model_dir, root / "runs" / fold, threads=1)
+        job = finetune_job(root / "cache.npz", model_dir, root / "runs" / fold, task="signalp", model="tiny_esm",
+                           method="lora", partition=fold, kind="signal_peptide", model_spec={"max_length": 96},
+                           training=training)
         metrics[fold] = run_finetune(job)
     return root, count, metrics
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from helpers import TINY, finetune_job
 from seqpeft.data import SP_TYPES
 from seqpeft.signalp_fasta import read_signalp_fasta
 from seqpeft.demo_data import generate_source
@@ -18,7 +18,6 @@ from seqpeft.classifier import make_classifier
 from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 HIDDEN, LAYERS = TINY["hidden_size"], TINY["num_hidden_layers"]
 
@@ -108,9 +107,9 @@ def sp_task(tmp_path_factory, tiny_model_dir):
 def test_sp_runs_train_the_crf_and_reload_for_predict(sp_task, tiny_model_dir, tmp_path, method):
     from seqpeft.evaluate import load_predictor, predict_file
 
-    job = FinetuneJob("sp", "tiny_esm", method, "t0v1", {}, {"max_length": 96}, {},
-                      {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3}, sp_task / "cache.npz",
-                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", task="sp", model="tiny_esm",
+                       method=method, partition="t0v1", kind="signal_peptide", model_spec={"max_length": 96},
+                       training={"epochs": 2, "batch_size": 16, "learning_rate": 5e-3})
     metrics = run_finetune(job)
     # the CRF and the head train under every method, including frozen backbones
     assert metrics["trainable_params"] > 0

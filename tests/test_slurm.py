@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # runs Snakemake against a fake SLURM
+
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "tests" / "slurm"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}

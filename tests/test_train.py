@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import dev_losses, motif_task
+from helpers import dev_losses, finetune_job, motif_task
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.tokenize import load_cache, tokenize_task
 from seqpeft.batching import fold_indices, length_bucketed_batches
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}
 
@@ -27,8 +26,8 @@ def dna_task(tmp_path_factory, tiny_model_dir):
 
 
 def _job(root, method, out, method_spec=None, training=None, model_dir=None, model_spec=None):
-    return FinetuneJob("demo", "tiny", method, "0", {}, model_spec or {"max_length": 64}, method_spec or {},
-                       training or TRAINING, root / "cache.npz", model_dir, out, threads=1)
+    return finetune_job(root / "cache.npz", model_dir, out, method=method, model_spec=model_spec, method_spec=method_spec,
+                        training=training or TRAINING)
 
 
 def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_model_dir, tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import finetune_job
 import yaml
 
 from seqpeft.config import check_config
@@ -42,8 +44,7 @@ def task(tmp_path_factory, tiny_model_dir):
 
 
 def make_job(task: Path, model_dir: Path, out_dir: Path, training: dict | None = None, **changes) -> FinetuneJob:
-    return FinetuneJob("demo", "tiny", "lora", "0", {}, {"max_length": 64}, {}, training or TRAINING,
-                       task / "cache.npz", model_dir, out_dir, threads=1, **changes)
+    return finetune_job(task / "cache.npz", model_dir, out_dir, method="lora", training=training or TRAINING, **changes)
 
 
 def load_trials(storage: Path, job: FinetuneJob, hpo: HpoSettings):

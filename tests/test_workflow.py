@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import job_stats
 from seqpeft.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +57,6 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
 
 def run(*args: str | Path, workdir: Path | None = None) -> tuple[int, str]:
     return finish(start(*args, workdir=workdir))
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """The `Job stats` table of a dry run, as {rule: count}."""
-    match = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)
-    assert match, f"no Job stats table in output:\n{output[-3000:]}"
-    stats = {}
-    for line in match.group(1).splitlines():
-        rule, count = line.split()
-        stats[rule] = int(count)
-    assert sum(stats.values()) == int(match.group(2))
-    return stats
 
 
 def load(path: Path, results: Path) -> dict:

@@ -91,7 +91,7 @@ def check_config(config: dict) -> None:
         spec = spec or {}
         if spec.get("source") not in sources:
             _unknown(f"{path}.source", "source", spec.get("source"), sources)
-        kind = spec.get("kind", "sequence_classification")
+        kind = spec["kind"]
         if kind not in TASK_KINDS:
             _fail(f"{path}.kind", f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}.")
         partitions = spec.get("partitions") or []
@@ -205,7 +205,7 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
             if dsp_encoding(config, method) is None:
                 continue
             for task in (block or {}).get("tasks") or []:
-                kind = (tasks.get(task) or {}).get("kind", "sequence_classification")
+                kind = tasks[task]["kind"]
                 if kind != "sequence_classification":
                     _fail(f"experiments[{i}].methods", f"{method!r} uses domain-shift prompting, which applies to "
                           f"sequence_classification tasks only; task {task!r} is {kind} (per-residue labels cannot "
@@ -250,7 +250,7 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
                 spec = method_spec(config, method)
                 entry = passthrough_method(spec["peft"]) if "peft" in spec else resolve_method(method, spec)[0]
                 for task in (block or {}).get("tasks") or []:
-                    kind = str((tasks.get(task) or {}).get("kind", "sequence_classification"))
+                    kind = str(tasks[task]["kind"])
                     problem = setup_problem(world, int(settings.get("batch_size", world)),
                                             str(settings.get("distributed", "ddp")), entry, kind)
                     if problem:

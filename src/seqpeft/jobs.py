@@ -14,7 +14,6 @@ from seqpeft.dsp import DEFAULT_TEMPLATE
 from seqpeft.paths import section
 from seqpeft.settings import TUNED_KEYS, HpoSettings
 
-DEFAULT_MAX_LENGTH = 512
 
 # Keys that only domain-shift prompting reads: kept out of the other jobs' params so that editing
 # a template or a nucleotide id reruns only the DSP jobs.
@@ -85,7 +84,7 @@ def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
         "encoding": encoding,
         "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
         "domain": str(task_entry.get("domain") or task),
-        "max_length": int(model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
+        "max_length": int(model_entry["max_length"]),
         "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
         "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
     })

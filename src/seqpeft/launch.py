@@ -64,8 +64,7 @@ def run_finetune(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | No
         world = 1
     if world > 1:
         method, _ = resolve_method(job.method, job.method_spec)
-        kind = str(job.task_spec.get("kind", "sequence_classification"))
-        problem = setup_problem(world, training.batch_size, training.distributed, method, kind)
+        problem = setup_problem(world, training.batch_size, training.distributed, method, job.task_spec["kind"])
         if problem:  # before starting processes that would all fail the same way
             raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
         return launch(job, world)

@@ -112,10 +112,10 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
     device = ranks.device if ranks.distributed else resolve_device(training.device)
     cache = load_cache(job.cache_path)
     check_dsp_cache(cache, job.dsp, job.cache_path, job.model)
-    if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec.get("max_length", 512)):
+    if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec["max_length"]):
         # collate would cut the end of the template off inputs made for a longer limit
         raise SeqpeftInputError(job.cache_path, f"DSP inputs were made for max_length={job.dsp['max_length']} but model "
-                                f"{job.model!r} uses {job.model_spec.get('max_length', 512)}.",
+                                f"{job.model!r} uses {job.model_spec['max_length']}.",
                                 fix="take the DSP settings from the same model entry.")
     splits = task_splits(cache, str(job.partition))
     if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
@@ -147,7 +147,7 @@ def prepare_model(run: Run) -> None:
         raise SeqpeftInputError(job.cache_path, f"was tokenized with a different tokenizer than model {job.model!r} uses.",
                                 fix="delete the cache and rerun the tokenize rule; check models.<name>.tokenizer.")
     run.pad_id = run.loaded.tokenizer.pad_token_id
-    run.max_length = int(job.model_spec.get("max_length", 512))
+    run.max_length = int(job.model_spec["max_length"])
     run.truncated = count_truncated(job, run.cache, run.splits, run.max_length, run.say)
     model.to(run.device)
     run.precision = resolve_precision(torch, training.precision, run.device)

@@ -1,4 +1,4 @@
-"""Model families, model preparation and the classifier that sits on every backbone.
+"""Model families, model preparation and backbone loading (the classifier on top: ``seqpeft.classifier``).
 
 Why a classifier of our own instead of ``AutoModelForSequenceClassification``: the Hugging Face
 heads pool differently per family and break under prompt methods (a decoder given only

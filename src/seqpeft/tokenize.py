@@ -200,7 +200,7 @@ def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_pat
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    kind = task_spec.get("kind", "sequence_classification")
+    kind = task_spec["kind"]
     arrays: dict[str, np.ndarray] = {}
     meta: dict = {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
                   "tokenizer": str(tokenizer_dir), "data": str(data_path)}
@@ -240,7 +240,7 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
 
     from seqpeft.dsp import DspEncoder, DspSettings
 
-    kind = task_spec.get("kind", "sequence_classification")
+    kind = task_spec["kind"]
     if kind != "sequence_classification":
         raise SeqpeftInputError(None, f"domain-shift prompting applies to sequence_classification tasks, not {kind!r}.",
                                 fix="drop the dsp method variants from this task's experiments.")
