@@ -292,6 +292,7 @@ class LoadedBackbone:
     hidden_size: int
     tokenizer: Any
     pretrained_head: dict[str, Any] = field(default_factory=dict)
+    quantization: dict | None = None  # QLoRA: which layers got 4-bit weights (seqpeft.qlora)
 
 
 def load_tokenizer(model_dir: Path):
@@ -346,6 +347,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         kwargs["trust_remote_code"] = True
     if family.attn_implementation:
         kwargs["attn_implementation"] = family.attn_implementation
+    quantization = _plan_quantization(kwargs, model_class, config, family, trust)
     try:
         backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
@@ -359,7 +361,30 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
-    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head)
+    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head,
+                          quantization.as_dict() if quantization else None)
+
+
+def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, trust: bool):
+    """For a 4-bit load: keep the layers bitsandbytes' kernels cannot take unquantized, said on stderr."""
+    if "quantization_config" not in kwargs:
+        return None
+    import sys
+
+    import torch
+    from transformers import AutoModel
+
+    from seqpeft import qlora
+
+    with torch.device("meta"):
+        if model_class is AutoModel:
+            skeleton = AutoModel.from_config(config, trust_remote_code=trust, **dict(family.load_kwargs))
+        else:
+            skeleton = model_class(config, **dict(family.load_kwargs))
+    plan = qlora.plan_quantization(kwargs, skeleton)
+    if plan is not None and plan.message():
+        print(plan.message(), file=sys.stderr)
+    return plan
 
 
 def _read_tensors(weights: list[Path], names: set[str]) -> dict[str, Any]:

@@ -801,6 +801,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
         **({"hpo": tuned} if tuned is not None else {}),
+        **({"quantization": loaded.quantization} if loaded.quantization else {}),
     }
     if job.dsp is not None:
         metrics["dsp"] = {"encoding": job.dsp["encoding"], "domain": job.dsp["domain"],
