@@ -23,7 +23,7 @@ FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
          "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
-         "signalp_figures", "all"]
+         "signalp_figures", "reproduction", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -236,7 +236,7 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     assert {rule: n for rule, n in job_stats(out).items() if rule not in ("aggregate", "pareto_figure",
-            "mcc_over_time_figure", "all")} == {"tokenize_dsp": 2, "finetune": 2}
+            "mcc_over_time_figure", "reproduction", "all")} == {"tokenize_dsp": 2, "finetune": 2}
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora_dsp", "lora_dsp_nt"}
     changed = load(DEMO, results)

@@ -1,5 +1,6 @@
 import re
 from functools import cache
+from pathlib import Path
 
 from seqpeft.config import (
     canonical,
@@ -39,6 +40,8 @@ RUN_DIR = f"{R}/runs/{{task}}/{{model}}/{{method}}/{{partition}}"
 # The study of a run; its partition is the tuning partition (seqpeft.config.tuning_partition).
 TUNE_DIR = f"{R}/tuning/{{task}}/{{model}}/{{method}}/{{partition}}"
 TRIAL_JOBS = hpo_settings(config).trial_jobs
+# Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
+PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
 
 
 def one_of(names):
@@ -233,7 +236,13 @@ def all_outputs():
         for name in [*(f"pareto_{axis}" for axis in AXES), "mcc_over_time"]
         for ext in ("png", "svg")
     ]
-    return tables + figures + signalp_outputs()
+    return tables + figures + signalp_outputs() + reproduction_outputs()
+
+
+def reproduction_outputs():
+    if not PUBLISHED:
+        return []
+    return [f"{R}/reproduction.csv", f"{R}/figures/reproduction.png", f"{R}/figures/reproduction.svg"]
 
 
 # ---- resources: fine-tuning jobs scale with the model's size and grow on every retry ----
