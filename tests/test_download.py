@@ -276,6 +276,17 @@ def test_fetch_tar_xz_verified_by_git_blob_has_the_gue_layout(server, tmp_path):
     assert leftovers(out.parent) == ["gue"]
 
 
+def test_tar_xz_with_dot_slash_names_and_macos_junk_keeps_the_gue_layout(tmp_path):
+    # `tar -cJf GUE.tar.xz ./GUE` on a Mac: ./-prefixed names, AppleDouble ._ files beside the folder
+    members = {f"./{name}": body for name, body in GUE_FAMILIES.items()}
+    members.update({"./._GUE": b"\x00\x05\x16\x07", "./.DS_Store": b"junk"})
+    archive = tmp_path / "GUE.tar.xz"
+    archive.write_bytes(make_tar(members, mode="w:xz"))
+    out = unpack(archive, tmp_path / "gue")
+    assert sorted(p.name for p in out.iterdir()) == ["EMP", "prom", "tf", "virus"]
+    assert (out / "tf" / "0" / "train.csv").read_bytes() == TRAIN_CSV
+
+
 def test_git_blob_mismatch_is_refused_and_leaves_nothing(server, tmp_path):
     body = make_tar(GUE_FAMILIES, mode="w:xz")
     archive = tmp_path / "GUE.tar.xz"

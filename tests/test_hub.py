@@ -241,18 +241,46 @@ def test_allow_unpinned_records_the_commit_and_checksum_used(hub_site, published
     assert resolved["sources"]["dna"] == {"url": f"{url}/data/dna.tar.gz", "sha256": hashlib.sha256(archive).hexdigest()}
 
 
-def test_prepare_model_refuses_a_hub_pickle_carrying_code(published, tmp_path):
+def test_prepare_model_checks_what_the_hub_serves(published, tmp_path):
+    """Through prepare_model against the local hub: a pickle carrying code is refused (nothing
+    runs), a repository with safetensors never has its .bin fetched, and one without weights fails."""
     import torch
+    from safetensors.torch import save_file
 
     marker = tmp_path / "PWNED"
     state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
     buffer = io.BytesIO()
     torch.save({**state, "payload": _Payload(marker)}, buffer)
+    evil_bin = buffer.getvalue()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    no_bin = {k: v for k, v in published.items() if k != "pytorch_model.bin"}
     hub = FakeHub()
-    commit = hub.publish("evil/model", {**published, "pytorch_model.bin": buffer.getvalue()})
-    code = ("from pathlib import Path\nfrom seqpeft.models import prepare_model\n"
-            f"prepare_model('m', {{'hub': 'evil/model', 'revision': '{commit}'}}, Path({str(tmp_path / 'prepared')!r}))")
+    commits = {
+        "evil": hub.publish("acme/evil", {**no_bin, "pytorch_model.bin": evil_bin}),
+        "both": hub.publish("acme/both", {**no_bin, "pytorch_model.bin": evil_bin,
+                                          "model.safetensors": (tmp_path / "model.safetensors").read_bytes()}),
+        "none": hub.publish("acme/none", no_bin),
+    }
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom seqpeft.errors import SeqpeftInputError\n"
+        "from seqpeft.models import prepare_model\n"
+        f"for name, commit in {commits!r}.items():\n"
+        "    try:\n"
+        f"        prepare_model(name, {{'hub': f'acme/{{name}}', 'revision': commit}}, Path({str(tmp_path)!r}) / name)\n"
+        "        print(f'{name}: prepared')\n"
+        "    except SeqpeftInputError as error:\n"
+        "        print(f'{name}: refused: {error}')\n"
+    )
     with HubServer(hub) as url:
-        status, out = run([sys.executable, "-c", code], hub_env(url, tmp_path), tmp_path)
-    assert status != 0 and "pytorch_model.bin: is not a plain tensor checkpoint" in out, out[-3000:]
-    assert not marker.exists() and not (tmp_path / "prepared").exists()
+        status, out = run([sys.executable, "-c", script], hub_env(url, tmp_path), tmp_path)
+    assert status == 0, out[-3000:]
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if line.split(":")[0] in commits)
+    assert lines["evil"].startswith("refused:") and "pytorch_model.bin: is not a plain tensor checkpoint" in lines["evil"]
+    assert lines["both"] == "prepared"
+    assert lines["none"].startswith("refused:") and "has no loadable weights" in lines["none"]
+    assert "files: README.md, config.json, tokenizer.json" in lines["none"]
+    assert not marker.exists()
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "none").exists()
+    assert not any(r.endswith("/pytorch_model.bin") and "acme/both" in r for r in hub.requests)
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == [
+        "config.json", "model.safetensors", "seqpeft-pin.json", "tokenizer.json", "tokenizer_config.json"]

@@ -45,7 +45,7 @@ _HEX = set("0123456789abcdef")
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
 # Errors a broken archive raises while being read or extracted.
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError)
-_JUNK_TOP_LEVEL = {"__MACOSX"}
+_JUNK_TOP_LEVEL = {"__MACOSX", ".DS_Store"}
 
 
 class _Incomplete(Exception):
@@ -286,8 +286,13 @@ def _check_link(archive: Path, member: tarfile.TarInfo) -> None:
 
 def _content_root(tmp: Path) -> Path:
     """The folder whose contents become ``dest_dir``: strip one lone top-level folder."""
-    for junk in _JUNK_TOP_LEVEL:
-        shutil.rmtree(tmp / junk, ignore_errors=True)
+    for entry in list(tmp.iterdir()):
+        # macOS archivers add __MACOSX/, .DS_Store and AppleDouble "._NAME" files beside the data
+        if entry.name in _JUNK_TOP_LEVEL or entry.name.startswith("._"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
     entries = list(tmp.iterdir())
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         return entries[0]

@@ -35,14 +35,16 @@ def download_hub_model(name: str, spec: dict, out_dir: Path) -> dict:
     pinned = bool(spec.get("revision"))
     commit = str(spec["revision"]) if pinned else resolve_model(hub, str(spec.get("branch") or DEFAULT_BRANCH))
     files = [sibling.rfilename for sibling in HfApi().model_info(hub, revision=commit).siblings or []]
-    patterns = list(_ALWAYS)
+    patterns, ignore = list(_ALWAYS), []
     if any(f.endswith(".safetensors") for f in files):
         patterns.append("*.safetensors")
+        ignore.append("pytorch_model*.bin.index.json")  # the index of pickled weights we do not fetch
     else:
         patterns.append("pytorch_model*.bin")
     if spec.get("trust_remote_code"):
         patterns.append("*.py")
-    snapshot_download(repo_id=hub, revision=commit, local_dir=out_dir, allow_patterns=patterns)
+    snapshot_download(repo_id=hub, revision=commit, local_dir=out_dir, allow_patterns=patterns,
+                      ignore_patterns=ignore or None)
     _remove_download_cache(out_dir)
     converted = convert_pickled_weights(out_dir)
     verify_weights(out_dir, spec, files)
