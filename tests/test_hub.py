@@ -120,7 +120,8 @@ def test_directory_without_weights_fails_clearly(published, tmp_path):
         verify_weights(model_dir, {"family": "llama"})
 
 
-def test_missing_tensor_is_named(published, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_missing_tensor_is_named(published, tmp_path, monkeypatch, device):
     import torch
     from safetensors.torch import save_file
 
@@ -130,6 +131,14 @@ def test_missing_tensor_is_named(published, tmp_path):
     state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
     del state["model.layers.1.mlp.down_proj.weight"]
     save_file({k: v.contiguous() for k, v in state.items()}, str(model_dir / "model.safetensors"))
+    if device == "meta":  # as for a checkpoint over 2 GiB: names and shapes only, no memory
+        import seqpeft.hub
+        from seqpeft.hub import convert_pickled_weights
+
+        monkeypatch.setattr(seqpeft.hub, "META_BYTES", 0)
+        whole = write_files(tmp_path / "whole", published)
+        convert_pickled_weights(whole)
+        verify_weights(whole, {"family": "llama"})  # the whole checkpoint passes on the meta device too
     with pytest.raises(SeqpeftInputError, match=r"does not hold the whole model: 1 tensor\(s\) missing \(layers\.1\.mlp\.down_proj\.weight\)"):
         verify_weights(model_dir, {"family": "llama"})
 
