@@ -293,3 +293,17 @@ def test_prepare_model_checks_what_the_hub_serves(published, tmp_path):
     assert not any(r.endswith("/pytorch_model.bin") and "acme/both" in r for r in hub.requests)
     assert sorted(p.name for p in (tmp_path / "both").iterdir()) == [
         "config.json", "model.safetensors", "seqpeft-pin.json", "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_pin_names_a_repository_the_hub_does_not_have_and_writes_nothing(tmp_path):
+    configfile = tmp_path / "config.yaml"
+    config = hub_config("http://127.0.0.1:9")
+    config["models"]["tiny"]["hub"] = "acme/no-such-model"
+    del config["sources"]["dna"]["url"]
+    config["sources"]["dna"]["local"] = str(tmp_path)
+    configfile.write_text(yaml.safe_dump(config))
+    with HubServer(FakeHub()) as url:
+        code, out = run([sys.executable, "-m", "seqpeft.cli", "pin", "--configfile", str(configfile)],
+                        hub_env(url, tmp_path), tmp_path)
+    assert code == 2 and "seqpeft: error: acme/no-such-model: cannot resolve branch 'main' on the Hugging Face Hub" in out, out
+    assert not (tmp_path / "pins.yaml").exists()

@@ -184,15 +184,23 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> None:
 
 def resolve_model(hub: str, branch: str = DEFAULT_BRANCH) -> str:
     """The commit a hub repository's branch points to now (huggingface_hub's model info)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     try:
         commit = HfApi().model_info(hub, revision=branch).sha
+    except OfflineModeIsEnabled:
+        raise SeqpeftInputError(hub, f"cannot resolve branch {branch!r}: HF_HUB_OFFLINE is set.",
+                                fix="run `seqpeft pin` (or this job) with HF_HUB_OFFLINE=0 on a machine with internet.") from None
     except HfHubHTTPError as error:
-        raise SeqpeftInputError(hub, f"cannot resolve branch {branch!r} on the Hugging Face Hub ({error}).",
-                                fix="check the repository id and branch, the network, and (gated repositories) "
-                                    "`huggingface-cli login`.") from None
+        first = str(error).strip().splitlines()[0]
+        raise SeqpeftInputError(hub, f"cannot resolve branch {branch!r} on the Hugging Face Hub ({first}).",
+                                fix="check the repository id and branch, and for gated repositories accept the "
+                                    "licence and `huggingface-cli login`.") from None
+    except Exception as error:  # noqa: BLE001 - httpx connection errors and the like: the network
+        raise SeqpeftInputError(hub, f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
+                                f"({type(error).__name__}: {error}).",
+                                fix="check the network (proxy, HF_ENDPOINT) and try again.") from None
     if not commit or len(commit) != 40:
         raise SeqpeftInputError(hub, f"the hub returned no commit for branch {branch!r}.", fix="try again later.")
     return commit
