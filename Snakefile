@@ -32,7 +32,7 @@ if not workflow.overwrite_configfiles:
 
 # config/pins.yaml (written by `seqpeft pin`) beside the config fills in unset revisions/checksums.
 try:
-    PINS_FILE = merge_pins_file(config, workflow.configfiles)
+    merge_pins_file(config, workflow.configfiles)
 except SeqpeftInputError as error:
     raise WorkflowError(f"Invalid pins: {error}") from None
 
