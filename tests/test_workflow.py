@@ -263,8 +263,11 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     # variants; SignalP: 6 folds x 10
     assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7 + 2 * 2) + 6 * 10
     assert stats["tokenize_dsp"] == 28 * 2 * 2
-    assert stats["download_source"] == 2
+    assert stats["download_source"] == 2  # GUE and SignalP; the alternative GUE zip is used by no task
     assert stats["prepare_model"] == len(config["models"])
+    # the entries the shipped config leaves for `seqpeft pin`, one line each, on the dry run
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("unpinned ")] == [
+        "unpinned model nucleotide_transformer", "unpinned model mistral_dna"]
     tasks = {run.task for run in runs}
     assert stats["pareto_figure"] == len(tasks) * 3
     assert stats["mcc_over_time_figure"] == len(tasks)

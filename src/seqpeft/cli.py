@@ -1,4 +1,4 @@
-"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, validate, list, view-report)."""
+"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, validate, list, view-report, pin, plan)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,22 @@ def _view_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pin(args: argparse.Namespace) -> int:
+    from seqpeft.pins import pin_config
+
+    path, new = pin_config(Path(args.configfile), used_only=not args.all)
+    count = len(new["models"]) + len(new["sources"])
+    print(f"{'wrote' if count else 'nothing to pin; kept'} {path}" + (f" ({count} new pin(s)): review it, then commit it" if count else ""))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from seqpeft.plan import print_plan
+
+    print_plan(Path(args.configfile), Path(args.profile) if args.profile else None)
+    return 0
+
+
 def _load_config(path: str) -> dict:
     import yaml
 
@@ -118,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--screenshots", help="also save a screenshot of each displayed figure in this directory")
     view.add_argument("--chromium", help="Chromium executable (default: chromium / chromium-browser / google-chrome on PATH)")
     view.set_defaults(handler=_view_report)
+
+    pin = commands.add_parser("pin", help="resolve unpinned hub models to the commit of their branch now and unpinned "
+                              "sources to the sha256 of what they serve now; writes pins.yaml next to the config")
+    pin.add_argument("--configfile", default="config/config.yaml", help="the workflow config (pins.yaml is written beside it)")
+    pin.add_argument("--all", action="store_true", help="also entries no experiment uses (e.g. alternative sources)")
+    pin.set_defaults(handler=_pin)
+
+    plan = commands.add_parser("plan", help="what a full run asks for before it starts: jobs, GPU type and hours per model "
+                               "x method, total GPU-hours, disk for checkpoints/adapters, unpinned entries")
+    plan.add_argument("--configfile", default="config/config.yaml", help="the workflow config (its pins.yaml is applied)")
+    plan.add_argument("--profile", help="a profile directory (e.g. profiles/slurm) whose default-resources fill in gpu_model")
+    plan.set_defaults(handler=_plan)
 
     listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
     listing.add_argument("what", choices=["models", "methods", "tasks"])

@@ -219,8 +219,9 @@ def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | No
     """Materialise a model directory that ``from_pretrained`` loads offline.
 
     ``build`` entries become a randomly initialised tiny model (seeded) saved with its tokenizer;
-    ``hub`` entries are downloaded once (pinned revision, safetensors unless allowed otherwise) so
-    GPU jobs never touch the network.
+    ``hub`` entries are downloaded once (pinned revision; ``.bin`` weights converted to safetensors
+    without running pickled code) and checked to load whole (``seqpeft.hub``), so GPU jobs never
+    touch the network.
     """
     with atomic_directory(out_dir) as tmp:
         if "build" in spec:
@@ -261,15 +262,10 @@ def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path 
 
 
 def _download_hub_model(name: str, spec: dict, out_dir: Path) -> None:
-    from huggingface_hub import snapshot_download
+    from seqpeft.hub import download_hub_model
 
     check_remote_code_policy(name, spec)
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
-    if spec.get("allow_pickle"):
-        patterns += ["*.bin", "*.pt"]
-    if spec.get("trust_remote_code"):
-        patterns.append("*.py")
-    snapshot_download(repo_id=spec["hub"], revision=spec["revision"], local_dir=out_dir, allow_patterns=patterns)
+    download_hub_model(name, spec, out_dir)
 
 
 def check_remote_code_policy(name: str, spec: dict) -> None:
@@ -292,6 +288,8 @@ class LoadedBackbone:
     hidden_size: int
     tokenizer: Any
     pretrained_head: dict[str, Any] = field(default_factory=dict)
+    # from_pretrained's missing/unexpected/mismatched keys (seqpeft.hub.verify_weights checks them)
+    loading_info: dict[str, Any] = field(default_factory=dict)
     quantization: dict | None = None  # QLoRA: which layers got 4-bit weights (seqpeft.qlora)
 
 
@@ -362,7 +360,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
     return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head,
-                          quantization.as_dict() if quantization else None)
+                          dict(loading), quantization.as_dict() if quantization else None)
 
 
 def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, trust: bool):
