@@ -533,5 +533,5 @@ def tuning_partition(config: dict, task: str, partition: str) -> str:
 
 
 def tuning_dir(config: dict, task: str, model: str, method: str, partition: str) -> str:
-    """Where the study of a run lives: journal, trial-job markers, ``best_params.json``."""
+    """Where the study of a run lives: trial results (``trials/``), ``best_params.json``, logs."""
     return f"{results_dir(config)}/tuning/{task}/{model}/{method}/{tuning_partition(config, task, partition)}"
