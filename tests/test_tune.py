@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES
 from seqpeft.tokenize import tokenize_task
 from seqpeft.train import FinetuneJob, run_finetune, write_json_atomic
-from seqpeft.tune import (METHOD_SPACES, HpoSettings, read_best_params, read_trial, run_trial, schema_defaults,
+from seqpeft.tune import (METHOD_SPACES, HpoSettings, read_best_params, run_trial, schema_defaults,
                           write_best_params)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ models are pinned, that cross-validation folds are well formed. Every problem is
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
