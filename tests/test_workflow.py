@@ -95,7 +95,7 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert set(stats) == set(RULES) - {"download_source"}
     # + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the byte-level llama
     assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 9
-    assert stats["tune_trials"] == 2 and stats["tune"] == 1  # lora_hpo's one study, two trial jobs
+    assert stats["tune_trials"] == 6 and stats["tune"] == 1  # lora_hpo's one study: 6 trials, one job each
     assert stats["generate_demo_source"] == 2
     assert stats["build_tokenizer"] == 3
     assert stats["prepare_model"] == 4

@@ -13,7 +13,6 @@ models are pinned, that cross-validation folds are well formed. Every problem is
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tune import TUNED_KEYS, HpoSettings
+from seqpeft.tune import TUNED_KEYS, check_hpo
 
 try:  # the registry module is light by design (no torch at import time)
     from seqpeft.methods import METHOD_NAMES
@@ -196,7 +195,7 @@ def check_config(config: dict) -> None:
 
     _check_local_paths(sources, models)
     _check_applicability(config, models, methods, experiments)
-    HpoSettings.from_dict(config.get("hpo"))
+    check_hpo(config)
     _check_processes(config, tasks, models, methods, experiments)
 
     axes = ((config.get("figures") or {}).get("pareto_axes")) or []
@@ -507,15 +506,6 @@ def prepared_models(config: dict) -> list[str]:
 # ---- hyper-parameter search (seqpeft.tune) ----
 
 
-def hpo_settings(config: dict) -> HpoSettings:
-    return HpoSettings.from_dict(config.get("hpo"))
-
-
-def hpo_params(config: dict) -> dict:
-    """The ``hpo`` section with defaults filled in, as a tuning job's params."""
-    return canonical(hpo_settings(config).as_dict())
-
-
 def uses_hpo(config: dict, method: str) -> bool:
     """Whether runs of ``method`` take their learning rate and batch size from a tuning study."""
     return bool(training_for(config, method).get("hpo"))
@@ -539,15 +529,5 @@ def tuning_partition(config: dict, task: str, partition: str) -> str:
 
 
 def tuning_dir(config: dict, task: str, model: str, method: str, partition: str) -> str:
-    """Where the study of a run lives: journal, trial-job markers, ``best_params.json``."""
+    """Where the study of a run lives: trial results (``trials/``), ``best_params.json``, logs."""
     return f"{results_dir(config)}/tuning/{task}/{model}/{method}/{tuning_partition(config, task, partition)}"
-
-
-def tune_trials_runtime(config: dict, model: str, method: str) -> int:
-    """Minutes for the first attempt of a trial job: a fine-tuning job's, times the full-length
-    runs its share of trials adds up to (trials may stop early; the estimate assumes they do not)."""
-    hpo = hpo_settings(config)
-    epochs = int(training_for(config, method).get("epochs") or 10)
-    trial_epochs = min(hpo.epochs or epochs, epochs)
-    runs = math.ceil(hpo.share(0) * trial_epochs / epochs)
-    return int(size_resources(config, model)["runtime"]) * max(1, runs)

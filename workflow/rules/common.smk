@@ -10,8 +10,6 @@ from seqpeft.config import (
     expand_runs,
     finetune_method_params,
     finetune_threads,
-    hpo_params,
-    hpo_settings,
     model_dir,
     model_params,
     prepared_models,
@@ -24,11 +22,11 @@ from seqpeft.config import (
     tokenizer_dir,
     tokenizer_of,
     training_for,
-    tune_trials_runtime,
     tuning_dir,
     tuning_training,
     world_size_of,
 )
+from seqpeft.tune import study_settings
 from seqpeft.dsp import ENCODINGS
 
 R = results_dir(config)
@@ -39,7 +37,6 @@ FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = f"{R}/runs/{{task}}/{{model}}/{{method}}/{{partition}}"
 # The study of a run; its partition is the tuning partition (seqpeft.config.tuning_partition).
 TUNE_DIR = f"{R}/tuning/{{task}}/{{model}}/{{method}}/{{partition}}"
-TRIAL_JOBS = hpo_settings(config).trial_jobs
 # Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
 PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
 
@@ -60,7 +57,7 @@ wildcard_constraints:
     tokenizer=one_of([*config["tokenizers"], *config["models"]]),
     partition=one_of(run.partition for run in RUNS),
     axis=one_of(AXES),
-    trial_job=one_of(range(TRIAL_JOBS)),
+    trial=r"\d+",
     encoding=one_of(ENCODINGS),
 
 
@@ -127,8 +124,15 @@ def training_settings(wildcards):
     return _training_for(wildcards.method)
 
 
+@cache
+def _study(method):
+    return study_settings(config, method)
+
+
 def hpo_args(wildcards):
-    return hpo_params(config)
+    """tune_trials and tune: the study of the run's method (space, budget, seed, pruner), less
+    its number of trials, so that raising it adds trials and reruns none."""
+    return canonical(_study(wildcards.method).params())
 
 
 def tuning_training_settings(wildcards):
@@ -194,9 +198,21 @@ def finetune_input(wildcards):
     return inputs
 
 
+def _trial_files(wildcards, trials):
+    return [f"{R}/tuning/{wildcards.task}/{wildcards.model}/{wildcards.method}/{wildcards.partition}/trials/{trial}.json"
+            for trial in trials]
+
+
+def tune_trial_input(wildcards):
+    """tune_trials: what training needs, and the results of every trial of the earlier rounds
+    (the barrier that makes a study independent of timing, see seqpeft.tune)."""
+    earlier = _study(wildcards.method).earlier_trials(int(wildcards.trial))
+    return {**training_input(wildcards), "earlier": _trial_files(wildcards, earlier)}
+
+
 def tune_trial_markers(wildcards):
-    """tune: the summary of every trial job of the study."""
-    return expand(f"{TUNE_DIR}/trials/{{trial_job}}.json", **dict(wildcards.items()), trial_job=range(TRIAL_JOBS))
+    """tune: the result of every trial of the study."""
+    return _trial_files(wildcards, range(_study(wildcards.method).trials))
 
 
 def run_files(name, task=None):
@@ -297,7 +313,8 @@ def trial_job_mem_mb(wildcards, attempt):
 
 
 def trial_job_runtime(wildcards, attempt):
-    return tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt
+    # one trial trains at most the run's epochs: a fine-tuning job's time
+    return int(size_resources(config, wildcards.model)["runtime"]) * attempt
 
 
 def prepare_mem_mb(wildcards, attempt):
@@ -336,7 +353,8 @@ def _snakemake_resource_evaluator():
 _declare_signatures(
     _snakemake_resource_evaluator(),
     source_spec, tokenizer_spec, model_spec, task_spec, data_path, dsp_spec, hpo_args, finetune_spec, tune_trials_spec,
-    model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_markers,
+    model_tokenizer_input, tokenize_input, tokenize_dsp_input, training_input, finetune_input, tune_trial_input,
+    tune_trial_markers,
     task_histories,
     finetune_processes, finetune_threads_of, finetune_gpu, finetune_gpu_model, finetune_mem_mb, finetune_runtime,
     trial_job_mem_mb, trial_job_runtime, prepare_mem_mb,
