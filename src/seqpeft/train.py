@@ -624,7 +624,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
     per_residue = cache.kind == "signal_peptide"
-    objective = objective_for(cache.kind)
+    objective = objective_for(cache.kind, job.task_spec)
     num_labels = objective.num_outputs(int(cache.meta["num_labels"]))
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
@@ -821,6 +821,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
             "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": core.pooling,
             "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
+            "signal_peptide": job.task_spec.get("signal_peptide"),
         }, trainable_only=method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -961,7 +962,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     if (artifacts_dir / "crf.safetensors").is_file():
         from seqpeft.objectives import objective_for
 
-        objective_for(description["task_kind"]).attach(model)
+        objective_for(description["task_kind"], {"signal_peptide": description.get("signal_peptide")}).attach(model)
         model.crf.load_state_dict(load_file(str(artifacts_dir / "crf.safetensors")))
     model.eval()
     loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")
