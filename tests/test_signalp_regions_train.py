@@ -45,3 +45,53 @@ def test_region_runs_train_reload_and_predict(sp_task, tiny_model_dir, tmp_path,
     assert all(name in SP_TYPES for name in names)
     accuracy = np.mean([name == r.sp_type for name, r in zip(names, test_records)])
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+
+
+# PEFT-SP's README prediction example (its three records, as printed there: two-line, SignalP headers),
+# and the same records three-line with their labels from SignalP 6.0's train_set.fasta.
+README_TWO_LINE = """>O28846|ARCHAEA|NO_SP|0
+MTMTLAKRFTAEVVGTFILVFFGPGAAVITLMIANGADKPNEFNIGIGALGGLGDWFAIGMAFALAIAAV
+>Q12UD6|ARCHAEA|SP|1
+MKTKGIRMAALFMAMLVVSMFAVAPAMACAPQEPIDKSDEKKVLKVVSDEISLPEEYTISNNPDTDGFIF
+>P58300|ARCHAEA|LIPO|0
+MRRATYAFALLAILVLGVVASGCIGGGTTTPTQTSPATQPTTTQTPTQTETQAVECGSGKVVIWHAMQPN
+"""
+README_LABELS = [
+    "IIIIIIIIMMMMMMMMMMMMMMMMMMOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOMMMMMMMMMMMMMM",
+    "SSSSSSSSSSSSSSSSSSSSSSSSSSSSOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO",
+    "LLLLLLLLLLLLLLLLLLLLLLOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO",
+]
+
+
+@pytest.mark.parametrize("labels", ["types", "regions"])
+def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, tiny_model_dir, tmp_path, labels):
+    import json
+
+    from seqpeft.evaluate import PEFT_SP_COLUMNS, load_predictor, predict_file
+
+    task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": labels}}
+    job = FinetuneJob("sp", "tiny_esm", "frozen", "t0v1", task_spec, {"max_length": 96}, {},
+                      {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3}, sp_task / "cache.npz",
+                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    run_finetune(job)
+    predictor = load_predictor(tmp_path / "run" / "artifacts")
+    lines = README_TWO_LINE.splitlines()
+    (tmp_path / "two.fasta").write_text(README_TWO_LINE)
+    (tmp_path / "three.fasta").write_text("".join(f"{lines[2 * i]}\n{lines[2 * i + 1]}\n{README_LABELS[i]}\n" for i in range(3)))
+    tables = {}
+    for name in ("two", "three"):
+        assert predict_file(predictor, tmp_path / f"{name}.fasta", tmp_path / f"{name}.csv") == 3
+        with open(tmp_path / f"{name}.csv") as handle:
+            header = handle.readline().strip().split(",")[:4]
+            handle.seek(0)
+            tables[name] = list(csv.DictReader(handle))
+        assert tuple(header) == PEFT_SP_COLUMNS
+    assert tables["two"] == tables["three"]
+    assert [row["id"] for row in tables["two"]] == ["O28846", "Q12UD6", "P58300"]
+    for row in tables["two"]:
+        type_id = int(row["sp_type_id"])
+        assert row["sp_type_name"] == SP_TYPES[type_id] == row["prediction"]
+        assert (int(row["cv_position"]) == -1) == (type_id == 0)
+        probabilities = json.loads(row["sp_type_probabilities"])
+        assert len(probabilities) == 6 and sum(probabilities) == pytest.approx(1.0, abs=0.01)
+        assert probabilities == [round(float(row[f"prob_{t}"]), 3) for t in SP_TYPES]
