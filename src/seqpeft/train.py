@@ -54,6 +54,9 @@ class TrainingConfig:
     distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
     precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
     compile: bool = False  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+    optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
+    optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
+    scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
 
     def __post_init__(self) -> None:
         from seqpeft.distributed import MODES
@@ -594,8 +597,6 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     world = world_size(int(training.processes), int(job.gpus), training.device)
     ranks = join(world, int(job.gpus), training.distributed) if world > 1 else SINGLE  # before the slow imports
 
-    from transformers import get_linear_schedule_with_warmup
-
     from seqpeft.models import count_parameters
     from seqpeft.objectives import loss_module, objective_for
     from seqpeft.tokenize import tokenizer_fingerprint
@@ -668,10 +669,13 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     core = model  # the classifier; training calls loss_model (DDP-wrapped, or around a sharded core)
     loss_model = ranks.parallelize(core, loss_module(core, objective))
     trainable_params = [p for p in core.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable_params, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                  # one kernel, not one per small tensor (not for sharded DTensor parameters)
-                                  fused=device.type in ("cpu", "cuda") and not ranks.shards_parameters)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), total_steps)
+    from seqpeft.recipe import make_optimizer, make_scheduler
+
+    optimizer = make_optimizer(training.optimizer, training.optimizer_args, trainable_params, training.learning_rate,
+                               training.weight_decay,
+                               # one kernel, not one per small tensor (not for sharded DTensor parameters)
+                               fused=device.type in ("cpu", "cuda") and not ranks.shards_parameters)
+    scheduler = make_scheduler(training.scheduler, optimizer, int(training.warmup_ratio * total_steps), total_steps)
     eval_every = max(1, math.ceil(steps_per_epoch / training.evals_per_epoch))
 
     out_dir = Path(job.out_dir)
