@@ -13,7 +13,7 @@ from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.models import FAMILIES, load_backbone
-from seqpeft.recipe import make_optimizer, make_scheduler
+from seqpeft.recipe import last_layers, make_optimizer, make_scheduler
 from seqpeft.tokenize import tokenize_task
 from seqpeft.train import FinetuneJob, run_finetune
 
@@ -47,6 +47,11 @@ def test_remove_top_layers_keeps_the_lower_layers(tiny_model_dir):
         assert torch.equal(value, full.state_dict()[name])
     with pytest.raises(SeqpeftInputError, match="remove_top_layers"):
         load_backbone(model_dir, {"remove_top_layers": TINY["num_hidden_layers"]})
+    # last_n_layers counts the checkpoint's layers (as PEFT-SP does); removed ones drop out
+    top = TINY["num_hidden_layers"] - 1
+    assert last_layers(cut, 2) == list(range(top - 1, top))
+    with pytest.raises(SeqpeftInputError, match="last_n_layers"):
+        last_layers(cut, 1)  # only the removed top layer
 
 
 @pytest.mark.parametrize("last_n, expected_layers", [(1, [TINY["num_hidden_layers"] - 1]),

@@ -96,12 +96,18 @@ def drop_top_layers(backbone, count: int, where) -> None:
 
 
 def last_layers(backbone, count: int) -> list[int]:
-    """Indices of the last ``count`` transformer layers; all of them when ``count`` exceeds the
-    depth (PEFT-SP's 150M setting asks for 33 of 30 layers, which its code reads as all)."""
-    layers = int(getattr(backbone, "seqpeft_layers", 0) or getattr(backbone.config, "num_hidden_layers", 0) or 0)
-    if int(count) < 1 or layers < 1:
-        raise SeqpeftInputError("last_n_layers", f"needs a positive count and a model with layers (got {count}, {layers} layers).",
+    """Indices of the last ``count`` transformer layers of the checkpoint, as PEFT-SP counts them
+    (``range(len(esm2.layers) - count, len(esm2.layers))``), less any removed top layers; all
+    layers when ``count`` exceeds the depth (PEFT-SP's 150M setting asks for 33 of 30 layers)."""
+    depth = int(getattr(backbone.config, "num_hidden_layers", 0) or 0)
+    kept = int(getattr(backbone, "seqpeft_layers", 0) or depth)
+    if int(count) < 1 or depth < 1:
+        raise SeqpeftInputError("last_n_layers", f"needs a positive count and a model with layers (got {count}, {depth} layers).",
                                 fix="e.g. last_n_layers: 33.")
-    if int(count) > layers:
-        print(f"[seqpeft] last_n_layers: {count} > the model's {layers} layers; using all {layers}")
-    return list(range(max(0, layers - int(count)), layers))
+    if int(count) > depth:
+        print(f"[seqpeft] last_n_layers: {count} > the model's {depth} layers; using all of them")
+    layers = [index for index in range(max(0, depth - int(count)), depth) if index < kept]
+    if not layers:
+        raise SeqpeftInputError("last_n_layers", f"the last {count} of {depth} layers were all removed (remove_top_layers).",
+                                fix=f"use last_n_layers above {depth - kept}.")
+    return layers
