@@ -136,6 +136,8 @@ def test_partition_marginals_and_multitag_nll_match_enumeration(lengths):
     start, transitions, end = crf.scores()
     nll = crf.nll(emissions, bitmap, mask, reduction="none")
     marginals = crf.marginals(emissions, mask)
+    shared_nll, shared_marginals = crf.nll_and_marginals(emissions, bitmap, mask)  # the training path
+    assert torch.allclose(shared_nll, nll) and torch.allclose(shared_marginals, marginals)
     for b, length in enumerate(lengths):
         paths = _allowed_paths(length)
         scores = torch.stack([start[p[0]] + end[p[-1]] + sum(emissions[b, t, p[t]] for t in range(length))
