@@ -599,6 +599,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
 
     from seqpeft.models import count_parameters
     from seqpeft.objectives import loss_module, objective_for
+    from seqpeft.signalp_regions import SignalPeptideSettings
     from seqpeft.tokenize import tokenizer_fingerprint
 
     say = print if ranks.is_main else (lambda *args, **kwargs: None)
@@ -804,6 +805,8 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
+        "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if per_residue else {}),
         **({"hpo": tuned} if tuned is not None else {}),
         **({"quantization": loaded.quantization} if loaded.quantization else {}),
     }
