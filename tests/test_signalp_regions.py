@@ -108,6 +108,17 @@ def test_signalp_literal_pilin_rule_admits_no_path(records, monkeypatch):
         regions._bitmap_cached.cache_clear()
 
 
+def test_constraints_are_peft_sp_s_with_sec_spi_ends():
+    allowed, first, last = allowed_moves()
+    peft_sp_starts = [0, 2, 3, 9, 16, 23, 31]
+    peft_sp_ends = [0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30, 34, 35, 36]
+    assert np.flatnonzero(first.numpy()).tolist() == peft_sp_starts
+    assert np.flatnonzero(last.numpy()).tolist() == sorted(peft_sp_ends + [6, 7, 8])  # + SP_I, SP_M, SP_O
+    assert int(allowed.sum()) == 7 + 13 + 14 + 16 + 17 + 13  # PEFT-SP's list, block by block
+    assert bool(allowed[STATE["SP_C"], STATE["SP_O"]]) and not bool(allowed[STATE["SP_C"], STATE["SP_I"]])
+    assert not bool(allowed[STATE["LIPO_C1"], STATE["LIPO_C1"]]) and bool(allowed[STATE["TAT_RR"], STATE["TAT_N"]])
+
+
 def _allowed_paths(length: int):
     allowed, first, last = allowed_moves()
     paths = [[s] for s in np.flatnonzero(first.numpy())]

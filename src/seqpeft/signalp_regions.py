@@ -31,6 +31,10 @@ before the site, which left them without an allowed path). With both, every reco
 ``train_set.fasta`` admits an allowed path. ``PILIN_H_INCLUDES_LAST_M = False`` restores SignalP's
 pilin rule.
 
+The constraints are PEFT-SP's ``model_config.py`` lists, with one correction: its allowed last
+states (0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30, 34, 35, 36) leave out SP_I, SP_M and SP_O
+(6, 7, 8), so taken literally no Sec/SPI path could end. Here every type's I, M and O may end.
+
 The CRF is a multi-tag linear-chain CRF: the loss is ``log Z - log(sum of the scores of every
 allowed path inside the bitmap)``; transitions, first and last states are hard constraints
 (PEFT-SP's ``--constrain_crf`` lists). A path never leaves the block of states of the type it
