@@ -95,3 +95,16 @@ def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, t
         probabilities = json.loads(row["sp_type_probabilities"])
         assert len(probabilities) == 6 and sum(probabilities) == pytest.approx(1.0, abs=0.01)
         assert probabilities == [round(float(row[f"prob_{t}"]), 3) for t in SP_TYPES]
+
+
+def test_a_cache_without_residue_sequences_names_the_fix(sp_task):
+    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.signalp_regions import _bitmaps
+    from seqpeft.tokenize import load_cache
+    from seqpeft.train import task_splits
+
+    split = task_splits(load_cache(sp_task / "cache.npz"), "t0v1")["train"]
+    assert _bitmaps(split, np.arange(3), 70, "cpu").shape == (3, 70, NUM_REGION_STATES)
+    del split.extra["sequence"]  # as in caches tokenized before region labels existed
+    with pytest.raises(SeqpeftInputError, match="rerun the tokenize rule"):
+        _bitmaps(split, np.arange(3), 70, "cpu")
