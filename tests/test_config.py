@@ -88,6 +88,17 @@ def test_unknown_task_or_method_in_experiment(key, name, what):
     assert problem(config).startswith(f"experiments[1].{key}: unknown {what} {name!r}")
 
 
+def test_signal_peptide_settings_only_on_signal_peptide_tasks():
+    config = base_config()
+    config["tasks"]["tf_0"]["signal_peptide"] = {"labels": "regions"}
+    assert problem(config).startswith("tasks.tf_0.signal_peptide: applies to signal_peptide tasks only")
+
+
+def test_seed_configs_pass():
+    for path in sorted((ROOT / "config" / "seeds").glob("*.yaml")):
+        check_config(yaml.safe_load(path.read_text()))
+
+
 def test_unknown_source_of_task():
     config = base_config()
     config["tasks"]["tf_0"]["source"] = "gu"

@@ -123,6 +123,8 @@ def check_config(config: dict) -> None:
         kind = spec.get("kind", "sequence_classification")
         if kind not in TASK_KINDS:
             _fail(f"{path}.kind", f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}.")
+        if spec.get("signal_peptide") and kind != "signal_peptide":
+            _fail(f"{path}.signal_peptide", f"applies to signal_peptide tasks only, not {kind!r}.", "delete it from this task.")
         partitions = spec.get("partitions") or []
         if not partitions:
             _fail(f"{path}.partitions", "needs at least one partition.")

@@ -143,11 +143,20 @@ def _residue_split(predictor: Predictor, sequences: list[str]):
     return Split(data, per_residue=True, leading_specials=leading)
 
 
+PEFT_SP_COLUMNS = ("sp_type_id", "sp_type_name", "cv_position", "sp_type_probabilities")
+
+
 def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path: Path) -> int:
-    """One row per protein: id, predicted SP type, cleavage site (-1 for NO_SP), one probability per type.
+    """One row per protein, PEFT-SP's ``predict.py`` columns first: ``sp_type_id`` (index into
+    NO_SP, SP, LIPO, TAT, TATLIPO, PILIN), ``sp_type_name``, ``cv_position`` (the cleavage site,
+    -1 for NO_SP) and ``sp_type_probabilities`` (the six probabilities rounded to 3 decimals, as a
+    list in PEFT-SP's README form ``[0.005, 0.975, ...]``); then seqpeft's own columns: ``id``,
+    ``prediction`` and ``cleavage_site`` (the same type and site, for existing readers) and one
+    full-precision ``prob_<TYPE>`` per type.
 
     The cleavage site is the 0-based index of the first mature residue (the position after the
-    last signal-peptide residue), the convention the metrics use.
+    last signal-peptide residue), PEFT-SP's convention and the one the metrics use. The input is a
+    CSV or FASTA: plain, two-line with SignalP headers (PEFT-SP's input) or SignalP three-line.
     """
     import torch
 
@@ -164,8 +173,10 @@ def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path:
                                     predictor.batch_size, torch.device("cpu"))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
+    writer.writerow(list(PEFT_SP_COLUMNS) + ["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
     for record_id, type_index, site, row in zip(ids, predicted["type"], predicted["site"], predicted["probabilities"]):
-        writer.writerow([record_id, SP_TYPES[int(type_index)], int(site)] + [f"{p:.6f}" for p in row])
+        name = SP_TYPES[int(type_index)]
+        rounded = "[" + ", ".join(str(round(float(p), 3)) for p in row) + "]"
+        writer.writerow([int(type_index), name, int(site), rounded, record_id, name, int(site)] + [f"{p:.6f}" for p in row])
     write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)

@@ -358,6 +358,10 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         # Our own implementation must receive every weight: a renamed key would silently stay random.
         raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
+    if spec.get("remove_top_layers"):
+        from seqpeft.recipe import drop_top_layers
+
+        drop_top_layers(backbone, int(spec["remove_top_layers"]), model_dir)
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
     return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head,
                           dict(loading), quantization.as_dict() if quantization else None)

@@ -94,7 +94,10 @@ def _crf_loss(model, logits, labels, attention, split, indices):
 def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """Predicted type index, cleavage site and type probabilities per sequence (split order), plus
     the summed CRF NLL when the split carries labels."""
-    predicted = _signalp_predict(model, split, pad_id, max_length, batch_size, device)
+    from seqpeft.signalp_regions import RegionCRF, region_predict
+
+    predict = region_predict if isinstance(getattr(model, "crf", None), RegionCRF) else _signalp_predict
+    predicted = predict(model, split, pad_id, max_length, batch_size, device)
     if "nll" in predicted:
         predicted["nll"] = float(predicted["nll"].sum())
     return predicted
@@ -200,7 +203,15 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def objective_for(kind: str) -> Objective:
+def objective_for(kind: str, task_spec: dict | None = None) -> Objective:
+    """The task kind's objective; a signal-peptide task with ``signal_peptide.labels: regions``
+    gets the 37-state region CRF (``seqpeft.signalp_regions``)."""
     if kind not in OBJECTIVES:
         raise SeqpeftInputError(None, f"task kind {kind!r} has no training objective.", fix=f"use one of {sorted(OBJECTIVES)}.")
+    if kind == "signal_peptide":
+        from seqpeft.signalp_regions import SignalPeptideSettings, region_objective
+
+        settings = SignalPeptideSettings.from_task(task_spec)
+        if settings.labels == "regions":
+            return region_objective(settings)
     return OBJECTIVES[kind]

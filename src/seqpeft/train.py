@@ -54,6 +54,9 @@ class TrainingConfig:
     distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
     precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
     compile: bool = False  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+    optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
+    optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
+    scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
 
     def __post_init__(self) -> None:
         from seqpeft.distributed import MODES
@@ -594,10 +597,9 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     world = world_size(int(training.processes), int(job.gpus), training.device)
     ranks = join(world, int(job.gpus), training.distributed) if world > 1 else SINGLE  # before the slow imports
 
-    from transformers import get_linear_schedule_with_warmup
-
     from seqpeft.models import count_parameters
     from seqpeft.objectives import loss_module, objective_for
+    from seqpeft.signalp_regions import SignalPeptideSettings
     from seqpeft.tokenize import tokenizer_fingerprint
 
     say = print if ranks.is_main else (lambda *args, **kwargs: None)
@@ -624,7 +626,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
     per_residue = cache.kind == "signal_peptide"
-    objective = objective_for(cache.kind)
+    objective = objective_for(cache.kind, job.task_spec)
     num_labels = objective.num_outputs(int(cache.meta["num_labels"]))
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
@@ -668,10 +670,13 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     core = model  # the classifier; training calls loss_model (DDP-wrapped, or around a sharded core)
     loss_model = ranks.parallelize(core, loss_module(core, objective))
     trainable_params = [p for p in core.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable_params, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                  # one kernel, not one per small tensor (not for sharded DTensor parameters)
-                                  fused=device.type in ("cpu", "cuda") and not ranks.shards_parameters)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), total_steps)
+    from seqpeft.recipe import make_optimizer, make_scheduler
+
+    optimizer = make_optimizer(training.optimizer, training.optimizer_args, trainable_params, training.learning_rate,
+                               training.weight_decay,
+                               # one kernel, not one per small tensor (not for sharded DTensor parameters)
+                               fused=device.type in ("cpu", "cuda") and not ranks.shards_parameters)
+    scheduler = make_scheduler(training.scheduler, optimizer, int(training.warmup_ratio * total_steps), total_steps)
     eval_every = max(1, math.ceil(steps_per_epoch / training.evals_per_epoch))
 
     out_dir = Path(job.out_dir)
@@ -800,6 +805,8 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
+        "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if per_residue else {}),
         **({"hpo": tuned} if tuned is not None else {}),
         **({"quantization": loaded.quantization} if loaded.quantization else {}),
     }
@@ -821,6 +828,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
             "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": core.pooling,
             "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
+            "signal_peptide": job.task_spec.get("signal_peptide"),
         }, trainable_only=method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -961,7 +969,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     if (artifacts_dir / "crf.safetensors").is_file():
         from seqpeft.objectives import objective_for
 
-        objective_for(description["task_kind"]).attach(model)
+        objective_for(description["task_kind"], {"signal_peptide": description.get("signal_peptide")}).attach(model)
         model.crf.load_state_dict(load_file(str(artifacts_dir / "crf.safetensors")))
     model.eval()
     loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")
