@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import os
 import resource
 import shutil
 import time
@@ -305,9 +304,34 @@ def apply_precision(torch, model, precision: str, device) -> None:
     model.forward = autocast_forward
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+# ---- peak memory on CPU (issue 17): one measurement, named in metrics.json's memory_measure ----
+CPU_PEAK_SINCE_RESET = "cpu_peak_rss_since_model_load"
+CPU_PEAK_LIFETIME = "cpu_peak_rss_process_lifetime"
+CUDA_PEAK = "cuda_max_memory_allocated"
+
+
+def reset_cpu_peak() -> str:
+    """Reset the kernel's peak-RSS counter of this process (Linux: ``5`` to /proc/self/clear_refs),
+    so that the peak read later is this run's alone; the name of the measurement that results."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return CPU_PEAK_SINCE_RESET
+    except OSError:
+        return CPU_PEAK_LIFETIME
+
+
+def cpu_peak_mb() -> float:
+    """The process's peak resident memory (VmHWM; ru_maxrss where /proc is missing), MB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# ---- end peak memory on CPU ----
 
 
 def check_dsp_cache(cache: TokenizedTask, dsp: dict | None, cache_path: Path, model: str) -> None:
@@ -629,7 +653,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
 
-    rss_before = _rss_mb()
+    cpu_memory_measure = reset_cpu_peak()
     model, method, method_args, loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                      num_labels, per_residue, total_steps, job.model)
     objective.attach(model)
@@ -781,15 +805,15 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         ranks.load_trainable(core, best_state)
     test = evaluate(objective, core, splits["test"], pad_id, max_length, training.eval_batch_size, device, ranks)
     if device.type == "cuda":
-        peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
-    else:
-        peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
+        peak_mb, memory_device, memory_measure = torch.cuda.max_memory_allocated(device) / 2**20, "cuda", CUDA_PEAK
+    else:  # the whole process's peak from model load on (interpreter and libraries included)
+        peak_mb, memory_device, memory_measure = cpu_peak_mb(), "cpu", cpu_memory_measure
     peak_mb = max(ranks.gather(peak_mb))  # the largest process's: what one GPU (or process) must hold
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": cache.kind, "test": test, "dev": dev_best,
         "trainable_params": trainable, "total_params": total,
-        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device,
+        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device, "memory_measure": memory_measure,
         "train_seconds": round(state.train_seconds, 3),
         "train_samples_per_second": round(state.samples / max(state.train_seconds, 1e-9), 2),
         "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
