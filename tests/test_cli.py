@@ -128,3 +128,74 @@ def test_only_a_head_only_load_report_is_silenced():
     missing = head.replace("Notes:", "layers.0.mlp.weight | MISSING |  | \n\nNotes:")
     assert not harmless_load_report(missing)
     assert not harmless_load_report("some other warning")
+
+
+def predictions(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def test_artifacts_are_relocatable(tmp_path, tiny_model_dir):
+    """Copied artifacts (base model left where it was) and a moved results tree (absolute path
+    gone, path relative to the artifacts intact) both predict as before, from another directory;
+    a base model found nowhere is one error naming where it looked and the --model/--adapter fix."""
+    import shutil
+
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModel
+
+    tree = tmp_path / "results"
+    shutil.copytree(tiny_model_dir("llama"), tree / "models" / "tiny_llama")
+    cache = motif_task(tmp_path / "task", tree / "models" / "tiny_llama", n_train=64, n_dev=32, n_test=32)
+    run = tree / "runs" / "motif" / "tiny_llama" / "lora" / "0"
+    run_finetune(FinetuneJob("motif", "tiny_llama", "lora", "0", {}, {"max_length": 64}, {"r": 4},
+                             {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, cache,
+                             tree / "models" / "tiny_llama", run, threads=1))
+    test_csv = tmp_path / "task" / "data" / "test.csv"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert seqpeft("predict", "--model", run / "artifacts", "--input", test_csv, "--output", tmp_path / "a.csv").returncode == 0
+
+    # the artifacts copied alone, used from another working directory
+    copied = tmp_path / "copy" / "artifacts"
+    shutil.copytree(run / "artifacts", copied)
+    result = seqpeft("predict", "--model", copied, "--input", test_csv, "--output", tmp_path / "b.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "b.csv") == predictions(tmp_path / "a.csv")
+
+    # plain peft: the adapter names its base model by a path that holds from any directory
+    config = PeftConfig.from_pretrained(str(copied / "adapter"))
+    assert Path(config.base_model_name_or_path).is_absolute()
+    previous = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        plain = PeftModel.from_pretrained(AutoModel.from_pretrained(config.base_model_name_or_path),
+                                          str(copied / "adapter")).eval()
+    finally:
+        os.chdir(previous)
+    from seqpeft.train import load_trained
+
+    ours = load_trained(copied)[0]
+    ids = torch.randint(4, 8, (2, 12))
+    with torch.no_grad():
+        expected = ours.backbone(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        got = plain(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert torch.allclose(expected, got, atol=1e-5)
+
+    # the whole results tree moved: the absolute path is gone, the relative one holds
+    moved = tmp_path / "moved"
+    tree.rename(moved)
+    artifacts = moved / "runs" / "motif" / "tiny_llama" / "lora" / "0" / "artifacts"
+    result = seqpeft("predict", "--model", artifacts, "--input", test_csv, "--output", tmp_path / "c.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "c.csv") == predictions(tmp_path / "a.csv")
+
+    # copied artifacts whose base model is nowhere any more
+    result = seqpeft("predict", "--model", copied, "--input", test_csv, "--output", tmp_path / "d.csv", cwd=elsewhere)
+    assert result.returncode == 2
+    assert "the base model the run was trained on is not at" in result.stderr
+    assert f"--adapter {copied}" in result.stderr and "Traceback" not in result.stderr
+    result = seqpeft("predict", "--model", moved / "models" / "tiny_llama", "--adapter", copied, "--input", test_csv,
+                     "--output", tmp_path / "e.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "e.csv") == predictions(tmp_path / "a.csv")
