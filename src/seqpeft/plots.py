@@ -213,6 +213,25 @@ def _memory_axis(runs: pd.DataFrame) -> tuple[str, float]:
     return "Peak memory (MB)", 0.0
 
 
+def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
+    """Points that share an x value exactly (methods with the same parameter count) are drawn
+    side by side, a step of 2% of a decade (log axis) or 1% of the x range apart, so that no marker
+    hides another; ``x`` is the drawn position, ``x_true`` the value (the front uses the values)."""
+    points = points.assign(x_true=points["x"])
+    if len(points) < 2:
+        return points
+    span = float(points["x"].max() - points["x"].min()) or abs(float(points["x"].iloc[0])) or 1.0
+    for _, group in points.groupby("x_true", sort=False):
+        if len(group) < 2:
+            continue
+        order = group.sort_values("y", kind="stable").index
+        for k, index in enumerate(order):
+            step = k - (len(order) - 1) / 2
+            value = points.at[index, "x_true"]
+            points.at[index, "x"] = value * 10 ** (0.02 * step) if log_x else value + 0.01 * span * step
+    return points
+
+
 def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Path, out_svg: str | Path,
                 methods: Sequence[str] | None = None):
     """Test MCC (mean ± sd over partitions) against a cost, one panel per model of ``task``.
@@ -263,21 +282,21 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
     placements = []
     notes = []
     for ax, model in zip(axes, models):
-        points = grouped[grouped["model"] == model].reset_index(drop=True)
+        points = _dodge(grouped[grouped["model"] == model].reset_index(drop=True), log_x)
         for row in points.itertuples():
             style = styles[row.method]
             sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
             ax.errorbar(row.x, row.y, yerr=sd, marker=style.marker, linestyle="none", color=style.colour,
                         markersize=6, capsize=3 if sd is not None else 0, elinewidth=1, zorder=3)
         segments = []
-        spread = float(points["x"].max() - points["x"].min()) if len(points) else 0.0
+        spread = float(points["x_true"].max() - points["x_true"].min()) if len(points) else 0.0
         x_noise = max(noise, float(np.nan_to_num(points["x_sd"]).max()) if axis == "memory" and len(points) else 0.0)
         if len(points) and axis == "memory" and spread <= 2 * x_noise:
             ax.text(0.02, 0.02, f"no front: spread {spread:.0f} MB is within the\nmeasurement noise (±{x_noise:.0f} MB)",
                     transform=ax.transAxes, fontsize=7, color="0.3", va="bottom", gid="note")
             notes.append(model)
         elif len(points):
-            front = pareto_front(list(zip(points["x"], points["y"])))
+            front = pareto_front(list(zip(points["x_true"], points["y"])))
             fx, fy = points["x"].to_numpy()[front], points["y"].to_numpy()[front]
             ax.step(fx, fy, where="post", color="black", linewidth=1.2, alpha=0.5, zorder=2)
             ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
