@@ -101,6 +101,10 @@ def _grouped_bars(axis, table: pd.DataFrame, metric: str, styles: dict) -> None:
         present = np.isfinite(means)
         axis.bar(x[present], means[present], width, color=styles[method].colour, hatch=styles[method].hatch,
                  edgecolor="white", linewidth=0, label=method)
+        zero = present & (np.abs(np.nan_to_num(means)) < 0.005)
+        if zero.any():  # a defined value of 0 (a constant predictor's MCC) stays visible: a flat bar
+            axis.hlines(np.zeros(int(zero.sum())), x[zero] - width / 2, x[zero] + width / 2, colors=styles[method].colour,
+                        linewidth=2.5, zorder=3)
         with_sd = present & np.isfinite(sds)
         if with_sd.any():
             axis.errorbar(x[with_sd], means[with_sd], yerr=sds[with_sd], fmt="none", ecolor="0.2", elinewidth=0.8,
@@ -163,7 +167,7 @@ def plot_mcc_bars(table: pd.DataFrame, png: str | Path, svg: str | Path, task: s
             if column == 0:
                 axis.set_ylabel(f"{metric.upper()} (mean ± sd over folds)", fontsize=8)
             axis.set_xlabel("kingdom / SP type / runs defining the cell", fontsize=7)
-    figure.suptitle(f"{task + ': ' if task else ''}signal-peptide type detection per kingdom x SP type")
+    figure.suptitle(f"{task + ': ' if task else ''}signal-peptide type detection per kingdom x SP type", x=0.02, ha="left")
     _legend(figure, styles, table)
     _save(figure, png, svg)
     return figure
@@ -189,7 +193,7 @@ def plot_cleavage_sites(table: pd.DataFrame, png: str | Path, svg: str | Path, t
             axis.yaxis.set_tick_params(labelleft=True)
             axis.set_xlabel("kingdom / SP type / runs defining the cell", fontsize=7)
             axis.set_ylim(0, 1.05)
-    figure.suptitle(f"{task + ': ' if task else ''}cleavage sites, exact residue (w = 0)")
+    figure.suptitle(f"{task + ': ' if task else ''}cleavage sites, exact residue (w = 0)", x=0.02, ha="left")
     _legend(figure, styles, table)
     _save(figure, png, svg)
     return figure
