@@ -104,7 +104,7 @@ def _grouped_bars(axis, table: pd.DataFrame, metric: str, styles: dict) -> None:
         zero = present & (np.abs(np.nan_to_num(means)) < 0.005)
         if zero.any():  # a defined value of 0 (a constant predictor's MCC) stays visible: a flat bar
             axis.hlines(np.zeros(int(zero.sum())), x[zero] - width / 2, x[zero] + width / 2, colors=styles[method].colour,
-                        linewidth=2.5, zorder=3)
+                        linewidth=2.5, zorder=3, gid="zero-value")
         with_sd = present & np.isfinite(sds)
         if with_sd.any():
             axis.errorbar(x[with_sd], means[with_sd], yerr=sds[with_sd], fmt="none", ecolor="0.2", elinewidth=0.8,
