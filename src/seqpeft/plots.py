@@ -277,7 +277,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
 
     styles = method_styles(summary["method"].unique(), methods)
     models = sorted(runs["model"].unique())
-    fig = _new_figure(width=min(4.2 * min(len(models), 3) + 2.4, 16), height=4.4 * math.ceil(len(models) / 3) + 0.6)
+    fig = _new_figure(width=min(max(4.2 * min(len(models), 3) + 2.4, 8.0), 16), height=4.4 * math.ceil(len(models) / 3) + 0.6)
     axes = _facets(fig, len(models))
     placements = []
     notes = []
@@ -311,13 +311,15 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         ax.grid(True, alpha=0.3)
         placements.append((ax, [(r.x, r.y, r.sd if r.n > 1 and np.isfinite(r.sd) else 0.0, r.method,
                                  styles[r.method].colour) for r in points.itertuples()], segments))
-    axes[0].set_ylabel("Test MCC (mean ± sd over partitions)")
-    fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)")
+    several = bool(len(grouped)) and int(grouped["n"].max()) > 1
+    axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
+    fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
 
     handles = [Line2D([], [], linestyle="", marker=st.marker, color=st.colour, label=m) for m, st in styles.items()
                if m in set(runs["method"])]
-    handles.append(Line2D([], [], color="black", alpha=0.5, marker="o", markerfacecolor="none",
-                          markersize=9, label="Pareto front"))
+    if len(notes) < len(models):
+        handles.append(Line2D([], [], color="black", alpha=0.5, marker="o", markerfacecolor="none",
+                              markersize=9, label="Pareto front"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
     _label_points(fig, placements)
     _save_figure(fig, out_png, out_svg)
@@ -381,7 +383,7 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
 
     styles = method_styles([method for _, method, _ in runs], methods)
     models = sorted({model for model, _, _ in runs})
-    fig = _new_figure(width=min(4.2 * min(len(models), 3) + 2.4, 16), height=3.8 * math.ceil(len(models) / 3) + 0.6)
+    fig = _new_figure(width=min(max(4.2 * min(len(models), 3) + 2.4, 8.0), 16), height=3.8 * math.ceil(len(models) / 3) + 0.6)
     axes = _facets(fig, len(models))
     partitions = max(sum(1 for m, k, _ in runs if (m, k) == key) for key in {(m, k) for m, k, _ in runs})
     for ax, model in zip(axes, models):
@@ -397,7 +399,7 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
         ax.set_xlabel("Training time (s)", fontsize=8)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("Dev MCC" + (" (mean ± sd over partitions)" if partitions > 1 else ""))
-    fig.suptitle(f"{task}: dev MCC during training")
+    fig.suptitle(f"{task}: dev MCC during training", x=0.02, ha="left")
     handles = [Line2D([], [], color=st.colour, marker=st.marker, markersize=4, label=m) for m, st in styles.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
     _save_figure(fig, out_png, out_svg)
