@@ -116,6 +116,12 @@ def test_point_labels_do_not_overlap_and_sit_at_their_markers(figures):
                 dx = max(box.x0 - mx, 0, mx - box.x1)
                 dy = max(box.y0 - my, 0, my - box.y1)
                 assert np.hypot(dx, dy) <= LABEL_MAX_DISTANCE_PT * pt, (name, label.get_text(), dx / pt, dy / pt)
+            ticks = [label for axis in (ax.xaxis, ax.yaxis) for tick, label in zip(axis.get_majorticklocs(),
+                                                                                    axis.get_majorticklabels())
+                     if label.get_text() and min(axis.get_view_interval()) <= tick <= max(axis.get_view_interval())]
+            for a, b in combinations(ticks, 2):
+                assert not a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)), \
+                    (name, a.get_text(), b.get_text())
         if name.startswith("pareto"):
             placed = sum(len(point_labels(ax)) for ax in figure.axes)
             assert placed >= len(METHODS), (name, placed)  # most points keep their label

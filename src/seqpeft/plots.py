@@ -213,14 +213,30 @@ def _memory_axis(runs: pd.DataFrame) -> tuple[str, float]:
     return "Peak memory (MB)", 0.0
 
 
+def _short_log_ticks(ax, values) -> None:
+    """A log axis spanning less than a decade gets three plain, rounded ticks (matplotlib's minor
+    labels like 8.4x10^3 8.6x10^3 ... run into each other there)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    values = values[values > 0]
+    if not len(values) or values.max() / values.min() >= 10:
+        return
+    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(values.min(), values.max(), 3)])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
     """Points that share an x value exactly (methods with the same parameter count) are drawn
-    side by side, a step of 2% of a decade (log axis) or 1% of the x range apart, so that no marker
-    hides another; ``x`` is the drawn position, ``x_true`` the value (the front uses the values)."""
+    side by side, 3% of the axis' extent apart (in decades on a log axis), about a marker's width,
+    so that no marker hides another; ``x`` is the drawn position, ``x_true`` the value (the front uses the values)."""
     points = points.assign(x_true=points["x"])
     if len(points) < 2:
         return points
     span = float(points["x"].max() - points["x"].min()) or abs(float(points["x"].iloc[0])) or 1.0
+    positive = points["x"][points["x"] > 0]
+    decades = max(1.0, math.log10(positive.max() / positive.min())) if len(positive) else 1.0
     for _, group in points.groupby("x_true", sort=False):
         if len(group) < 2:
             continue
@@ -228,7 +244,7 @@ def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
         for k, index in enumerate(order):
             step = k - (len(order) - 1) / 2
             value = points.at[index, "x_true"]
-            points.at[index, "x"] = value * 10 ** (0.02 * step) if log_x else value + 0.01 * span * step
+            points.at[index, "x"] = value * 10 ** (0.03 * decades * step) if log_x else value + 0.03 * span * step
     return points
 
 
@@ -305,6 +321,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
             ax.text(0.5, 0.5, "no runs with finite values", transform=ax.transAxes, ha="center", va="center")
         if log_x:
             ax.set_xscale("log")
+            _short_log_ticks(ax, points["x"])
         ax.margins(x=0.15, y=0.15)
         ax.set_title(f"model: {model}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
