@@ -308,9 +308,34 @@ def apply_precision(torch, model, precision: str, device) -> None:
     model.forward = autocast_forward
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+# ---- peak memory on CPU (issue 17): one measurement, named in metrics.json's memory_measure ----
+CPU_PEAK_SINCE_RESET = "cpu_peak_rss_since_model_load"
+CPU_PEAK_LIFETIME = "cpu_peak_rss_process_lifetime"
+CUDA_PEAK = "cuda_max_memory_allocated"
+
+
+def reset_cpu_peak() -> str:
+    """Reset the kernel's peak-RSS counter of this process (Linux: ``5`` to /proc/self/clear_refs),
+    so that the peak read later is this run's alone; the name of the measurement that results."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return CPU_PEAK_SINCE_RESET
+    except OSError:
+        return CPU_PEAK_LIFETIME
+
+
+def cpu_peak_mb() -> float:
+    """The process's peak resident memory (VmHWM; ru_maxrss where /proc is missing), MB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# ---- end peak memory on CPU ----
 
 
 def check_dsp_cache(cache: TokenizedTask, dsp: dict | None, cache_path: Path, model: str) -> None:
@@ -631,7 +656,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
 
-    rss_before = _rss_mb()
+    cpu_memory_measure = reset_cpu_peak()
     model, method, method_args, loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                      num_labels, per_residue, total_steps, job.model)
     objective.attach(model)
@@ -786,15 +811,15 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         ranks.load_trainable(core, best_state)
     test = evaluate(objective, core, splits["test"], pad_id, max_length, training.eval_batch_size, device, ranks)
     if device.type == "cuda":
-        peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
-    else:
-        peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before), "cpu"
+        peak_mb, memory_device, memory_measure = torch.cuda.max_memory_allocated(device) / 2**20, "cuda", CUDA_PEAK
+    else:  # the whole process's peak from model load on (interpreter and libraries included)
+        peak_mb, memory_device, memory_measure = cpu_peak_mb(), "cpu", cpu_memory_measure
     peak_mb = max(ranks.gather(peak_mb))  # the largest process's: what one GPU (or process) must hold
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": cache.kind, "test": test, "dev": dev_best,
         "trainable_params": trainable, "total_params": total,
-        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device,
+        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device, "memory_measure": memory_measure,
         "train_seconds": round(state.train_seconds, 3),
         "train_samples_per_second": round(state.samples / max(state.train_seconds, 1e-9), 2),
         "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
@@ -824,7 +849,8 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
             saved_model.load_state_dict(weights, strict=False)
     if ranks.is_main:
         save_artifacts(saved_model, method.uses_peft, loaded.tokenizer, out_dir / "artifacts", {
-            "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
+            **base_model_reference(Path(job.model_dir), out_dir / "artifacts", job.model_spec),
+            "model_spec": job.model_spec, "model": job.model,
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": cache.kind,
             "num_labels": num_labels, "label_names": cache.meta.get("label_names"), "pooling": core.pooling,
             "max_length": max_length, "per_residue": per_residue, "dsp": cache.meta.get("dsp"),
@@ -885,6 +911,7 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             backbone_kind = "trainable"
         elif uses_peft:
             model.backbone.save_pretrained(tmp / "adapter")
+            point_adapter_at_base(tmp / "adapter", description)
             backbone_kind = "adapter"
         elif any(p.requires_grad for p in model.backbone.parameters()):
             model.backbone.save_pretrained(tmp / "backbone")
@@ -920,6 +947,60 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_text_atomic(Path(path), buffer.getvalue())
 
 
+# ---- where an artifacts directory's base model is (issue 17: relocatable artifacts) ----
+
+
+def base_model_reference(model_dir: Path, artifacts_dir: Path, model_spec: dict) -> dict:
+    """seqpeft.json's base-model fields: the path relative to the artifacts (holds when the whole
+    results tree moves), the absolute path (holds when only the artifacts are copied), and the
+    hub id + revision of a downloaded model (holds anywhere with the hub or its cache)."""
+    model_dir = Path(model_dir).resolve()
+    reference = {"base_model": str(model_dir),
+                 "base_model_relative": os.path.relpath(model_dir, Path(artifacts_dir).resolve())}
+    if model_spec.get("hub"):
+        reference["base_model_hub"] = {"id": model_spec["hub"], "revision": model_spec.get("revision")}
+    return reference
+
+
+def point_adapter_at_base(adapter_dir: Path, description: dict) -> None:
+    """adapter_config.json's ``base_model_name_or_path``: the hub id (and ``revision``) of a hub
+    model, else the absolute path, never the job's working-directory-relative path, so that
+    ``PeftModel.from_pretrained(AutoModel.from_pretrained(config.base_model_name_or_path), ...)``
+    works from any directory."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file() or "base_model" not in description:
+        return
+    config = json.loads(config_path.read_text())
+    hub = description.get("base_model_hub")
+    config["base_model_name_or_path"] = hub["id"] if hub else description["base_model"]
+    if hub and hub.get("revision"):
+        config["revision"] = hub["revision"]
+    write_json_atomic(config_path, config)
+
+
+def resolve_base_model(artifacts_dir: Path, description: dict) -> Path:
+    """The base model directory of a run's artifacts: relative to the artifacts, else absolute;
+    neither found is an error naming both and the fix (``--model BASE --adapter ARTIFACTS``)."""
+    if description.get("weights") == "backbone":
+        return Path(artifacts_dir) / "backbone"
+    candidates = []
+    if description.get("base_model_relative"):
+        candidates.append(Path(artifacts_dir) / description["base_model_relative"])
+    candidates.append(Path(description["base_model"]))
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    hub = description.get("base_model_hub")
+    source = f" (hub {hub['id']} at revision {hub.get('revision')})" if hub else ""
+    raise SeqpeftInputError(Path(artifacts_dir) / "seqpeft.json", "the base model the run was trained on is not at "
+                            f"{' nor at '.join(str(c) for c in candidates)}{source}.",
+                            fix="pass the base model directory: seqpeft predict|evaluate --model BASE_MODEL_DIR "
+                                f"--adapter {artifacts_dir} ...")
+
+
+# ---- end relocatable artifacts ----
+
+
 def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate)."""
     import torch
@@ -934,7 +1015,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         raise SeqpeftInputError(artifacts_dir, "is not a seqpeft run's artifacts directory (no seqpeft.json).",
                                 fix="pass results/runs/<task>/<model>/<method>/<partition>/artifacts.")
     description = json.loads(description_path.read_text())
-    base = Path(base_model_dir or description["base_model"])
+    base = Path(base_model_dir) if base_model_dir is not None else resolve_base_model(artifacts_dir, description)
     if description["weights"] == "backbone":
         base = artifacts_dir / "backbone"
     method, args = resolve_method(description["method"], description.get("method_spec") or {})
