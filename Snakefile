@@ -59,7 +59,7 @@ if UNPINNED and workflow.is_main_process:
     print(
         "allow_unpinned: true, so they run and what they use is recorded in metrics.json and results/pins.resolved.yaml"
         if config["allow_unpinned"]
-        else "their jobs refuse to run: `seqpeft pin` resolves them into config/pins.yaml (or set allow_unpinned: true)",
+        else "their jobs refuse to run: `seqpeft pin --configfile CONFIG` resolves them into pins.yaml beside the config (or set allow_unpinned: true)",
         file=sys.stderr,
     )
 
