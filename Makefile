@@ -1,18 +1,21 @@
 # The two commands of the README: `make demo` (install + offline demo DAG) and `make test`.
-# CPU install: torch is pinned to the CPU wheel in the same pip command as everything else,
-# otherwise pip resolves a multi-GB CUDA build. For GPUs see "GPU install" in the README.
+# CPU install: every package at the version of requirements/cpu.lock (what CI tested), torch's
+# CPU wheel among them; an unpinned torch resolves a multi-GB CUDA build. `make lock` rewrites the
+# locks from pyproject.toml. For GPUs see "GPU install" in the README (requirements/gpu.lock).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+PIP ?= pip==26.3
+LOCK := requirements/cpu.lock
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: install demo test dryrun lint clean-demo
+.PHONY: install demo test dryrun lint clean-demo lock
 
-$(BIN)/seqpeft: pyproject.toml
+$(BIN)/seqpeft: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev,reports]"
+	$(BIN)/pip install --quiet "$(PIP)"
+	$(BIN)/pip install --quiet -r $(LOCK) -e ".[dev,reports]"
 	touch $@
 
 install: $(BIN)/seqpeft
@@ -29,6 +32,9 @@ dryrun: install
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+lock:
+	$(PYTHON) requirements/lock.py "$(TORCH)"
 
 clean-demo:
 	rm -rf results/demo

@@ -17,6 +17,7 @@ min_version("9.0")
 
 from seqpeft.config import check_config, config_error_message
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.pins import merge_pins_file, pins_outputs, resolved_pins_inputs, unpinned_entries
 
 
 # config/config.yaml is the default; a --configfile replaces it instead of being merged into it,
@@ -24,6 +25,13 @@ from seqpeft.errors import SeqpeftInputError
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+# config/pins.yaml (written by `seqpeft pin`) beside the config fills in unset revisions/checksums.
+try:
+    merge_pins_file(config, workflow.configfiles)
+except SeqpeftInputError as error:
+    raise WorkflowError(f"Invalid pins: {error}") from None
 
 
 # Types and key spelling (JSON schema, which also fills in defaults), then cross-references.
@@ -40,6 +48,19 @@ except (WorkflowError, SeqpeftInputError) as error:
     raise WorkflowError("Invalid config: see the message above.") from None
 
 
+# Unpinned entries: listed one line each (dry runs too); their jobs refuse to run unless allowed.
+UNPINNED = unpinned_entries(config)
+if UNPINNED and workflow.is_main_process:
+    for entry in UNPINNED:
+        print(entry.line(), file=sys.stderr)
+    print(
+        "allow_unpinned: true, so they run and what they use is recorded in metrics.json and results/pins.resolved.yaml"
+        if config["allow_unpinned"]
+        else "their jobs refuse to run: `seqpeft pin --configfile CONFIG` resolves them into pins.yaml beside the config (or set allow_unpinned: true)",
+        file=sys.stderr,
+    )
+
+
 report: "workflow/report/workflow.rst"
 
 
@@ -50,6 +71,7 @@ include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/pins.smk"
 
 
 localrules:
@@ -59,4 +81,5 @@ localrules:
 rule all:
     input:
         all_outputs(),
+        pins_outputs(config),
     default_target: True

@@ -13,7 +13,6 @@ import yaml
 
 from helpers import REPO, TINY, TOKENIZER_OF_FAMILY
 
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -22,24 +21,40 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Build (once per session) a tiny model directory of a family, with its tokenizer."""
-    from seqpeft.models import prepare_model
+    from seqpeft.prepare import prepare_model
     from seqpeft.tokenize import build_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_models")
-    built: dict[str, Path] = {}
+    built: dict[tuple, Path] = {}
 
-    def make(family: str) -> Path:
-        if family not in built:
+    def make(family: str, **sizes) -> Path:
+        """``sizes`` override TINY's (e.g. QLORA_TINY, widths that bitsandbytes' 4-bit kernels take)."""
+        key = (family, *sorted(sizes.items()))
+        if key not in built:
             tokenizer_kind = TOKENIZER_OF_FAMILY[family]
             tokenizer_dir = root / f"tokenizer_{tokenizer_kind}"
             if not tokenizer_dir.exists():
                 build_tokenizer({"kind": tokenizer_kind}, tokenizer_dir)
-            spec = {"build": {"family": family, **TINY}, "tokenizer": tokenizer_kind, "max_length": 128}
-            prepare_model(family, spec, root / family, tokenizer_dir)
-            built[family] = root / family
-        return built[family]
+            spec = {"build": {"family": family, **TINY, **sizes}, "tokenizer": tokenizer_kind, "max_length": 128}
+            out = root / "_".join(f"{part}" if isinstance(part, str) else f"{part[0]}{part[1]}" for part in key)
+            prepare_model(family, spec, out, tokenizer_dir)
+            built[key] = out
+        return built[key]
 
     return make
+
+
+@pytest.fixture(params=["packed", "unpacked"])
+def bnb_cpu_path(request, monkeypatch) -> str:
+    """Both CPU paths of bitsandbytes' 4-bit inference: the fused kernel on repacked weights (CPUs
+    with AVX512-BF16 only) and the plain dequantize-and-matmul one (switched off packing)."""
+    from bitsandbytes.nn import modules as bnb_modules
+
+    if request.param == "packed" and not bnb_modules.has_avx512bf16():
+        pytest.skip("bitsandbytes' packed 4-bit CPU kernel needs a CPU with AVX512-BF16, which this one lacks")
+    if request.param == "unpacked":
+        monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: False)
+    return request.param
 
 
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}

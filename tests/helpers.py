@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BAD_INPUTS = Path(__file__).resolve().parent / "data" / "bad_inputs"
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "seed": 0}
+# Layer widths that every bitsandbytes 4-bit kernel takes (seqpeft.qlora.kernels_accept): QLoRA
+# tests use them so that every Linear layer is quantized; TINY's widths leave most unquantized.
+QLORA_TINY = {"hidden_size": 64, "intermediate_size": 128}
 # the tokenizer a tiny model of each registered family is built with: ESM's own, else the nucleotide one
 TOKENIZER_OF_FAMILY = {name: "esm" if name == "esm" else "nucleotide" for name in FAMILIES}
 

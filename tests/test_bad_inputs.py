@@ -91,7 +91,7 @@ def test_impossible_configs_are_refused_before_any_job(changes, fragment):
 def test_trust_remote_code_without_pinned_revision_is_refused_before_download(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from seqpeft.models import prepare_model
+    from seqpeft.prepare import prepare_model
 
     downloads = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kwargs: downloads.append(kwargs))

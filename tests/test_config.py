@@ -91,6 +91,17 @@ def test_unknown_task_or_method_in_experiment(key, name, what):
     assert problem(config).startswith(f"experiments[1].{key}: unknown {what} {name!r}")
 
 
+def test_signal_peptide_settings_only_on_signal_peptide_tasks():
+    config = base_config()
+    config["tasks"]["tf_0"]["signal_peptide"] = {"labels": "regions"}
+    assert problem(config).startswith("tasks.tf_0.signal_peptide: applies to signal_peptide tasks only")
+
+
+def test_seed_configs_pass():
+    for path in sorted((ROOT / "config" / "seeds").glob("*.yaml")):
+        check_config(yaml.safe_load(path.read_text()))
+
+
 def test_unknown_source_of_task():
     config = base_config()
     config["tasks"]["tf_0"]["source"] = "gu"
@@ -124,10 +135,15 @@ def test_peft_pass_through_accepts_any_name():
     check_config(config)
 
 
-def test_hub_model_needs_revision():
+def test_hub_model_without_revision_is_unpinned_not_invalid():
+    from seqpeft.pins import unpinned_entries
+
     config = base_config()
     del config["models"]["mistral_dna"]["revision"]
-    assert problem(config).startswith("models.mistral_dna.revision: a hub model needs a pinned revision")
+    check_config(config)  # valid: listed as unpinned, and its jobs refuse to run unless allowed
+    assert [(e.kind, e.name) for e in unpinned_entries(config)] == [("model", "mistral_dna")]
+    config["models"]["mistral_dna"]["trust_remote_code"] = True
+    assert problem(config).startswith("models.mistral_dna.revision: trust_remote_code")
 
 
 def test_trust_remote_code_needs_full_commit():
@@ -161,13 +177,14 @@ def test_sequence_classification_partitions_are_seeds():
     assert problem(config).startswith("tasks.tf_0.partitions[1]: ")
 
 
-def test_sources_need_a_kind_and_a_checksum():
+def test_sources_need_a_kind():
     config = base_config()
     config["sources"]["gue"] = {"archive": "zip"}
     assert problem(config).startswith("sources.gue: needs 'url'")
     config = base_config()
     del config["sources"]["gue"]["sha256"]
-    assert problem(config).startswith("sources.gue.sha256: ")
+    check_config(config)  # unpinned (seqpeft.pins lists it), not invalid
+    config = base_config()
     config = base_config()
     config["sources"]["demo_dna"]["local"] = "/data/demo"
     assert problem(config).startswith("sources.demo_dna: a synthetic source cannot")

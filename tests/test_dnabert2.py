@@ -161,6 +161,26 @@ def test_published_masked_lm_checkpoint_loads_offline_without_remote_code(tiny, 
     torch.testing.assert_close(actual, expected, atol=0, rtol=0)
 
 
+def test_published_bin_checkpoint_is_converted_to_safetensors_without_allow_pickle(tiny, tmp_path):
+    """DNABERT-2's pinned commit ships only pytorch_model.bin (with the MLM decoder tied to the word
+    embeddings): prepare_model's conversion (seqpeft.hub) makes it load without allow_pickle."""
+    from seqpeft.hub import convert_pickled_weights, verify_weights
+
+    model_dir, model = tiny
+    state = {f"bert.{k}": v.clone() for k, v in model.state_dict().items()}
+    state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]  # shared storage
+    published = _write_published(tmp_path / "published", model_dir, state,
+                                 _published_config(model.config.vocab_size, False), pickle=True)
+    assert [p.name for p in convert_pickled_weights(published)] == ["model.safetensors"]
+    assert not (published / "pytorch_model.bin").exists()
+    verify_weights(published, {"family": "dnabert2"})
+    loaded = load_backbone(published, {"family": "dnabert2"})
+    batch = _batch(model_dir, ["ACGTACGGTA", "ACG"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.backbone.eval()(**batch).last_hidden_state, model(**batch).last_hidden_state,
+                                   atol=0, rtol=0)
+
+
 def test_published_renamed_weight_is_an_error_not_a_random_init(tiny, tmp_path):
     model_dir, model = tiny
     state = {f"bert.{k}": v for k, v in model.state_dict().items()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
+import subprocess
 import tarfile
 import threading
 import zipfile
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from seqpeft.download import download, fetch_source, sha256_of, unpack
+from seqpeft.download import download, fetch_source, git_blob_of, sha256_of, unpack
 from seqpeft.errors import SeqpeftInputError
 
 TRAIN_CSV = b"sequence,label\nACGT,1\nTTTT,0\n"
@@ -235,7 +237,95 @@ def test_file_url_missing_is_not_retried(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+# ---- git blob ids: the identity a git repository publishes for a file (the GUE archive) ----
+
+GUE_FAMILIES = {
+    f"GUE/{family}/{task}/{split}.csv": TRAIN_CSV if split == "train" else DEV_CSV
+    for family, task in (("EMP", "H3"), ("tf", "0"), ("prom", "prom_300_all"), ("virus", "covid"))
+    for split in ("train", "dev", "test")
+}
+
+
+def git_hash_object(path: Path) -> str:
+    """The blob id git itself computes for a file (the test's independent reference)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    return subprocess.run(["git", "hash-object", str(path)], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_git_blob_of_matches_git_hash_object(tmp_path):
+    for body in (b"", b"abc\n", bytes(range(256)) * 5000):
+        path = tmp_path / "f"
+        path.write_bytes(body)
+        assert git_blob_of(path) == git_hash_object(path)
+
+
+def test_fetch_tar_xz_verified_by_git_blob_has_the_gue_layout(server, tmp_path):
+    body = make_tar(GUE_FAMILIES, mode="w:xz")
+    archive = tmp_path / "GUE.tar.xz"
+    archive.write_bytes(body)
+    blob = git_hash_object(archive)
+    url = serve(server, "/raphaelmourad/Mistral-DNA/COMMIT/data/GUE.tar.xz", body)
+    out = tmp_path / "sources" / "gue"
+    digests = fetch_source({"url": url, "git_blob": blob, "archive": "tar.xz"}, out)
+    assert digests == {"sha256": sha(body), "git_blob": blob}
+    # the task paths of config/config.yaml resolve below the source directory (GUE/ stripped)
+    for family, task in (("EMP", "H3"), ("tf", "0"), ("prom", "prom_300_all"), ("virus", "covid")):
+        assert sorted(p.name for p in (out / family / task).iterdir()) == ["dev.csv", "test.csv", "train.csv"]
+    assert (out / "tf" / "0" / "train.csv").read_bytes() == TRAIN_CSV
+    assert leftovers(out.parent) == ["gue"]
+
+
+def test_tar_xz_with_dot_slash_names_and_macos_junk_keeps_the_gue_layout(tmp_path):
+    # `tar -cJf GUE.tar.xz ./GUE` on a Mac: ./-prefixed names, AppleDouble ._ files beside the folder
+    members = {f"./{name}": body for name, body in GUE_FAMILIES.items()}
+    members.update({"./._GUE": b"\x00\x05\x16\x07", "./.DS_Store": b"junk"})
+    archive = tmp_path / "GUE.tar.xz"
+    archive.write_bytes(make_tar(members, mode="w:xz"))
+    out = unpack(archive, tmp_path / "gue")
+    assert sorted(p.name for p in out.iterdir()) == ["EMP", "prom", "tf", "virus"]
+    assert (out / "tf" / "0" / "train.csv").read_bytes() == TRAIN_CSV
+
+
+def test_git_blob_mismatch_is_refused_and_leaves_nothing(server, tmp_path):
+    body = make_tar(GUE_FAMILIES, mode="w:xz")
+    archive = tmp_path / "GUE.tar.xz"
+    archive.write_bytes(body[:-1] + b"x")
+    wrong = git_hash_object(archive)  # the id of other bytes
+    url = serve(server, "/GUE.tar.xz", body)
+    out = tmp_path / "sources" / "gue"
+    with pytest.raises(SeqpeftInputError, match=f"git_blob mismatch: expected {wrong}, got "):
+        fetch_source({"url": url, "git_blob": wrong, "archive": "tar.xz"}, out)
+    assert leftovers(out.parent) == []
+    assert server.hits["/GUE.tar.xz"] == 1  # wrong bytes are not asked for again
+
+
+def test_sha256_and_git_blob_are_both_checked(server, tmp_path):
+    body = make_tar(GUE_FAMILIES, mode="w:xz")
+    url = serve(server, "/GUE.tar.xz", body)
+    with pytest.raises(SeqpeftInputError, match="sha256 mismatch"):
+        fetch_source({"url": url, "git_blob": hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest(),
+                      "sha256": "a" * 64}, tmp_path / "gue")
+    with pytest.raises(SeqpeftInputError, match="git_blob 'xyz' is not a 40-character hex digest"):
+        fetch_source({"url": url, "git_blob": "xyz"}, tmp_path / "gue")
+    with pytest.raises(SeqpeftInputError, match="git_blob is the all-zero placeholder"):
+        fetch_source({"url": url, "git_blob": "0" * 40}, tmp_path / "gue")
+    assert leftovers(tmp_path) == []
+
+
+def test_unverified_fetch_only_when_asked_and_reports_the_sha256(server, tmp_path):
+    body = make_tar(GUE_FAMILIES, mode="w:xz")
+    url = serve(server, "/GUE.tar.xz", body)
+    with pytest.raises(SeqpeftInputError, match="no checksum"):
+        fetch_source({"url": url}, tmp_path / "gue")
+    assert server.hits.get("/GUE.tar.xz") is None
+    assert fetch_source({"url": url}, tmp_path / "gue", verify=False) == {"sha256": sha(body)}
+    assert (tmp_path / "gue" / "EMP" / "H3" / "test.csv").is_file()
+
+
 @pytest.mark.parametrize("builder,name", [
+    (lambda members: make_tar(members, mode="w:xz"), "../evil.txt"),
+    (lambda members: make_tar(members, mode="w:xz"), "GUE/../../evil.txt"),
     (make_zip, "../evil.txt"),
     (make_zip, "/abs/evil.txt"),
     (make_tar, "../evil.txt"),
@@ -274,7 +364,7 @@ def test_not_an_archive(tmp_path):
 
 
 def test_bad_specs_are_named(tmp_path):
-    with pytest.raises(SeqpeftInputError, match="no 'sha256'"):
+    with pytest.raises(SeqpeftInputError, match=r"no checksum \('sha256' or 'git_blob'\)"):
         fetch_source({"url": "https://example.org/x.zip"}, tmp_path / "x")
     with pytest.raises(SeqpeftInputError, match="not a 64-character hex digest"):
         fetch_source({"url": "https://example.org/x.zip", "sha256": "abc"}, tmp_path / "x")

@@ -38,7 +38,7 @@ PREFIX, SUFFIX = f"Domain: {DOMAIN}\nSequence: ", "\nAnnotation:"
 @pytest.fixture(scope="module")
 def bytes_model(tmp_path_factory):
     """A tiny Llama whose byte-level BPE tokenizer merges A/C/G/T runs into 4-mers."""
-    from seqpeft.models import prepare_model
+    from seqpeft.prepare import prepare_model
 
     root = tmp_path_factory.mktemp("bytes_model")
     build_tokenizer({"kind": "bytes", "dna_merges": True}, root / "tokenizer")

@@ -69,3 +69,19 @@ def test_one_figure_regenerates_alone(demo_run):
     assert target.is_file()
     changed = [p for p, mtime in others.items() if p.exists() and p.stat().st_mtime_ns != mtime]
     assert changed == [], changed
+
+
+def test_demo_compares_its_runs_with_the_published_table(demo_run):
+    results = demo_run.results
+    table = pd.read_csv(results / "reproduction.csv", keep_default_na=False)
+    summary = pd.read_csv(results / "summary.csv", dtype={"partition": str})
+    run = summary[(summary.model == "tiny_llama_dna") & (summary.method == "lora")].iloc[0]
+    lora = table[(table.model == "tiny_llama_dna") & (table.method == "lora")].iloc[0]
+    assert float(lora.reproduced_mean) == pytest.approx(run.test_mcc) and int(lora.reproduced_n) == 1
+    assert str(lora.within) == str(abs(run.test_mcc - 0.95) <= 0.05)
+    assert "tiny_opt_dna" not in set(table.model)  # a model the demo does not run
+    assert set(table.task) == {"demo_tf", "demo_sp"}
+    assert (results / "figures" / "reproduction.png").stat().st_size > 1000
+    # Regenerating the comparison reruns nothing upstream.
+    jobs = job_stats(demo_run.snakemake("-n", "--forcerun", "reproduction", (results / "reproduction.csv").relative_to(demo_run.workdir)))
+    assert jobs == {"reproduction": 1}, jobs

@@ -109,7 +109,7 @@ def test_plot_mcc_over_time(tmp_path):
     files.append(write_history(tmp_path, "splice", "nt-50m", "ia3", 0, 1.0))  # other task: skipped
     png, svg = tmp_path / "t.png", tmp_path / "t.svg"
     plot_mcc_over_time(files, "promoter", png, svg)
-    check_figure(png, svg, ["full (nt-50m)", "lora (nt-500m)", "Dev MCC"])
+    check_figure(png, svg, ["model: nt-50m", "model: nt-500m", "full", "lora", "Dev MCC"])
     assert "ia3" not in svg.read_text(encoding="utf-8")
 
     with pytest.raises(SeqpeftInputError, match="no history.csv for task 'enhancer'"):

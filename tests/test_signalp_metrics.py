@@ -86,15 +86,32 @@ def test_mean_mcc2_averages_defined_cells(table):
 
 
 def test_selection_score_single_kingdom():
-    # detection: true SP-any {0,1}, predicted SP-any {0,2}: TP=1 FN=1 FP=1 TN=1 -> 0
-    # cleavage tags: true sites (seq 0, pos 2), (seq 1, pos 3); predicted (seq 0, pos 2), (seq 2, pos 1)
+    # PEFT-SP's report_metrics_kingdom_averaged: detection = multi-class MCC of the types:
+    # true SP SP NO NO vs predicted SP NO SP NO: TP=1 FN=1 FP=1 TN=1 -> 0.
+    # CS MCC = multi-class MCC of site indices over the sequences with a true site: (2, 2), (3, -1).
+    # Classes {-1, 2, 3}: true counts t = (0, 1, 1), predicted p = (1, 1, 0), correct c = 1, n = 2:
+    # (c*n - t.p) / sqrt((n^2 - p.p)(n^2 - t.t)) = (2 - 1) / sqrt(2 * 2) = 0.5
     kingdom = np.array(["EUKARYA"] * 4)
     scores = selection_score(kingdom, np.array(["SP", "SP", "NO_SP", "NO_SP"]), np.array(["SP", "NO_SP", "SP", "NO_SP"]),
                              np.array([2, 3, -1, -1]), np.array([2, -1, 1, -1]), np.array([5, 5, 5, 5]))
     assert scores["detection_mcc"] == pytest.approx(0.0)
-    # 4 sequences x 5 residues = 20 positions: TP=1 FN=1 FP=1 TN=17 -> (17-1)/sqrt(2*2*18*18) = 16/36
-    assert scores["cs_mcc"] == pytest.approx(16 / 36)
-    assert scores["selection"] == pytest.approx(16 / 36)
+    assert scores["cs_mcc"] == pytest.approx(0.5)
+    assert scores["selection"] == pytest.approx(0.5)
+
+
+def test_selection_score_detection_is_multiclass_and_kingdom_averaged():
+    # EUKARYA: a LIPO predicted as SP still counts as "an SP" for a binary detection MCC (1.0);
+    # PEFT-SP's multi-class detection MCC sees the wrong type. NEGATIVE: all right (1.0 each).
+    kingdom = np.array(["EUKARYA"] * 4 + ["NEGATIVE"] * 3)
+    true_type = np.array(["SP", "LIPO", "NO_SP", "NO_SP", "TAT", "SP", "NO_SP"])
+    pred_type = np.array(["SP", "SP", "NO_SP", "NO_SP", "TAT", "SP", "NO_SP"])
+    sites = np.array([20, 18, -1, -1, 30, 22, -1])  # (one site alone would be a single class: MCC 0)
+    scores = selection_score(kingdom, true_type, pred_type, sites, sites, np.full(7, 70))
+    # EUKARYA types: classes NO_SP, SP, LIPO; t = (2, 1, 1), p = (2, 2, 0), c = 3, n = 4:
+    # (3*4 - (4 + 2 + 0)) / sqrt((16 - 8)(16 - 6)) = 6 / sqrt(80)
+    eukarya = 6 / math.sqrt(80)
+    assert scores["detection_mcc"] == pytest.approx((eukarya + 1.0) / 2)
+    assert scores["cs_mcc"] == pytest.approx(1.0)
 
 
 def test_helpers():

@@ -58,6 +58,20 @@ def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_mode
     assert accuracy == pytest.approx(saved["test"]["accuracy"], abs=1e-9)
 
 
+def test_cpu_peak_memory_is_the_runs_own(dna_task, tiny_model_dir, tmp_path):
+    """peak_memory_mb on CPU is the process's peak from the run's model load on: a larger peak the
+    process had before the run does not leak into it, and it is an absolute peak, not a difference."""
+    from seqpeft.assemble import CPU_PEAK_SINCE_RESET, cpu_peak_mb
+
+    ballast = np.ones(400 * 2**20 // 8)  # a 400 MB peak before the run
+    ballast[::512] = 2.0
+    del ballast
+    before = cpu_peak_mb()
+    metrics = run_finetune(_job(dna_task, "frozen", tmp_path / "run", model_dir=tiny_model_dir("llama")))
+    assert metrics["memory_device"] == "cpu" and metrics["memory_measure"] == CPU_PEAK_SINCE_RESET
+    assert 50 < metrics["peak_memory_mb"] < before - 200, (metrics["peak_memory_mb"], before)
+
+
 @pytest.mark.parametrize("method", ["full", "frozen", "prompt_tuning"])
 def test_methods_train_and_report_their_parameter_counts(dna_task, tiny_model_dir, tmp_path, method):
     model_dir = tiny_model_dir("llama")

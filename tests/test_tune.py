@@ -1,5 +1,6 @@
-"""Hyper-parameter search (seqpeft.tune): real trials on a tiny model, a shared journal file,
-pruning, resuming after a kill, tuned fine-tuning runs, config errors and the workflow's rules."""
+"""Hyper-parameter search (seqpeft.tune): a deterministic study of real trials on a tiny model,
+rounds and their order, pruning against earlier rounds, a killed trial, tuned fine-tuning runs,
+search spaces, config errors and the workflow's rules."""
 
 from __future__ import annotations
 
@@ -10,23 +11,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from helpers import finetune_job
 import yaml
 
 from seqpeft.config import check_config
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.methods import METHOD_NAMES
 from seqpeft.tokenize import tokenize_task
+from helpers import finetune_job
 from seqpeft.atomic import write_json_atomic
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob, HpoSettings, read_best_params
-from seqpeft.tune import journal_storage, run_trials, study_name, write_best_params
+from seqpeft.settings import FinetuneJob, read_best_params
+from seqpeft.tune import run_trial, write_best_params
+from seqpeft.tune_settings import METHOD_SPACES, HpoSettings, schema_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -47,40 +48,50 @@ def make_job(task: Path, model_dir: Path, out_dir: Path, training: dict | None =
     return finetune_job(task / "cache.npz", model_dir, out_dir, method="lora", training=training or TRAINING, **changes)
 
 
-def load_trials(storage: Path, job: FinetuneJob, hpo: HpoSettings):
-    import optuna
+def study_of(hpo: dict, space: dict | None = None):
+    """The study settings of an hpo section whose low_rank space is ``space``."""
+    hpo = {**hpo, "spaces": {"low_rank": space or {"learning_rate": [1e-4, 3e-2], "batch_sizes": [16, 32]}}}
+    return HpoSettings.from_dict(hpo).study("low_rank")
 
-    return optuna.load_study(study_name=study_name(job, hpo), storage=journal_storage(storage)).get_trials()
+
+def run_study(job: FinetuneJob, study, directory: Path, order: list[int] | None = None) -> dict:
+    """Every trial of ``study`` into ``directory/trials``, in ``order`` (each trial after the
+    earlier rounds it needs, as the workflow schedules them), then best_params.json."""
+    trials = directory / "trials"
+    for trial in order or range(study.trials):
+        earlier = [trials / f"{number}.json" for number in study.earlier_trials(trial)]
+        write_json_atomic(trials / f"{trial}.json", run_trial(job, study, trial, earlier))
+    return write_best_params([trials / f"{trial}.json" for trial in range(study.trials)],
+                             directory / "best_params.json", study)
 
 
-def states(trials) -> list[str]:
-    return [trial.state.name for trial in trials]
+def records(directory: Path, trials: int) -> list[dict]:
+    return [json.loads((directory / "trials" / f"{trial}.json").read_text()) for trial in range(trials)]
 
 
 @pytest.fixture(scope="module")
 def tuned(task, tiny_model_dir, tmp_path_factory):
-    """One finished study of 4 trials in one trial job, and its best_params.json."""
+    """One finished study of 4 trials in rounds of one, and its best_params.json."""
     root = tmp_path_factory.mktemp("tuned")
-    hpo = HpoSettings.from_dict({"trials": 4, "trial_jobs": 1, "learning_rate": [1e-4, 3e-2], "batch_sizes": [16, 64],
-                                 "epochs": 1, "pruner": {"kind": "none"}})
+    study = study_of({"trials": 4, "trial_jobs": 1, "epochs": 1, "pruner": {"kind": "none"}},
+                     {"learning_rate": [1e-4, 3e-2], "batch_sizes": [16, 64]})
     job = make_job(task, tiny_model_dir("llama"), root / "run")
-    marker = run_trials(job, hpo, root / "study.journal", 0)
-    write_json_atomic(root / "trials" / "0.json", marker)
-    best = write_best_params([root / "trials" / "0.json"], root / "best_params.json")
-    return root, job, hpo, best
+    best = run_study(job, study, root)
+    return root, job, study, best
 
 
 def test_study_writes_best_params_inside_the_search_space(tuned):
-    root, job, hpo, best = tuned
+    root, job, study, best = tuned
     assert json.loads((root / "best_params.json").read_text()) == best
     assert 1e-4 <= best["params"]["learning_rate"] <= 3e-2
     assert best["params"]["batch_size"] in (16, 64)
-    assert best["trials"] == {"complete": 4, "pruned": 0, "failed": 0, "running": 0}
-    trials = load_trials(root / "study.journal", job, hpo)
-    assert best["best_value"] == max(trial.value for trial in trials)
-    assert len({trial.params["learning_rate"] for trial in trials}) == 4
+    assert best["trials"] == {"complete": 4, "pruned": 0, "failed": 0}
+    trials = records(root, 4)
+    assert best["best_value"] == max(trial["value"] for trial in trials)
+    assert best["history"][best["best_trial"]]["params"] == best["params"]
+    assert len({trial["params"]["learning_rate"] for trial in trials}) == 4
     # epochs capped at 1 with 2 evaluations per epoch: every trial reported 2 dev values
-    assert all(sorted(trial.intermediate_values) == [1, 2] for trial in trials)
+    assert all([step for step, _ in trial["intermediate_values"]] == [1, 2] for trial in trials)
     # trials train in memory only: the tuned run's directory is never written
     assert not (root / "run").exists()
 
@@ -118,105 +129,104 @@ def test_broken_best_params_are_refused(tmp_path, params, problem):
     assert str(path) in str(error.value)
 
 
-TRIAL_JOB = """
+# ---- determinism: order, delays, a killed trial ----
+
+# 6 trials in rounds of 2; the median pruner may prune from round 1 on, after one evaluation.
+ORDERED = {"trials": 6, "trial_jobs": 2, "seed": 0, "pruner": {"kind": "median", "startup_trials": 1,
+                                                               "warmup_evaluations": 0}}
+
+
+@pytest.fixture(scope="module")
+def ordered(task, tiny_model_dir, tmp_path_factory):
+    """The study ORDERED run with each round's trials in order, and in reverse order."""
+    study = study_of(ORDERED, {"learning_rate": [3e-4, 1e-1], "batch_sizes": [16, 32]})
+    job = make_job(task, tiny_model_dir("llama"), tmp_path_factory.mktemp("unused") / "run")
+    forward, backward = tmp_path_factory.mktemp("forward"), tmp_path_factory.mktemp("backward")
+    run_study(job, study, forward, order=[0, 1, 2, 3, 4, 5])
+    run_study(job, study, backward, order=[1, 0, 3, 2, 5, 4])
+    return study, job, forward, backward
+
+
+def test_a_study_does_not_depend_on_the_order_its_trials_run_in(ordered):
+    study, _, forward, backward = ordered
+    assert (forward / "best_params.json").read_bytes() == (backward / "best_params.json").read_bytes()
+    for trial in range(study.trials):
+        assert (forward / "trials" / f"{trial}.json").read_bytes() == (backward / "trials" / f"{trial}.json").read_bytes()
+    history = json.loads((forward / "best_params.json").read_text())["history"]
+    assert [entry["trial"] for entry in history] == list(range(6)) and [entry["round"] for entry in history] == [0, 0, 1, 1, 2, 2]
+    # the trials of a round differ from each other, and the rounds from each other
+    assert len({entry["params"]["learning_rate"] for entry in history}) == 6
+
+
+def test_trials_are_pruned_against_earlier_rounds_only(ordered):
+    study, _, forward, _ = ordered
+    trials = records(forward, study.trials)
+    evaluations = TRAINING["epochs"] * TRAINING["evals_per_epoch"]
+    states = [trial["state"] for trial in trials]
+    assert states[:2] == ["COMPLETE", "COMPLETE"], states  # round 0 has nothing to be pruned against
+    assert "PRUNED" in states, states  # 3e-4 .. 1e-1: some trials fall far behind
+    for trial in trials:
+        values = dict(trial["intermediate_values"])
+        if trial["state"] == "COMPLETE":
+            assert len(values) == evaluations or trial["best_epoch"] < TRAINING["epochs"]
+            continue
+        assert trial["state"] == "PRUNED" and len(values) < evaluations  # stopped early, not after the fact
+        step = max(values)  # when it stopped, its best was below the median of earlier rounds' complete trials
+        before = [dict(other["intermediate_values"])[step] for other in trials
+                  if other["round"] < trial["round"] and other["state"] == "COMPLETE"
+                  and step in dict(other["intermediate_values"])]
+        assert before and max(values.values()) < np.percentile(before, 50)
+
+
+def test_a_trial_needs_the_earlier_rounds_of_its_own_study(ordered, task, tiny_model_dir, tmp_path):
+    study, job, forward, _ = ordered
+    with pytest.raises(SeqpeftInputError, match="needs the results of trials 0..1, given 1 files"):
+        run_trial(job, study, 2, [forward / "trials" / "0.json"])
+    other = make_job(task, tiny_model_dir("llama"), tmp_path / "run", training={**TRAINING, "patience": 2})
+    with pytest.raises(SeqpeftInputError, match="belongs to study .*it was run with other settings"):
+        run_trial(other, study, 2, [forward / "trials" / "0.json", forward / "trials" / "1.json"])
+
+
+TRIAL = """
 import json, sys
 from pathlib import Path
 from seqpeft.atomic import write_json_atomic
-from seqpeft.settings import FinetuneJob, HpoSettings
-from seqpeft.tune import run_trials
+from seqpeft.settings import FinetuneJob
+from seqpeft.tune import run_trial
+from seqpeft.tune_settings import StudySettings
 args = json.loads(sys.argv[1])
 job = FinetuneJob(**{**args["job"], "cache_path": Path(args["job"]["cache_path"]), "model_dir": Path(args["job"]["model_dir"]),
                      "out_dir": Path(args["job"]["out_dir"])})
-summary = run_trials(job, HpoSettings.from_dict(args["hpo"]), Path(args["storage"]), args["trial_job"])
-write_json_atomic(Path(args["marker"]), summary)
+record = run_trial(job, StudySettings.from_params(args["study"]), args["trial"], [Path(p) for p in args["earlier"]])
+write_json_atomic(Path(args["out"]), record)
 """
 
 
-def start_trial_job(job: FinetuneJob, hpo: dict, storage: Path, trial_job: int, marker: Path) -> subprocess.Popen:
+def test_a_killed_trial_reruns_with_the_same_parameters_and_result(ordered, tmp_path):
+    study, job, forward, _ = ordered
+    earlier = [str(forward / "trials" / f"{number}.json") for number in study.earlier_trials(2)]
+    out = tmp_path / "trials" / "2.json"
     args = {"job": {key: str(value) if isinstance(value, Path) else value for key, value in vars(job).items()},
-            "hpo": hpo, "storage": str(storage), "trial_job": trial_job, "marker": str(marker)}
+            "study": study.params(), "trial": 2, "earlier": earlier, "out": str(out)}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", TRIAL_JOB, json.dumps(args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def test_two_trial_jobs_share_one_study(task, tiny_model_dir, tmp_path):
-    hpo = {"trials": 5, "trial_jobs": 2, "learning_rate": [1e-4, 3e-2], "batch_sizes": [32], "epochs": 1}
-    job = make_job(task, tiny_model_dir("llama"), tmp_path / "run")
-    storage = tmp_path / "study.journal"
-    processes = [start_trial_job(job, hpo, storage, index, tmp_path / f"{index}.json") for index in (0, 1)]
-    for process in processes:
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, out[-3000:]
-    trials = load_trials(storage, job, HpoSettings.from_dict(hpo))
-    assert len(trials) == 5 and set(states(trials)) <= {"COMPLETE", "PRUNED"}
-    by_job = [sorted(t.number for t in trials if t.user_attrs["trial_job"] == index) for index in (0, 1)]
-    assert [len(numbers) for numbers in by_job] == [3, 2]  # shares of 5 trials between 2 jobs
-    markers = [json.loads((tmp_path / f"{index}.json").read_text()) for index in (0, 1)]
-    assert [[t["number"] for t in marker["trials"]] for marker in markers] == by_job
-    assert {marker["study"] for marker in markers} == {study_name(job, HpoSettings.from_dict(hpo))}
-    # the jobs sampled different values (their samplers are seeded per job)
-    assert len({t.params["learning_rate"] for t in trials}) == 5
-    summary = write_best_params([tmp_path / "0.json", tmp_path / "1.json"], tmp_path / "best_params.json")
-    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 5
-
-
-def test_a_killed_trial_job_resumes_its_study(task, tiny_model_dir, tmp_path):
-    hpo = {"trials": 2, "trial_jobs": 1, "learning_rate": [1e-4, 3e-2], "batch_sizes": [16], "pruner": {"kind": "none"}}
-    settings = HpoSettings.from_dict(hpo)
-    job = make_job(task, tiny_model_dir("llama"), tmp_path / "run", training={**TRAINING, "epochs": 4})
-    storage = tmp_path / "study.journal"
-    process = start_trial_job(job, hpo, storage, 0, tmp_path / "0.json")
-    deadline = time.monotonic() + 120
+    process = subprocess.Popen([sys.executable, "-c", TRIAL, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen = []
     try:
-        while True:  # kill it in the middle of a trial, after it reported a dev value
-            assert process.poll() is None and time.monotonic() < deadline, "the trial job ended before it was killed"
-            if storage.exists():
-                try:
-                    trials = load_trials(storage, job, settings)
-                except KeyError:  # the study is not created yet
-                    trials = []
-                if any(t.state.name == "RUNNING" and t.intermediate_values for t in trials):
-                    break
-            time.sleep(0.1)
+        for line in process.stdout:  # kill it in the middle of the trial, after its first evaluation
+            seen.append(line)
+            if "dev loss" in line:
+                break
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
-    killed = [t.number for t in load_trials(storage, job, settings) if t.state.name == "RUNNING"]
-    assert len(killed) == 1
-
-    summary = run_trials(job, settings, storage, 0)
-    trials = load_trials(storage, job, settings)
-    assert trials[killed[0]].state.name == "FAIL"  # the killed attempt's trial no longer looks alive
-    assert states(trials).count("COMPLETE") == 2 and "RUNNING" not in states(trials)
-    assert [t["state"] for t in summary["trials"]].count("COMPLETE") == 2
-    # a rerun of a finished trial job runs nothing more
-    run_trials(job, settings, storage, 0)
-    assert len(load_trials(storage, job, settings)) == len(trials)
+    assert any("dev loss" in line for line in seen), "".join(seen)[-3000:]
+    assert not out.exists()  # a trial writes its result only when it is over
+    rerun = run_trial(job, study, 2, [Path(path) for path in earlier])
+    assert rerun == json.loads((forward / "trials" / "2.json").read_text())
 
 
-def test_trials_falling_behind_are_pruned(task, tiny_model_dir, tmp_path):
-    """A range from far too low to very high learning rates, and a median pruner active after
-    the first finished trial: the seeded sampler makes this deterministic."""
-    hpo = HpoSettings.from_dict({"trials": 6, "trial_jobs": 1, "learning_rate": [1e-6, 5e-2], "batch_sizes": [16, 32],
-                                 "seed": 0, "pruner": {"kind": "median", "startup_trials": 1, "warmup_evaluations": 0}})
-    job = make_job(task, tiny_model_dir("llama"), tmp_path / "run")
-    run_trials(job, hpo, tmp_path / "study.journal", 0)
-    trials = load_trials(tmp_path / "study.journal", job, hpo)
-    assert len(trials) == 6
-    pruned = [t for t in trials if t.state.name == "PRUNED"]
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert pruned and complete, states(trials)
-    evaluations = TRAINING["epochs"] * TRAINING["evals_per_epoch"]
-    assert all(len(t.intermediate_values) == evaluations for t in complete)
-    assert all(len(t.intermediate_values) < evaluations for t in pruned)  # stopped early, not after the fact
-    for trial in pruned:  # when it stopped, its best was below the median of the trials finished before it
-        step = max(trial.intermediate_values)
-        before = [t.intermediate_values[step] for t in complete if t.number < trial.number]
-        assert max(trial.intermediate_values.values()) < np.percentile(before, 50)
-
-
-# ---- config ----
+# ---- search spaces and config ----
 
 
 def base_config() -> dict:
@@ -225,15 +235,63 @@ def base_config() -> dict:
     return config
 
 
+def test_every_method_family_has_its_default_space_in_the_schema():
+    defaults = schema_defaults()
+    hpo = HpoSettings.from_dict({})
+    assert hpo.trials == defaults["trials"] and hpo.pruner.kind == defaults["pruner"]["kind"]
+    assert set(METHOD_NAMES) <= set(METHOD_SPACES)
+    assert set(METHOD_SPACES.values()) <= set(hpo.spaces) == set(defaults["spaces"])
+    # prompts search higher learning rates than full fine-tuning
+    assert hpo.spaces["prompt"]["learning_rate"][0] > hpo.spaces["full"]["learning_rate"][0]
+    assert hpo.spaces["prompt"]["learning_rate"][1] > hpo.spaces["full"]["learning_rate"][1]
+
+
+def test_the_seed_search_is_a_named_space():
+    study = HpoSettings.from_dict({"trials": 8, "epochs": 2}).study("seed_optuna")
+    assert study.learning_rate == (1e-6, 1e-4) and study.batch_sizes == (4, 8, 16, 32)
+    assert (study.trials, study.epochs, study.pruner.kind) == (20, 4, "none")  # its own budget, not hpo's
+
+
+def test_a_method_tunes_in_its_family_space_or_the_one_it_names():
+    from seqpeft.tune_settings import study_settings
+
+    config = base_config()
+    config["methods"]["prompt_hpo"] = {"method": "prompt_tuning", "training": {"hpo": True}}
+    config["methods"]["lora_seed"] = {"method": "lora", "training": {"hpo": "seed_optuna"}}
+    config["methods"]["loha_hpo"] = {"peft": "LoHaConfig", "training": {"hpo": True}}
+    config["hpo"] = {"spaces": {"prompt": {"learning_rate": [1e-3, 1e-1], "batch_sizes": [8]}}}
+    check_config(config)
+    assert study_settings(config, "lora_hpo").space == "low_rank"
+    prompt = study_settings(config, "prompt_hpo")
+    assert (prompt.space, prompt.learning_rate, prompt.batch_sizes) == ("prompt", (1e-3, 1e-1), (8,))
+    assert study_settings(config, "lora_seed").space == "seed_optuna"
+    assert study_settings(config, "loha_hpo").space == "low_rank"
+    # the other defaults stay when one space is replaced
+    assert study_settings(config, "lora_hpo").learning_rate == tuple(schema_defaults()["spaces"]["low_rank"]["learning_rate"])
+
+
+def test_rounds_of_trial_jobs():
+    study = HpoSettings.from_dict({"trials": 5, "trial_jobs": 2}).study("low_rank")
+    assert [list(study.earlier_trials(trial)) for trial in range(5)] == [[], [], [0, 1], [0, 1], [0, 1, 2, 3]]
+    single = HpoSettings.from_dict({"trials": 3, "trial_jobs": 1}).study("low_rank")
+    assert [list(single.earlier_trials(trial)) for trial in range(3)] == [[], [0], [0, 1]]
+
+
 @pytest.mark.parametrize("hpo, key, problem", [
-    ({"learning_rate": []}, "hpo.learning_rate", "must be a range [low, high]"),
-    ({"learning_rate": [1e-3, 1e-4]}, "hpo.learning_rate", "low (0.001) must be below high (0.0001)"),
-    ({"learning_rate": [1e-3, 1e-3]}, "hpo.learning_rate", "must be below high"),
-    ({"learning_rate": [0, 1e-3]}, "hpo.learning_rate", "must be positive numbers"),
-    ({"batch_sizes": [32, 0]}, "hpo.batch_sizes", "batch sizes must be positive integers, got 0"),
-    ({"batch_sizes": []}, "hpo.batch_sizes", "must be a non-empty list"),
-    ({"trials": 2, "trial_jobs": 3}, "hpo.trial_jobs", "3 trial jobs for 2 trials"),
+    ({"spaces": {"low_rank": {"learning_rate": [], "batch_sizes": [16]}}}, "hpo.spaces.low_rank.learning_rate",
+     "must be a range [low, high]"),
+    ({"spaces": {"low_rank": {"learning_rate": [1e-3, 1e-4], "batch_sizes": [16]}}}, "hpo.spaces.low_rank.learning_rate",
+     "low (0.001) must be below high (0.0001)"),
+    ({"spaces": {"mine": {"learning_rate": [0, 1e-3], "batch_sizes": [16]}}}, "hpo.spaces.mine.learning_rate",
+     "must be positive numbers"),
+    ({"spaces": {"low_rank": {"learning_rate": [1e-4, 1e-3], "batch_sizes": [32, 0]}}}, "hpo.spaces.low_rank.batch_sizes",
+     "batch sizes must be positive integers, got 0"),
+    ({"spaces": {"low_rank": {"learning_rate": [1e-4, 1e-3]}}}, "hpo.spaces.low_rank.batch_sizes", "is missing"),
+    ({"learning_rate": [1e-4, 1e-3]}, "hpo.learning_rate", "hpo.spaces.<name>.learning_rate"),
+    ({"trials": 2, "trial_jobs": 3}, "hpo.trial_jobs", "3 trials per round for the 2 trials"),
     ({"pruner": {"kind": "hyperband"}}, "hpo.pruner.kind", "unknown pruner 'hyperband'"),
+    ({"spaces": {"low_rank": {"learning_rate": [1e-4, 1e-3], "batch_sizes": [16], "pruner": {"kind": "x"}}}},
+     "hpo.spaces.low_rank.pruner.kind", "unknown pruner 'x'"),
 ])
 def test_hpo_config_errors_name_the_key(hpo, key, problem):
     config = base_config()
@@ -244,18 +302,12 @@ def test_hpo_config_errors_name_the_key(hpo, key, problem):
     assert problem in str(error.value)
 
 
-def test_trial_shares_add_up_and_trial_jobs_get_time_for_theirs():
-    from seqpeft.config import size_resources, tune_trials_runtime
-
-    for trials in range(1, 12):
-        for jobs in range(1, trials + 1):
-            shares = [HpoSettings(trials=trials, trial_jobs=jobs).share(index) for index in range(jobs)]
-            assert sum(shares) == trials and max(shares) - min(shares) <= 1
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["hpo"] = {"trials": 16, "trial_jobs": 4, "epochs": 3}  # 4 trials of 3 epochs: 12 of a run's 10 epochs
-    assert tune_trials_runtime(config, "esm2", "lora") == 2 * size_resources(config, "esm2")["runtime"]
-    config["hpo"] = {"trials": 4, "trial_jobs": 4, "epochs": 3}
-    assert tune_trials_runtime(config, "esm2", "lora") == size_resources(config, "esm2")["runtime"]
+def test_an_unknown_space_name_is_refused_at_the_method():
+    config = base_config()
+    config["methods"]["lora_hpo"]["training"]["hpo"] = "seed_optuan"
+    with pytest.raises(SeqpeftInputError) as error:
+        check_config(config)
+    assert str(error.value).startswith("methods.lora_hpo.training.hpo: unknown search space 'seed_optuan'")
 
 
 def snakemake(*args, workdir: Path | None = None) -> tuple[int, str]:
@@ -277,10 +329,10 @@ def write_config(path: Path, config: dict) -> Path:
 def test_bad_hpo_range_stops_the_workflow_with_the_key(tmp_path):
     config = base_config()
     config["results"] = str(tmp_path / "results")
-    config["hpo"] = {"learning_rate": [1e-2, 1e-5]}
+    config["hpo"] = {"spaces": {"low_rank": {"learning_rate": [1e-2, 1e-5], "batch_sizes": [16]}}}
     code, out = snakemake("-n", "--configfile", write_config(tmp_path / "config.yaml", config))
     assert code != 0
-    assert "hpo.learning_rate: low (0.01) must be below high (1e-05)" in out
+    assert "hpo.spaces.low_rank.learning_rate: low (0.01) must be below high (1e-05)" in out
     assert "Traceback" not in out
 
 
@@ -308,11 +360,11 @@ def hpo_config(results: Path) -> dict:
     config["methods"]["lora_hpo"] = {"method": "lora", "r": 4, "training": {"hpo": True}}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_dna"], "methods": ["frozen", "lora_hpo"]},
                              {"tasks": ["demo_sp"], "models": ["tiny_esm"], "methods": ["lora_hpo"]}]
-    config["hpo"] = {"trials": 4, "trial_jobs": 2, "epochs": 1}
+    config["hpo"] = {"trials": 5, "trial_jobs": 2, "epochs": 1}
     return config
 
 
-def test_dry_run_chains_trial_jobs_tune_and_tuned_finetunes(tmp_path):
+def test_dry_run_chains_rounds_of_trials_tune_and_tuned_finetunes(tmp_path):
     results = tmp_path / "results"
     code, out = snakemake("-n", "--configfile", write_config(tmp_path / "config.yaml", hpo_config(results)))
     assert code == 0, out[-3000:]
@@ -323,14 +375,18 @@ def test_dry_run_chains_trial_jobs_tune_and_tuned_finetunes(tmp_path):
                f"{tune_dir}/demo_sp/tiny_esm/lora_hpo/t1v2"}
     tune = {job["output"] for job in jobs if job["rule"] == "tune"}
     assert tune == {f"{study}/best_params.json" for study in studies}
-    trial_jobs = {job["output"] for job in jobs if job["rule"] == "tune_trials"}
-    assert trial_jobs == {f"{study}/trials/{index}.json" for study in studies for index in (0, 1)}
+    trials = {job["output"]: job["input"] for job in jobs if job["rule"] == "tune_trials"}
+    assert set(trials) == {f"{study}/trials/{trial}.json" for study in studies for trial in range(5)}
+    for study in studies:
+        # rounds of 2: a trial's inputs are the results of every trial of the earlier rounds
+        for trial, earlier in enumerate([[], [], [0, 1], [0, 1], [0, 1, 2, 3]]):
+            inputs = trials[f"{study}/trials/{trial}.json"].split(", ")
+            assert sorted(path for path in inputs if "/trials/" in path) == [f"{study}/trials/{n}.json" for n in earlier]
+            assert "best_params" not in trials[f"{study}/trials/{trial}.json"]
     for job in jobs:
         if job["rule"] == "tune":
             study = job["output"].rsplit("/", 1)[0]
-            assert sorted(job["input"].split(", ")) == [f"{study}/trials/0.json", f"{study}/trials/1.json"]
-        if job["rule"] == "tune_trials":
-            assert "best_params" not in job["input"] and job["resources"]
+            assert sorted(job["input"].split(", ")) == sorted(f"{study}/trials/{n}.json" for n in range(5))
     finetune = {job["wildcards"]: job["input"] for job in jobs if job["rule"] == "finetune"}
     for partition in ("0", "1"):
         assert f"{tune_dir}/demo_tf/tiny_llama_dna/lora_hpo/0/best_params.json" in \
@@ -341,11 +397,8 @@ def test_dry_run_chains_trial_jobs_tune_and_tuned_finetunes(tmp_path):
             finetune[f"task=demo_sp, model=tiny_esm, method=lora_hpo, partition={fold}"]
 
 
-@pytest.mark.slow
-def test_workflow_tunes_then_fine_tunes_with_the_best_params(tmp_path):
-    """A real run: two trial jobs share a study, tune writes best_params.json, the tuned run uses it."""
-    workdir, results = tmp_path / "work", tmp_path / "results"
-    workdir.mkdir()
+def tiny_hpo_config(results: Path) -> dict:
+    """lora_hpo alone on a small demo_tf: one round of 2 trials of 2 epochs."""
     config = hpo_config(results)
     config["sources"] = {"demo_dna": {**config["sources"]["demo_dna"], "n_train": 200, "n_dev": 64, "n_test": 64}}
     config["tasks"] = {"demo_tf": {**config["tasks"]["demo_tf"], "partitions": [0]}}
@@ -353,34 +406,72 @@ def test_workflow_tunes_then_fine_tunes_with_the_best_params(tmp_path):
     config["models"] = {"tiny_llama_dna": config["models"]["tiny_llama_dna"]}
     config["methods"] = {"lora_hpo": config["methods"]["lora_hpo"]}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_dna"], "methods": ["lora_hpo"]}]
-    config["training"]["epochs"] = 2
-    config["hpo"] = {"trials": 2, "trial_jobs": 2, "epochs": 1, "batch_sizes": [16, 32]}
-    configfile = write_config(tmp_path / "config.yaml", config)
-    run_dir = results / "runs" / "demo_tf" / "tiny_llama_dna" / "lora_hpo" / "0"
-    code, out = snakemake(run_dir / "metrics.json", "--cores", "2", "--configfile", configfile, workdir=workdir)
-    assert code == 0, out[-5000:]
-    study = results / "tuning" / "demo_tf" / "tiny_llama_dna" / "lora_hpo" / "0"
-    best = json.loads((study / "best_params.json").read_text())
-    assert best["trials"]["complete"] + best["trials"]["pruned"] == 2 and best["trial_jobs"] == 2
-    markers = [json.loads((study / "trials" / f"{index}.json").read_text()) for index in (0, 1)]
-    assert [len(marker["trials"]) for marker in markers] == [1, 1]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["training"]["learning_rate"] == best["params"]["learning_rate"]
-    assert metrics["training"]["batch_size"] == best["params"]["batch_size"]
-    assert "tuned settings from" in (run_dir / "train.log").read_text()
-    code, out = snakemake(run_dir / "metrics.json", "-n", "--configfile", configfile, workdir=workdir)
-    assert code == 0 and "Nothing to be done" in out, out[-3000:]
-    # a changed search space reruns the trial jobs, in a new study of the same journal file
-    changed = copy.deepcopy(config)
-    changed["hpo"]["batch_sizes"] = [16]
-    code, out = snakemake(run_dir / "metrics.json", "-n", "--configfile", write_config(tmp_path / "changed.yaml", changed),
-                          "--rerun-triggers", "mtime", "params", "input", workdir=workdir)
-    assert code == 0, out[-3000:]
-    assert {job["rule"] for job in dry_run_jobs(out)} == {"tune_trials", "tune", "finetune"}
+    config["training"].update({"epochs": 2, "evals_per_epoch": 2})
+    config["hpo"] = {"trials": 2, "trial_jobs": 2, "pruner": {"kind": "median", "startup_trials": 1,
+                                                              "warmup_evaluations": 0},
+                     "spaces": {"low_rank": {"learning_rate": [1e-5, 5e-2], "batch_sizes": [16, 32]}}}
+    return config
+
+
+@pytest.mark.slow
+def test_two_clean_workflow_runs_tune_to_the_same_values_whatever_the_job_order(tmp_path):
+    """Two clean runs of the tuning rules: A lets Snakemake run each round's two trials in parallel,
+    B runs them in reverse order, one at a time. Same trials, best_params.json and tuned test MCC;
+    then what reruns after config changes (the in-process tests cover several rounds)."""
+    study_dir = Path("tuning") / "demo_tf" / "tiny_llama_dna" / "lora_hpo" / "0"
+    run_dir = Path("runs") / "demo_tf" / "tiny_llama_dna" / "lora_hpo" / "0"
+    outcomes = {}
+    for name in ("A", "B"):
+        workdir, results = tmp_path / name / "work", tmp_path / name / "results"
+        workdir.mkdir(parents=True)
+        configfile = write_config(tmp_path / name / "config.yaml", tiny_hpo_config(results))
+        if name == "A":
+            targets = [[results / run_dir / "metrics.json", "--cores", "2"]]
+        else:  # trial 1 before trial 0, then the rest
+            targets = [[results / study_dir / "trials" / f"{trial}.json", "--cores", "1"] for trial in (1, 0)]
+            targets.append([results / run_dir / "metrics.json", "--cores", "1"])
+        for target in targets:
+            code, out = snakemake(*target, "--configfile", configfile, workdir=workdir)
+            assert code == 0, out[-5000:]
+        outcomes[name] = (results, configfile, workdir)
+    (a, _, _), (b, _, _) = outcomes["A"], outcomes["B"]
+    mtime = {trial: (b / study_dir / "trials" / f"{trial}.json").stat().st_mtime for trial in range(2)}
+    assert mtime[1] < mtime[0]  # B really ran the round in reverse
+    for trial in range(2):
+        assert (a / study_dir / "trials" / f"{trial}.json").read_bytes() == \
+            (b / study_dir / "trials" / f"{trial}.json").read_bytes()
+    assert (a / study_dir / "best_params.json").read_bytes() == (b / study_dir / "best_params.json").read_bytes()
+    best = json.loads((a / study_dir / "best_params.json").read_text())
+    assert [entry["trial"] for entry in best["history"]] == [0, 1]
+    metrics = [json.loads((results / run_dir / "metrics.json").read_text()) for results in (a, b)]
+    assert metrics[0]["test"] == metrics[1]["test"]  # the tuned run's test MCC (and the rest) is identical
+    assert metrics[0]["training"]["learning_rate"] == best["params"]["learning_rate"]
+    assert metrics[0]["training"]["batch_size"] == best["params"]["batch_size"]
+    assert "tuned settings from" in (a / run_dir / "train.log").read_text()
+
+    results, configfile, workdir = outcomes["A"]
+    target = results / run_dir / "metrics.json"
+    config = yaml.safe_load(configfile.read_text())
+
+    def planned(changed: dict) -> dict[str, list[str]]:
+        code, out = snakemake(target, "-n", "--configfile", write_config(tmp_path / "changed.yaml", changed),
+                              "--rerun-triggers", "mtime", "params", "input", workdir=workdir)
+        assert code == 0, out[-3000:]
+        jobs: dict[str, list[str]] = {}
+        for job in dry_run_jobs(out):
+            jobs.setdefault(job["rule"], []).append(job.get("wildcards", ""))
+        return jobs
+
+    assert planned(config) == {}  # finished trials are not rerun
+    more = copy.deepcopy(config)
+    more["hpo"]["trials"] = 4  # extends the study: only the new round's trials run
+    jobs = planned(more)
+    assert set(jobs) == {"tune_trials", "tune", "finetune"}
+    assert sorted(w.rsplit("trial=", 1)[1] for w in jobs["tune_trials"]) == ["2", "3"]
+    narrower = copy.deepcopy(config)
+    narrower["hpo"]["spaces"]["low_rank"]["batch_sizes"] = [16]  # a new space: a new study
+    assert len(planned(narrower)["tune_trials"]) == 2
     # the configured learning rate is not the study's business: only the fine-tuning job reruns
     changed = copy.deepcopy(config)
     changed["training"]["learning_rate"] = 1e-2
-    code, out = snakemake(run_dir / "metrics.json", "-n", "--configfile", write_config(tmp_path / "lr.yaml", changed),
-                          "--rerun-triggers", "mtime", "params", "input", workdir=workdir)
-    assert code == 0, out[-3000:]
-    assert {job["rule"] for job in dry_run_jobs(out)} == {"finetune"}
+    assert set(planned(changed)) == {"finetune"}

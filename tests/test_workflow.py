@@ -24,7 +24,7 @@ FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
          "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
-         "signalp_figures", "all"]
+         "signalp_figures", "reproduction", "all"]
 
 OFFLINE = {
     "http_proxy": "http://127.0.0.1:9",
@@ -84,7 +84,7 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert set(stats) == set(RULES) - {"download_source"}
     # + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the byte-level llama
     assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 9
-    assert stats["tune_trials"] == 2 and stats["tune"] == 1  # lora_hpo's one study, two trial jobs
+    assert stats["tune_trials"] == 6 and stats["tune"] == 1  # lora_hpo's one study: 6 trials, one job each
     assert stats["generate_demo_source"] == 2
     assert stats["build_tokenizer"] == 3
     assert stats["prepare_model"] == 4
@@ -225,7 +225,7 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     assert {rule: n for rule, n in job_stats(out).items() if rule not in ("aggregate", "pareto_figure",
-            "mcc_over_time_figure", "all")} == {"tokenize_dsp": 2, "finetune": 2}
+            "mcc_over_time_figure", "reproduction", "all")} == {"tokenize_dsp": 2, "finetune": 2}
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora_dsp", "lora_dsp_nt"}
     changed = load(DEMO, results)
@@ -252,8 +252,11 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     # variants; SignalP: 6 folds x 10
     assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7 + 2 * 2) + 6 * 10
     assert stats["tokenize_dsp"] == 28 * 2 * 2
-    assert stats["download_source"] == 2
+    assert stats["download_source"] == 2  # GUE and SignalP; the alternative GUE zip is used by no task
     assert stats["prepare_model"] == len(config["models"])
+    # the entries the shipped config leaves for `seqpeft pin`, one line each, on the dry run
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("unpinned ")] == [
+        "unpinned model nucleotide_transformer", "unpinned model mistral_dna"]
     tasks = {run.task for run in runs}
     assert stats["pareto_figure"] == len(tasks) * 3
     assert stats["mcc_over_time_figure"] == len(tasks)

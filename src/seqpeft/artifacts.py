@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from seqpeft.atomic import atomic_directory, write_json_atomic, write_text_atomic
@@ -31,6 +32,7 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             backbone_kind = "trainable"
         elif uses_peft:
             model.backbone.save_pretrained(tmp / "adapter")
+            point_adapter_at_base(tmp / "adapter", description)
             backbone_kind = "adapter"
         elif any(p.requires_grad for p in model.backbone.parameters()):
             model.backbone.save_pretrained(tmp / "backbone")
@@ -52,11 +54,58 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_text_atomic(Path(path), buffer.getvalue())
 
 
+def base_model_reference(model_dir: Path, artifacts_dir: Path, model_spec: dict) -> dict:
+    """seqpeft.json's base-model fields: the path relative to the artifacts (holds when the whole
+    results tree moves), the absolute path (holds when only the artifacts are copied), and the
+    hub id + revision of a downloaded model (holds anywhere with the hub or its cache)."""
+    model_dir = Path(model_dir).resolve()
+    reference = {"base_model": str(model_dir),
+                 "base_model_relative": os.path.relpath(model_dir, Path(artifacts_dir).resolve())}
+    if model_spec.get("hub"):
+        reference["base_model_hub"] = {"id": model_spec["hub"], "revision": model_spec.get("revision")}
+    return reference
+
+
+def point_adapter_at_base(adapter_dir: Path, description: dict) -> None:
+    """adapter_config.json's ``base_model_name_or_path``: the hub id (and ``revision``) of a hub
+    model, else the absolute path, never the job's working-directory-relative path, so that
+    ``PeftModel.from_pretrained(AutoModel.from_pretrained(config.base_model_name_or_path), ...)``
+    works from any directory."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file() or "base_model" not in description:
+        return
+    config = json.loads(config_path.read_text())
+    hub = description.get("base_model_hub")
+    config["base_model_name_or_path"] = hub["id"] if hub else description["base_model"]
+    if hub and hub.get("revision"):
+        config["revision"] = hub["revision"]
+    write_json_atomic(config_path, config)
+
+
+def resolve_base_model(artifacts_dir: Path, description: dict) -> Path:
+    """The base model directory of a run's artifacts: relative to the artifacts, else absolute;
+    neither found is an error naming both and the fix (``--model BASE --adapter ARTIFACTS``)."""
+    if description.get("weights") == "backbone":
+        return Path(artifacts_dir) / "backbone"
+    candidates = []
+    if description.get("base_model_relative"):
+        candidates.append(Path(artifacts_dir) / description["base_model_relative"])
+    candidates.append(Path(description["base_model"]))
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    hub = description.get("base_model_hub")
+    source = f" (hub {hub['id']} at revision {hub.get('revision')})" if hub else ""
+    raise SeqpeftInputError(Path(artifacts_dir) / "seqpeft.json", "the base model the run was trained on is not at "
+                            f"{' nor at '.join(str(c) for c in candidates)}{source}.",
+                            fix="pass the base model directory: seqpeft predict|evaluate --model BASE_MODEL_DIR "
+                                f"--adapter {artifacts_dir} ...")
+
+
 def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate)."""
     import torch
     from safetensors.torch import load_file
-
 
     artifacts_dir = Path(artifacts_dir)
     description_path = artifacts_dir / "seqpeft.json"
@@ -64,7 +113,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         raise SeqpeftInputError(artifacts_dir, "is not a seqpeft run's artifacts directory (no seqpeft.json).",
                                 fix="pass results/runs/<task>/<model>/<method>/<partition>/artifacts.")
     description = json.loads(description_path.read_text())
-    base = Path(base_model_dir or description["base_model"])
+    base = Path(base_model_dir) if base_model_dir is not None else resolve_base_model(artifacts_dir, description)
     if description["weights"] == "backbone":
         base = artifacts_dir / "backbone"
     method, args = resolve_method(description["method"], description.get("method_spec") or {})
@@ -97,7 +146,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
             model.attach_pooler()
             model.pooler.load_state_dict(load_file(str(artifacts_dir / "pooler.safetensors")))
     if (artifacts_dir / "crf.safetensors").is_file():
-        objective_for(description["task_kind"]).attach(model)
+        objective_for(description["task_kind"], {"signal_peptide": description.get("signal_peptide")}).attach(model)
         model.crf.load_state_dict(load_file(str(artifacts_dir / "crf.safetensors")))
     model.eval()
     loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")

@@ -4,7 +4,7 @@ precision and compilation, and the checks that the tokenized cache fits the job.
 from __future__ import annotations
 
 import functools
-import os
+import resource
 from pathlib import Path
 from typing import Callable
 
@@ -57,9 +57,33 @@ def apply_precision(torch, model, precision: str, device) -> None:
     model.forward = autocast_forward
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+# Peak memory means one thing per device, named in metrics.json's memory_measure.
+CPU_PEAK_SINCE_RESET = "cpu_peak_rss_since_model_load"
+CPU_PEAK_LIFETIME = "cpu_peak_rss_process_lifetime"
+CUDA_PEAK = "cuda_max_memory_allocated"
+
+
+def reset_cpu_peak() -> str:
+    """Reset the kernel's peak-RSS counter of this process (Linux: ``5`` to /proc/self/clear_refs),
+    so that the peak read later is this run's alone; the name of the measurement that results."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return CPU_PEAK_SINCE_RESET
+    except OSError:
+        return CPU_PEAK_LIFETIME
+
+
+def cpu_peak_mb() -> float:
+    """The process's peak resident memory (VmHWM; ru_maxrss where /proc is missing), MB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def check_dsp_cache(cache: TokenizedTask, dsp: dict | None, cache_path: Path, model: str) -> None:

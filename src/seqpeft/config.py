@@ -13,7 +13,6 @@ models are pinned, that cross-validation folds are well formed. Every problem is
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from typing import Any
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
-from seqpeft.jobs import dsp_encoding, hpo_settings, method_spec, training_for
+from seqpeft.jobs import dsp_encoding, method_spec, training_for, training_key
 from seqpeft.paths import section
-from seqpeft.settings import HpoSettings, setup_problem, world_size
+from seqpeft.settings import setup_problem, world_size
+from seqpeft.tune_settings import check_hpo
 
 TASK_KINDS = ("sequence_classification", "signal_peptide")
 MODEL_SOURCES = ("hub", "path", "build")
@@ -79,9 +79,8 @@ def check_config(config: dict) -> None:
             _fail(path, "a synthetic source cannot also have 'url' or 'local'.")
         if not kinds:
             _fail(path, "needs 'url' (downloaded), 'local' (pre-staged copy) or 'synthetic' (generated).")
-        if spec.get("url") is not None and not spec.get("sha256"):
-            _fail(f"{path}.sha256", "a downloaded source needs the sha256 of the file it downloads.",
-                  "set it from a trusted copy (sha256sum FILE).")
+        # a url without sha256/git_blob is unpinned: listed by the workflow, refused by its job
+        # unless allow_unpinned (seqpeft.pins)
         if spec.get("url") is not None and spec.get("local") is None and spec.get("archive") == "none" \
                 and not spec.get("filename"):
             _fail(f"{path}.filename", "a source with 'archive: none' needs the file name to save the download as.")
@@ -94,6 +93,8 @@ def check_config(config: dict) -> None:
         kind = spec["kind"]
         if kind not in TASK_KINDS:
             _fail(f"{path}.kind", f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}.")
+        if spec.get("signal_peptide") and kind != "signal_peptide":
+            _fail(f"{path}.signal_peptide", f"applies to signal_peptide tasks only, not {kind!r}.", "delete it from this task.")
         partitions = spec.get("partitions") or []
         if not partitions:
             _fail(f"{path}.partitions", "needs at least one partition.")
@@ -127,10 +128,8 @@ def check_config(config: dict) -> None:
         if len(given) != 1:
             _fail(path, f"needs exactly one of hub, path, build; got {', '.join(given) or 'none'}.")
         if "hub" in given:
+            # no revision: unpinned, listed by the workflow and resolved by `seqpeft pin` (seqpeft.pins)
             revision = spec.get("revision")
-            if not revision:
-                _fail(f"{path}.revision", "a hub model needs a pinned revision (40-hex commit).",
-                      f"look it up with `huggingface-cli repo info {spec['hub']}` or on the model page.")
             if spec.get("trust_remote_code") and not REVISION_RE.match(str(revision)):
                 _fail(f"{path}.revision", f"trust_remote_code runs the model repository's code, so the revision must "
                       f"be a full 40-hex commit, not {revision!r}.")
@@ -168,7 +167,7 @@ def check_config(config: dict) -> None:
 
     _check_local_paths(sources, models)
     _check_applicability(config, models, methods, experiments)
-    HpoSettings.from_dict(config.get("hpo"))
+    check_hpo(config)
     _check_processes(config, tasks, models, methods, experiments)
 
     axes = ((config.get("figures") or {}).get("pareto_axes")) or []
@@ -227,12 +226,6 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
                       "which would hold GPUs that nothing uses.", "set training.device: auto, or size: tiny for CPU models.")
 
 
-def _training_key(config: dict, method: str, key: str) -> str:
-    """Where a method's training setting comes from: its own ``training:`` override, or the global block."""
-    override = ((section(config, "methods").get(method) or {}).get("training") or {})
-    return f"methods.{method}.training.{key}" if key in override else f"training.{key}"
-
-
 def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:
     """Multi-process jobs: CPU processes or GPUs (not both), enough batch for every rank, FSDP only
     where parameters may be sharded."""
@@ -244,7 +237,7 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
                 try:
                     world = world_size(int(settings.get("processes", 1)), gpus, str(settings.get("device", "auto")))
                 except SeqpeftInputError as error:
-                    _fail(_training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
+                    _fail(training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
                 if world <= 1:
                     continue
                 spec = method_spec(config, method)
@@ -254,7 +247,7 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
                     problem = setup_problem(world, int(settings.get("batch_size", world)),
                                             str(settings.get("distributed", "ddp")), entry, kind)
                     if problem:
-                        _fail(_training_key(config, method, problem[0]),
+                        _fail(training_key(config, method, problem[0]),
                               f"{problem[1]} (model {model!r}, method {method!r}, task {task!r})", problem[2])
 
 
@@ -317,16 +310,3 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
 
 def finetune_threads(config: dict) -> int:
     return int((config.get("resources") or {}).get("finetune_threads") or DEFAULT_FINETUNE_THREADS)
-
-
-# ---- hyper-parameter search (seqpeft.tune) ----
-
-
-def tune_trials_runtime(config: dict, model: str, method: str) -> int:
-    """Minutes for the first attempt of a trial job: a fine-tuning job's, times the full-length
-    runs its share of trials adds up to (trials may stop early; the estimate assumes they do not)."""
-    hpo = hpo_settings(config)
-    epochs = int(training_for(config, method).get("epochs") or 10)
-    trial_epochs = min(hpo.epochs or epochs, epochs)
-    runs = math.ceil(hpo.share(0) * trial_epochs / epochs)
-    return int(size_resources(config, model)["runtime"]) * max(1, runs)

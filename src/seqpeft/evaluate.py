@@ -26,6 +26,7 @@ class Predictor:
     per_residue: bool
     label_names: list[str] | None
     batch_size: int = 128
+    num_labels: int | None = None
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
 
@@ -72,7 +73,8 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
         artifacts = Path(adapter_dir) if adapter_dir is not None else model_dir
         model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None)
         return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), description["per_residue"],
-                         description.get("label_names"), dsp=description.get("dsp"))
+                         description.get("label_names"), dsp=description.get("dsp"),
+                         num_labels=int(description["num_labels"]))
     import json
 
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -84,11 +86,13 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
     model = make_classifier(loaded, num_labels)
     model.eval()
     limit = max_length or int(config.get("max_position_embeddings", 512))
-    return Predictor(model, loaded.tokenizer, limit, False, None)
+    return Predictor(model, loaded.tokenizer, limit, False, None, num_labels=num_labels)
 
 
-def evaluate_file(predictor: Predictor, data_path: Path) -> dict[str, float]:
-    """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``)."""
+def evaluate_file(predictor: Predictor, data_path: Path, partition: int | None = None) -> dict:
+    """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``); for a
+    signal-peptide model, the workflow's SignalP metrics on a SignalP 6.0 three-line FASTA
+    (``partition``: only that partition's records, e.g. 0 for a t0v1 run's test set)."""
     import torch
 
     from seqpeft.data import read_labeled_csv
@@ -96,13 +100,71 @@ def evaluate_file(predictor: Predictor, data_path: Path) -> dict[str, float]:
     from seqpeft.predict import predict_split
 
     if predictor.per_residue:
-        raise SeqpeftInputError(data_path, "per-residue models are evaluated inside the workflow.",
-                                fix="use the signal-peptide metrics of the run directory.")
+        return evaluate_signal_peptides(predictor, Path(data_path), partition)
+    if partition is not None:
+        raise SeqpeftInputError(data_path, "--partition selects records of a SignalP FASTA; this model classifies whole "
+                                "sequences from a CSV.", fix="leave out --partition.")
     records = read_labeled_csv(Path(data_path), alphabet="dna")
+    check_labels_known(predictor, records)
     split = predictor.split_for(records.sequences, records.labels, source=data_path)
     labels, logits, loss = predict_split(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
                                          predictor.batch_size, torch.device("cpu"))
     return classification_metrics(labels, logits, loss)
+
+
+def check_labels_known(predictor: Predictor, records) -> None:
+    """A label the model has no output for is an input error at its line, not an IndexError in the loss."""
+    if predictor.num_labels is None or records.labels is None:
+        return
+    unknown = np.flatnonzero((records.labels < 0) | (records.labels >= predictor.num_labels))
+    if unknown.size:
+        index = int(unknown[0])
+        classes = ", ".join(str(c) for c in range(predictor.num_labels))
+        names = predictor.label_names
+        named = f" ({', '.join(f'{c} = {n}' for c, n in enumerate(names))})" if names and list(map(str, names)) != \
+            [str(c) for c in range(predictor.num_labels)] else ""
+        raise SeqpeftInputError(
+            records.path, f"label {int(records.labels[index])} is not a class of this model, which knows "
+            f"{predictor.num_labels} classes: {classes}{named} ({unknown.size} row(s) with unknown labels).",
+            fix="code the labels as the model was trained (0 .. number of classes - 1), or evaluate with a model "
+                "trained on these classes.", line=int(records.lines[index]))
+
+
+def evaluate_signal_peptides(predictor: Predictor, fasta: Path, partition: int | None = None) -> dict:
+    """The workflow's signal-peptide test metrics (``seqpeft.objectives``) on a SignalP 6.0 FASTA:
+    mean MCC2 as ``mcc``, type accuracy/F1/precision/recall, CRF loss, detection and cleavage-site
+    MCC, and the kingdom x type table under ``signalp``."""
+    import torch
+
+    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.signalp_fasta import read_signalp_fasta
+    from seqpeft.objectives import objective_for
+    from seqpeft.tokenize import TokenizedSplit, _encode
+    from seqpeft.batching import Split
+
+    if getattr(predictor.model, "crf", None) is None:
+        raise SeqpeftInputError(fasta, "this per-residue model has no signal-peptide CRF.",
+                                fix="pass the artifacts directory of a signal_peptide run.")
+    records = read_signalp_fasta(fasta)
+    if partition is not None:
+        found = sorted({r.partition for r in records})
+        records = [r for r in records if r.partition == partition]
+        if not records:
+            raise SeqpeftInputError(fasta, f"no record of partition {partition} (the file has partitions "
+                                    f"{', '.join(map(str, found))}).", fix="pass one of those with --partition.")
+    ids, offsets = _encode(predictor.tokenizer, [r.sequence for r in records])
+    residues = np.array([len(r.sequence) for r in records], dtype=np.int64)
+    label_offsets = np.zeros(len(records) + 1, dtype=np.int64)
+    np.cumsum(residues, out=label_offsets[1:])
+    letter = {name: index for index, name in enumerate(RESIDUE_LABELS)}
+    labels = np.fromiter((letter[c] for r in records for c in r.labels), dtype=np.int8, count=int(label_offsets[-1]))
+    leading = 1 if int(np.diff(offsets)[0] - residues[0]) > 0 else 0
+    extra = {"kingdom": np.array([KINGDOMS.index(r.kingdom) for r in records], dtype=np.int8),
+             "sp_type": np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)}
+    split = Split(TokenizedSplit(ids, offsets, labels, label_offsets), per_residue=True, leading_specials=leading,
+                  extra=extra)
+    return objective_for("signal_peptide").evaluate(predictor.model, split, predictor.tokenizer.pad_token_id,
+                                                    predictor.max_length, predictor.batch_size, torch.device("cpu"))
 
 
 def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> int:
@@ -144,11 +206,20 @@ def _residue_split(predictor: Predictor, sequences: list[str]):
     return Split(data, per_residue=True, leading_specials=leading)
 
 
+PEFT_SP_COLUMNS = ("sp_type_id", "sp_type_name", "cv_position", "sp_type_probabilities")
+
+
 def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path: Path) -> int:
-    """One row per protein: id, predicted SP type, cleavage site (-1 for NO_SP), one probability per type.
+    """One row per protein, PEFT-SP's ``predict.py`` columns first: ``sp_type_id`` (index into
+    NO_SP, SP, LIPO, TAT, TATLIPO, PILIN), ``sp_type_name``, ``cv_position`` (the cleavage site,
+    -1 for NO_SP) and ``sp_type_probabilities`` (the six probabilities rounded to 3 decimals, as a
+    list in PEFT-SP's README form ``[0.005, 0.975, ...]``); then seqpeft's own columns: ``id``,
+    ``prediction`` and ``cleavage_site`` (the same type and site, for existing readers) and one
+    full-precision ``prob_<TYPE>`` per type.
 
     The cleavage site is the 0-based index of the first mature residue (the position after the
-    last signal-peptide residue), the convention the metrics use.
+    last signal-peptide residue), PEFT-SP's convention and the one the metrics use. The input is a
+    CSV or FASTA: plain, two-line with SignalP headers (PEFT-SP's input) or SignalP three-line.
     """
     import torch
 
@@ -166,8 +237,10 @@ def predict_signal_peptides(predictor: Predictor, input_path: Path, output_path:
                                     predictor.batch_size, torch.device("cpu"))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
+    writer.writerow(list(PEFT_SP_COLUMNS) + ["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
     for record_id, type_index, site, row in zip(ids, predicted["type"], predicted["site"], predicted["probabilities"]):
-        writer.writerow([record_id, SP_TYPES[int(type_index)], int(site)] + [f"{p:.6f}" for p in row])
+        name = SP_TYPES[int(type_index)]
+        rounded = "[" + ", ".join(str(round(float(p), 3)) for p in row) + "]"
+        writer.writerow([int(type_index), name, int(site), rounded, record_id, name, int(site)] + [f"{p:.6f}" for p in row])
     write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)

@@ -12,7 +12,7 @@ from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE
 from seqpeft.paths import section
-from seqpeft.settings import TUNED_KEYS, HpoSettings
+from seqpeft.settings import TUNED_KEYS
 
 
 # Keys that only domain-shift prompting reads: kept out of the other jobs' params so that editing
@@ -112,6 +112,12 @@ def training_for(config: dict, method: str) -> dict:
     return canonical({**(config.get("training") or {}), **(spec.get("training") or {})})
 
 
+def training_key(config: dict, method: str, key: str) -> str:
+    """Where a method's training setting comes from: its own ``training:`` override, or the global block."""
+    override = ((section(config, "methods").get(method) or {}).get("training") or {})
+    return f"methods.{method}.training.{key}" if key in override else f"training.{key}"
+
+
 def model_params(config: dict, model: str) -> dict:
     """The model's spec minus ``size`` (a scheduling hint that must not force retraining) and its
     DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``)."""
@@ -135,15 +141,6 @@ def synthetic_sources(config: dict) -> list[str]:
 def prepared_models(config: dict) -> list[str]:
     """Models that the prepare rule materialises (``hub`` and ``build``; ``path:`` models are used in place)."""
     return [name for name, spec in section(config, "models").items() if (spec or {}).get("path") is None]
-
-
-def hpo_settings(config: dict) -> HpoSettings:
-    return HpoSettings.from_dict(config.get("hpo"))
-
-
-def hpo_params(config: dict) -> dict:
-    """The ``hpo`` section with defaults filled in, as a tuning job's params."""
-    return canonical(hpo_settings(config).as_dict())
 
 
 def tuning_training(config: dict, method: str) -> dict:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-import resource
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +22,9 @@ import numpy as np
 
 from seqpeft import progress
 from seqpeft.artifacts import save_artifacts, write_history
-from seqpeft.assemble import (apply_precision, build_model, check_dsp_cache, compile_model, count_truncated,
-                              resolve_device, resolve_precision, rss_mb)
+from seqpeft.artifacts import base_model_reference
+from seqpeft.assemble import (CUDA_PEAK, apply_precision, build_model, check_dsp_cache, compile_model, count_truncated,
+                              cpu_peak_mb, reset_cpu_peak, resolve_device, resolve_precision)
 from seqpeft.atomic import write_json_atomic
 from seqpeft.batching import Split, length_bucketed_batches, task_splits
 from seqpeft.step import step_with_oom_retry
@@ -34,6 +34,8 @@ from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.objectives import loss_module, objective_for
 from seqpeft.predict import evaluate
+from seqpeft.recipe import make_optimizer, make_scheduler
+from seqpeft.signalp_regions import SignalPeptideSettings
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
 
@@ -58,7 +60,7 @@ class Run:
     num_labels: int
     steps_per_epoch: int
     total_steps: int
-    rss_before: float
+    memory_measure: str = ""  # what peak_memory_mb measures on CPU (seqpeft.assemble)
     core: Any = None  # the classifier; training calls loss_model (DDP-wrapped, or around a sharded core)
     loss_model: Any = None
     method: Any = None
@@ -125,12 +127,12 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
         if len(split.data) == 0:
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
-    objective = objective_for(cache.kind)
+    objective = objective_for(cache.kind, job.task_spec)
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     return Run(job=job, training=training, ranks=ranks, say=say, dev_only=dev_only, on_evaluate=on_evaluate, seed=seed,
                rng=rng, device=device, cache=cache, splits=splits, objective=objective,
                per_residue=cache.kind == "signal_peptide", num_labels=objective.num_outputs(int(cache.meta["num_labels"])),
-               steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * training.epochs, rss_before=rss_mb())
+               steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * training.epochs)
 
 
 def prepare_model(run: Run) -> None:
@@ -138,6 +140,7 @@ def prepare_model(run: Run) -> None:
     import torch
 
     job, training, ranks = run.job, run.training, run.ranks
+    run.memory_measure = reset_cpu_peak()
     model, run.method, run.method_args, run.loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                                  run.num_labels, run.per_residue, run.total_steps, job.model)
     run.objective.attach(model)
@@ -164,17 +167,16 @@ def prepare_model(run: Run) -> None:
 
 
 def prepare_optimizer(run: Run) -> None:
-    """AdamW on the trainable parameters, a linear schedule with warm-up, and the evaluation period."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
+    """The configured optimizer (AdamW unless set) on the trainable parameters, its schedule, and
+    the evaluation period."""
     training = run.training
     run.trainable_params = [p for p in run.core.parameters() if p.requires_grad]
-    run.optimizer = torch.optim.AdamW(run.trainable_params, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                      # one kernel, not one per small tensor (not for sharded DTensor parameters)
-                                      fused=run.device.type in ("cpu", "cuda") and not run.ranks.shards_parameters)
-    run.scheduler = get_linear_schedule_with_warmup(run.optimizer, int(training.warmup_ratio * run.total_steps),
-                                                    run.total_steps)
+    run.optimizer = make_optimizer(training.optimizer, training.optimizer_args, run.trainable_params,
+                                   training.learning_rate, training.weight_decay,
+                                   # one kernel, not one per small tensor (not for sharded DTensor parameters)
+                                   fused=run.device.type in ("cpu", "cuda") and not run.ranks.shards_parameters)
+    run.scheduler = make_scheduler(training.scheduler, run.optimizer, int(training.warmup_ratio * run.total_steps),
+                                   run.total_steps)
     run.eval_every = max(1, math.ceil(run.steps_per_epoch / training.evals_per_epoch))
 
 
@@ -339,10 +341,12 @@ def finish(run: Run, tuned: dict | None) -> dict:
     if ranks.is_main:
         out_dir = Path(job.out_dir)
         save_artifacts(saved_model, run.method.uses_peft, run.loaded.tokenizer, out_dir / "artifacts", {
-            "base_model": str(Path(job.model_dir).resolve()), "model_spec": job.model_spec, "model": job.model,
+            **base_model_reference(Path(job.model_dir), out_dir / "artifacts", job.model_spec),
+            "model_spec": job.model_spec, "model": job.model,
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": run.cache.kind,
             "num_labels": run.num_labels, "label_names": run.cache.meta.get("label_names"), "pooling": run.core.pooling,
             "max_length": run.max_length, "per_residue": run.per_residue, "dsp": run.cache.meta.get("dsp"),
+            "signal_peptide": job.task_spec.get("signal_peptide"),
         }, trainable_only=run.method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -358,16 +362,16 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
 
     job, ranks, state, training, device = run.job, run.ranks, run.state, run.training, run.device
     if device.type == "cuda":
-        peak_mb, memory_device = torch.cuda.max_memory_allocated(device) / 2**20, "cuda"
-    else:
-        peak_mb, memory_device = max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - run.rss_before), "cpu"
+        peak_mb, memory_device, memory_measure = torch.cuda.max_memory_allocated(device) / 2**20, "cuda", CUDA_PEAK
+    else:  # the whole process's peak from model load on (interpreter and libraries included)
+        peak_mb, memory_device, memory_measure = cpu_peak_mb(), "cpu", run.memory_measure
     peak_mb = max(ranks.gather(peak_mb))  # the largest process's: what one GPU (or process) must hold
     best = state.best
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
         "task_kind": run.cache.kind, "test": test, "dev": _dev_best(run),
         "trainable_params": run.trainable, "total_params": run.total,
-        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device,
+        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device, "memory_measure": memory_measure,
         "train_seconds": round(state.train_seconds, 3),
         "train_samples_per_second": round(state.samples / max(state.train_seconds, 1e-9), 2),
         "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
@@ -378,7 +382,10 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": run.method_args,
+        "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if run.per_residue else {}),
         **({"hpo": tuned} if tuned is not None else {}),
+        **({"quantization": run.loaded.quantization} if run.loaded.quantization else {}),
     }
     if job.dsp is not None:
         metrics["dsp"] = {"encoding": job.dsp["encoding"], "domain": job.dsp["domain"],

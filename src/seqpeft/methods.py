@@ -108,6 +108,13 @@ def _lora(backbone, args: dict, ctx: MethodContext):
 
     targets = _targets(args, ctx.family.lora_targets)
     _check_targets(backbone, targets, "lora", ctx.model_name)
+    args = dict(args)
+    if "last_n_layers" in args:  # PEFT-SP's --num_end_lora_layers: layers_to_transform counted from the top
+        from seqpeft.recipe import last_layers
+
+        if "layers_to_transform" in args:
+            raise SeqpeftInputError(None, "lora: last_n_layers and layers_to_transform both given.", fix="keep one of them.")
+        args["layers_to_transform"] = last_layers(backbone, args.pop("last_n_layers"))
     options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args, "target_modules": targets}
     if "target_parameters" not in args and ctx.family.lora_target_parameters:
         # peft's parameter-level LoRA has no dropout: without an explicit lora_dropout it is 0 here,

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 
 # Modules of seqpeft's own architectures; importing one registers it with transformers' Auto classes.
@@ -214,76 +213,6 @@ def register_native_architectures() -> None:
         importlib.import_module(module)
 
 
-def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
-    """Materialise a model directory that ``from_pretrained`` loads offline.
-
-    ``build`` entries become a randomly initialised tiny model (seeded) saved with its tokenizer;
-    ``hub`` entries are downloaded once (pinned revision, safetensors unless allowed otherwise) so
-    GPU jobs never touch the network.
-    """
-    with atomic_directory(out_dir) as tmp:
-        if "build" in spec:
-            _build_tiny_model(name, spec, tmp, tokenizer_dir)
-        elif "hub" in spec:
-            _download_hub_model(name, spec, tmp)
-        else:
-            raise SeqpeftInputError(None, f"model {name!r} needs 'build' or 'hub' to be prepared.",
-                                    fix="local models ('path:') are used in place and need no preparation.")
-
-
-def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None) -> None:
-    import torch
-    from transformers import AutoModel, PreTrainedTokenizerFast
-
-    if tokenizer_dir is None:
-        raise SeqpeftInputError(None, f"built model {name!r} has no tokenizer.", fix="set models.<name>.tokenizer.")
-    build = dict(spec["build"])
-    family_name = build.get("family", "llama")
-    if family_name not in FAMILIES:
-        raise SeqpeftInputError(None, f"models.{name}.build.family: unknown family {family_name!r}.",
-                                fix=f"use one of {sorted(FAMILIES)}.")
-    register_native_architectures()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-    special = {
-        "pad": tokenizer.pad_token_id,
-        "cls": tokenizer.cls_token_id,
-        "sep": tokenizer.sep_token_id,
-        "mask": tokenizer.mask_token_id,
-    }
-    # Room for the longest input plus virtual tokens of prompt methods.
-    max_positions = int(spec.get("max_length", 512)) + 128
-    config = FAMILIES[family_name].build_config(build, len(tokenizer), special, max_positions)
-    torch.manual_seed(int(build.get("seed", 0)))
-    model = AutoModel.from_config(config, **dict(FAMILIES[family_name].load_kwargs))
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
-def _download_hub_model(name: str, spec: dict, out_dir: Path) -> None:
-    from huggingface_hub import snapshot_download
-
-    check_remote_code_policy(name, spec)
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
-    if spec.get("allow_pickle"):
-        patterns += ["*.bin", "*.pt"]
-    if spec.get("trust_remote_code"):
-        patterns.append("*.py")
-    snapshot_download(repo_id=spec["hub"], revision=spec["revision"], local_dir=out_dir, allow_patterns=patterns)
-
-
-def check_remote_code_policy(name: str, spec: dict) -> None:
-    """Refuse repository code unless the entry opts in *and* pins the exact commit it vetted."""
-    if not spec.get("trust_remote_code"):
-        return
-    revision = str(spec.get("revision") or "")
-    if len(revision) != 40 or any(c not in "0123456789abcdef" for c in revision):
-        raise SeqpeftInputError(
-            None,
-            f"model {name!r} sets trust_remote_code but its revision {revision or '(none)'!r} is not a pinned commit.",
-            fix=f"set models.{name}.revision to the 40-hex commit hash whose code you reviewed.",
-        )
-
-
 @dataclass
 class LoadedBackbone:
     backbone: Any
@@ -291,6 +220,9 @@ class LoadedBackbone:
     hidden_size: int
     tokenizer: Any
     pretrained_head: dict[str, Any] = field(default_factory=dict)
+    # from_pretrained's missing/unexpected/mismatched keys (seqpeft.hub.verify_weights checks them)
+    loading_info: dict[str, Any] = field(default_factory=dict)
+    quantization: dict | None = None  # QLoRA: which layers got 4-bit weights (seqpeft.qlora)
 
 
 def load_tokenizer(model_dir: Path):
@@ -345,6 +277,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         kwargs["trust_remote_code"] = True
     if family.attn_implementation:
         kwargs["attn_implementation"] = family.attn_implementation
+    quantization = _plan_quantization(kwargs, model_class, config, family, trust)
     try:
         backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
@@ -357,8 +290,35 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         # Our own implementation must receive every weight: a renamed key would silently stay random.
         raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
+    if spec.get("remove_top_layers"):
+        from seqpeft.recipe import drop_top_layers
+
+        drop_top_layers(backbone, int(spec["remove_top_layers"]), model_dir)
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
-    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head)
+    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head,
+                          dict(loading), quantization.as_dict() if quantization else None)
+
+
+def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, trust: bool):
+    """For a 4-bit load: keep the layers bitsandbytes' kernels cannot take unquantized, said on stderr."""
+    if "quantization_config" not in kwargs:
+        return None
+    import sys
+
+    import torch
+    from transformers import AutoModel
+
+    from seqpeft import qlora
+
+    with torch.device("meta"):
+        if model_class is AutoModel:
+            skeleton = AutoModel.from_config(config, trust_remote_code=trust, **dict(family.load_kwargs))
+        else:
+            skeleton = model_class(config, **dict(family.load_kwargs))
+    plan = qlora.plan_quantization(kwargs, skeleton)
+    if plan is not None and plan.message():
+        print(plan.message(), file=sys.stderr)
+    return plan
 
 
 def _read_tensors(weights: list[Path], names: set[str]) -> dict[str, Any]:

@@ -92,7 +92,10 @@ def _crf_loss(model, logits, labels, attention, split, indices):
 def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """Predicted type index, cleavage site and type probabilities per sequence (split order), plus
     the summed CRF NLL when the split carries labels."""
-    predicted = _signalp_predict(model, split, pad_id, max_length, batch_size, device)
+    from seqpeft.signalp_regions import RegionCRF, region_predict
+
+    predict = region_predict if isinstance(getattr(model, "crf", None), RegionCRF) else _signalp_predict
+    predicted = predict(model, split, pad_id, max_length, batch_size, device)
     if "nll" in predicted:
         predicted["nll"] = float(predicted["nll"].sum())
     return predicted
@@ -197,7 +200,30 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def objective_for(kind: str) -> Objective:
+def objective_for(kind: str, task_spec: dict | None = None) -> Objective:
+    """The task kind's objective; a signal-peptide task with ``signal_peptide.labels: regions``
+    gets the 37-state region CRF (``seqpeft.signalp_regions``)."""
     if kind not in OBJECTIVES:
         raise SeqpeftInputError(None, f"task kind {kind!r} has no training objective.", fix=f"use one of {sorted(OBJECTIVES)}.")
+    if kind == "signal_peptide":
+        from seqpeft.signalp_regions import SignalPeptideSettings
+
+        settings = SignalPeptideSettings.from_task(task_spec)
+        if settings.labels == "regions":
+            return _region_objective(settings)
     return OBJECTIVES[kind]
+
+
+def _region_objective(settings) -> Objective:
+    """The ``signal_peptide`` objective with region labels: the 37-state CRF and its regulariser,
+    scored as the ``types`` objective is."""
+    from seqpeft.signalp_region_labels import NUM_REGION_STATES
+    from seqpeft.signalp_regions import RegionCRF, region_loss, region_predict
+
+    def attach(model) -> None:
+        model.crf = RegionCRF()
+
+    types = OBJECTIVES["signal_peptide"]
+    return Objective("signal_peptide", num_outputs=lambda n: NUM_REGION_STATES, attach=attach,
+                     loss=region_loss(float(settings.region_regularization_alpha)), normaliser=types.normaliser,
+                     predict=region_predict, score=types.score)

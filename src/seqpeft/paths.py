@@ -89,6 +89,6 @@ def tuning_partition(config: dict, task: str, partition: str) -> str:
 
 
 def tuning_dir(config: dict, task: str, model: str, method: str, partition: str) -> str:
-    """Where the study of a run lives: journal, trial-job markers, ``best_params.json``."""
+    """Where the study of a run lives: trial results (``trials/``), ``best_params.json``, logs."""
     return TUNING_PATTERN.format(results=results_dir(config), task=task, model=model, method=method,
                                  partition=tuning_partition(config, task, partition))

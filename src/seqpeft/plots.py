@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from seqpeft.atomic import atomic_file
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.figure_style import facets, label_points, method_styles, new_figure, save_figure
 
 # axis name -> (summary column, axis label, log scale)
 AXES: dict[str, tuple[str, str, bool]] = {
@@ -26,15 +25,15 @@ AXES: dict[str, tuple[str, str, bool]] = {
     "time": ("train_seconds", "Training time (s)", False),
 }
 AXIS_TITLES = {"params": "trainable parameters", "memory": "peak memory", "time": "training time"}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
-LINESTYLES = ("-", "--", ":", "-.")
-# candidate label positions around a point: (dx, dy) in points, horizontal and vertical alignment
-LABEL_OFFSETS = (
-    (8, 0, "left", "center"), (-8, 0, "right", "center"),
-    (6, 6, "left", "bottom"), (6, -6, "left", "top"), (-6, 6, "right", "bottom"), (-6, -6, "right", "top"),
-    (0, 9, "center", "bottom"), (0, -9, "center", "top"),
-    (10, 14, "left", "bottom"), (10, -14, "left", "top"), (-10, 14, "right", "bottom"), (-10, -14, "right", "top"),
-)
+# What peak_memory_mb measures, by the run's memory_device (see seqpeft.assemble: memory_measure).
+MEMORY_LABELS = {
+    "cuda": "Peak GPU memory (MB, torch.cuda.max_memory_allocated)",
+    "cpu": "Peak memory (MB, peak RSS of the run's process, CPU)",
+}
+# Below this spread a memory axis is noise, not a ranking: no front is drawn. CUDA's allocator
+# counts bytes exactly; a CPU process's peak RSS moves by tens of MB between identical runs
+# (allocator arenas, thread stacks, page-cache of the loaded libraries).
+MEMORY_NOISE_MB = {"cuda": 0.0, "cpu": 50.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,83 +68,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 # shared helpers
 
 
-def _new_figure(width: float = 8.0, height: float = 5.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_figure(fig, out_png: str | Path, out_svg: str | Path) -> None:
-    """Save ``fig`` as PNG (150 dpi) and SVG, each atomically; SVG keeps text as ``<text>``
-    elements and carries no date, so reruns give identical files."""
-    import matplotlib
-
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "seqpeft"}):
-        with atomic_file(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-        with atomic_file(out_svg) as tmp:
-            fig.savefig(tmp, format="svg", metadata={"Date": None})
-
-
-def _styles(names: Sequence[str], palette: Sequence[Any]) -> dict[str, Any]:
-    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(set(names)))}
-
-
-def _colours(methods: Sequence[str]) -> dict[str, Any]:
-    import matplotlib
-
-    n = len(set(methods))
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    return _styles(methods, [cmap(i) for i in range(cmap.N)])
-
-
-def _label_points(fig, ax, xs, ys, sds, labels, colours, step=((), ())) -> None:
-    """Write each label next to its point at the first candidate offset that overlaps no marker,
-    error bar, segment of the ``step`` line or earlier label and stays inside the axes (else at
-    the offset with fewest overlaps)."""
-    from matplotlib.transforms import Bbox
-
-    fig.canvas.draw()  # run the layout once, then freeze it so label positions stay valid
-    fig.set_layout_engine("none")
-    renderer = fig.canvas.get_renderer()
-    pt = fig.dpi / 72.0
-    obstacles = []
-    for x, y, sd in zip(xs, ys, sds):
-        px, py = ax.transData.transform((x, y))
-        obstacles.append(Bbox.from_extents(px - 7 * pt, py - 7 * pt, px + 7 * pt, py + 7 * pt))
-        if sd > 0:
-            low, high = ax.transData.transform([(x, y - sd), (x, y + sd)])[:, 1]
-            obstacles.append(Bbox.from_extents(px - 3 * pt, low, px + 3 * pt, high))
-    sx, sy = list(step[0]), list(step[1])
-    corners = []  # vertices of a where="post" step line
-    for i in range(len(sx)):
-        corners.append((sx[i], sy[i]))
-        if i + 1 < len(sx):
-            corners.append((sx[i + 1], sy[i]))
-    for a, b in zip(corners, corners[1:]):  # the step line's horizontal and vertical segments
-        (x0, y0), (x1, y1) = ax.transData.transform([a, b])
-        obstacles.append(Bbox.from_extents(min(x0, x1) - pt, min(y0, y1) - pt, max(x0, x1) + pt, max(y0, y1) + pt))
-    inside = ax.get_window_extent(renderer)
-    for x, y, text, colour in sorted(zip(xs, ys, labels, colours), key=lambda t: (t[0], -t[1])):
-        best = None
-        for dx, dy, ha, va in LABEL_OFFSETS:
-            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                               fontsize=8, color=colour, ha=ha, va=va)
-            box = note.get_window_extent(renderer)
-            clashes = sum(box.overlaps(other) for other in obstacles)
-            clashes += 0 if inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1) else 1
-            if best is None or clashes < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (clashes, note, box)
-            else:
-                note.remove()
-            if clashes == 0:
-                break
-        obstacles.append(best[2])
+def _step_segments(xs, ys) -> list:
+    """The horizontal and vertical segments of a where="post" step line through the points."""
+    corners = []
+    for i in range(len(xs)):
+        corners.append((xs[i], ys[i]))
+        if i + 1 < len(xs):
+            corners.append((xs[i + 1], ys[i]))
+    return list(zip(corners, corners[1:]))
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path, fix: str) -> None:
@@ -158,12 +88,61 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path, fi
 # Pareto plot
 
 
-def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Path, out_svg: str | Path) -> None:
-    """Test MCC (mean ± sd over partitions) against a cost for each model x method of ``task``.
+def _memory_axis(runs: pd.DataFrame) -> tuple[str, float]:
+    """The memory axis label and its noise level (MB) from the runs' ``memory_device``."""
+    devices = sorted(runs["memory_device"].dropna().astype(str).unique()) if "memory_device" in runs.columns else []
+    if len(devices) == 1 and devices[0] in MEMORY_LABELS:
+        return MEMORY_LABELS[devices[0]], MEMORY_NOISE_MB[devices[0]]
+    if devices:  # CPU RSS and GPU allocations are different quantities: no ranking across them
+        return f"Peak memory (MB; mixed measurements: {'/'.join(devices)})", math.inf
+    return "Peak memory (MB)", 0.0
+
+
+def _short_log_ticks(ax, values) -> None:
+    """A log axis spanning less than a decade gets three plain, rounded ticks (matplotlib's minor
+    labels like 8.4x10^3 8.6x10^3 ... run into each other there)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    values = values[values > 0]
+    if not len(values) or values.max() / values.min() >= 10:
+        return
+    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(values.min(), values.max(), 3)])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
+    """Points that share an x value exactly (methods with the same parameter count) are drawn
+    side by side, 3% of the axis' extent apart (in decades on a log axis), about a marker's width,
+    so that no marker hides another; ``x`` is the drawn position, ``x_true`` the value (the front uses the values)."""
+    points = points.assign(x_true=points["x"])
+    if len(points) < 2:
+        return points
+    span = float(points["x"].max() - points["x"].min()) or abs(float(points["x"].iloc[0])) or 1.0
+    positive = points["x"][points["x"] > 0]
+    decades = max(1.0, math.log10(positive.max() / positive.min())) if len(positive) else 1.0
+    for _, group in points.groupby("x_true", sort=False):
+        if len(group) < 2:
+            continue
+        order = group.sort_values("y", kind="stable").index
+        for k, index in enumerate(order):
+            step = k - (len(order) - 1) / 2
+            value = points.at[index, "x_true"]
+            points.at[index, "x"] = value * 10 ** (0.03 * decades * step) if log_x else value + 0.03 * span * step
+    return points
+
+
+def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Path, out_svg: str | Path,
+                methods: Sequence[str] | None = None):
+    """Test MCC (mean ± sd over partitions) against a cost, one panel per model of ``task``.
 
     ``axis`` is ``"params"`` (trainable parameters, log x), ``"memory"`` (peak memory, MB) or
-    ``"time"`` (training seconds). Colour marks the method, marker shape the model; each point is
-    labelled with its method, and the Pareto front (cheapest for its score) is drawn as a step line.
+    ``"time"`` (training seconds). Colour and marker mark the method (``method_styles``: the
+    same in every figure; ``methods`` is the canonical order). Error bars are one sample sd over
+    partitions, drawn only where a point has two or more partitions. The Pareto front (cheapest
+    for its score) is computed and drawn per model, and not at all on a memory axis whose spread
+    is below the measurement's noise. Returns the figure.
     """
     summary_csv = Path(summary_csv)
     if axis not in AXES:
@@ -183,57 +162,70 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
 
     grouped = (
         runs.groupby(["model", "method"], sort=True)
-        .agg(x=(column, "mean"), y=("test_mcc", "mean"), sd=("test_mcc", "std"))
+        .agg(x=(column, "mean"), y=("test_mcc", "mean"), sd=("test_mcc", "std"), n=("test_mcc", "count"),
+             x_sd=(column, "std"))
         .reset_index()
     )
     finite = np.isfinite(grouped["x"]) & np.isfinite(grouped["y"])
     if log_x:
         finite &= grouped["x"] > 0
     grouped = grouped[finite].reset_index(drop=True)
-
-    if axis == "memory" and "memory_device" in runs.columns:  # CPU RSS and CUDA peaks differ
-        devices = sorted(runs["memory_device"].dropna().astype(str).unique())
-        if devices:
-            xlabel = f"Peak memory (MB, {'/'.join(devices)})"
+    noise = 0.0
+    if axis == "memory":
+        xlabel, noise = _memory_axis(runs)
 
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    colours = _colours(runs["method"])
-    markers = _styles(runs["model"], MARKERS)
-    for row in grouped.itertuples():
-        ax.errorbar(row.x, row.y, yerr=0.0 if math.isnan(row.sd) else row.sd, marker=markers[row.model],
-                    linestyle="none", color=colours[row.method], markersize=7, capsize=3, elinewidth=1,
-                    zorder=3)
+    styles = method_styles(summary["method"].unique(), methods)
+    models = sorted(runs["model"].unique())
+    fig = new_figure(width=min(max(4.2 * min(len(models), 3) + 2.4, 8.0), 16), height=4.4 * math.ceil(len(models) / 3) + 0.6)
+    axes = facets(fig, len(models))
+    placements = []
+    notes = []
+    for ax, model in zip(axes, models):
+        points = _dodge(grouped[grouped["model"] == model].reset_index(drop=True), log_x)
+        for row in points.itertuples():
+            style = styles[row.method]
+            sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
+            ax.errorbar(row.x, row.y, yerr=sd, marker=style.marker, linestyle="none", color=style.colour,
+                        markersize=6, capsize=3 if sd is not None else 0, elinewidth=1, zorder=3)
+        segments = []
+        spread = float(points["x_true"].max() - points["x_true"].min()) if len(points) else 0.0
+        x_noise = max(noise, float(np.nan_to_num(points["x_sd"]).max()) if axis == "memory" and len(points) else 0.0)
+        if len(points) and axis == "memory" and spread <= 2 * x_noise:
+            ax.text(0.02, 0.02, f"no front: spread {spread:.0f} MB is within the\nmeasurement noise (±{x_noise:.0f} MB)",
+                    transform=ax.transAxes, fontsize=7, color="0.3", va="bottom", gid="note")
+            notes.append(model)
+        elif len(points):
+            front = pareto_front(list(zip(points["x_true"], points["y"])))
+            fx, fy = points["x"].to_numpy()[front], points["y"].to_numpy()[front]
+            ax.step(fx, fy, where="post", color="black", linewidth=1.2, alpha=0.5, zorder=2)
+            ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
+            segments = _step_segments(list(fx), list(fy))
+        else:
+            ax.text(0.5, 0.5, "no runs with finite values", transform=ax.transAxes, ha="center", va="center")
+        if log_x:
+            ax.set_xscale("log")
+            _short_log_ticks(ax, points["x"])
+        ax.margins(x=0.15, y=0.15)
+        ax.set_title(f"model: {model}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(True, alpha=0.3)
+        placements.append((ax, [(r.x, r.y, r.sd if r.n > 1 and np.isfinite(r.sd) else 0.0, r.method,
+                                 styles[r.method].colour) for r in points.itertuples()], segments))
+    several = bool(len(grouped)) and int(grouped["n"].max()) > 1
+    axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
+    fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
 
-    front = pareto_front(list(zip(grouped["x"], grouped["y"])))
-    if front:
-        fx, fy = grouped["x"].to_numpy()[front], grouped["y"].to_numpy()[front]
-        ax.step(fx, fy, where="post", color="black", linewidth=1.5, alpha=0.6, zorder=2)
-        ax.scatter(fx, fy, s=190, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
-    if grouped.empty:
-        ax.text(0.5, 0.5, "no runs with finite values", transform=ax.transAxes, ha="center", va="center")
-
-    if log_x:
-        ax.set_xscale("log")
-    ax.margins(x=0.12, y=0.12)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Test MCC (mean ± sd over partitions)")
-    ax.set_title(f"{task}: test MCC vs {AXIS_TITLES[axis]}")
-    ax.grid(True, alpha=0.3)
-
-    handles = [Patch(facecolor=c, label=m) for m, c in colours.items()]
-    handles += [Line2D([], [], linestyle="", marker=mk, color="0.35", label=f"model: {m}")
-                for m, mk in markers.items()]
-    handles.append(Line2D([], [], color="black", alpha=0.6, marker="o", markerfacecolor="none",
-                          markersize=10, label="Pareto front"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method / model")
-
-    _label_points(fig, ax, grouped["x"], grouped["y"], grouped["sd"].fillna(0.0), grouped["method"],
-                  [colours[m] for m in grouped["method"]], step=(fx, fy) if front else ((), ()))
-    _save_figure(fig, out_png, out_svg)
+    handles = [Line2D([], [], linestyle="", marker=st.marker, color=st.colour, label=m) for m, st in styles.items()
+               if m in set(runs["method"])]
+    if len(notes) < len(models):
+        handles.append(Line2D([], [], color="black", alpha=0.5, marker="o", markerfacecolor="none",
+                              markersize=9, label="Pareto front"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
+    label_points(fig, placements)
+    save_figure(fig, out_png, out_svg)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,9 +244,21 @@ def _run_from_path(path: Path) -> tuple[str, str, str, str]:
     return task, model, method, partition
 
 
-def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: str | Path, out_svg: str | Path) -> None:
-    """Dev MCC against training seconds for every run of ``task``: one thin line per run,
-    coloured by method, line style by model, one legend entry per method/model.
+def _mean_curve(histories: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per evaluation (its index in each run): mean wall time, mean and sd of dev MCC over the
+    partitions that reached it, and how many did (runs that stopped early drop out)."""
+    frames = [h.reset_index(drop=True).assign(evaluation=np.arange(len(h))) for h in histories]
+    stacked = pd.concat(frames, ignore_index=True)
+    return (stacked.groupby("evaluation", sort=True)
+            .agg(t=("wall_seconds", "mean"), mcc=("dev_mcc", "mean"), sd=("dev_mcc", "std"), n=("dev_mcc", "count"))
+            .reset_index())
+
+
+def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: str | Path, out_svg: str | Path,
+                       methods: Sequence[str] | None = None):
+    """Dev MCC against training seconds for ``task``: one panel per model, one line per method
+    (mean over partitions at each evaluation) with a ± sd band where two or more partitions
+    reached that evaluation. Colours are ``method_styles``'. Returns the figure.
 
     Files belonging to other tasks (by their path) are skipped; none for ``task`` is an error.
     """
@@ -277,19 +281,28 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
         raise SeqpeftInputError(None, f"no history.csv for task {task!r}.",
                                 fix=f"Tasks with histories: {', '.join(found) or 'none'}.")
 
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    colours = _colours([method for _, method, _ in runs])
-    styles = _styles([model for model, _, _ in runs], LINESTYLES)
-    labelled = set()
-    for model, method, history in sorted(runs, key=lambda r: (r[1], r[0])):
-        label = f"{method} ({model})" if (method, model) not in labelled else None
-        labelled.add((method, model))
-        ax.plot(history["wall_seconds"], history["dev_mcc"], color=colours[method],
-                linestyle=styles[model], linewidth=1.0, alpha=0.8, marker=".", markersize=3, label=label)
-    ax.set_xlabel("Training time (s)")
-    ax.set_ylabel("Dev MCC")
-    ax.set_title(f"{task}: dev MCC during training (one line per run)")
-    ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=8, title="method (model)")
-    _save_figure(fig, out_png, out_svg)
+    from matplotlib.lines import Line2D
+
+    styles = method_styles([method for _, method, _ in runs], methods)
+    models = sorted({model for model, _, _ in runs})
+    fig = new_figure(width=min(max(4.2 * min(len(models), 3) + 2.4, 8.0), 16), height=3.8 * math.ceil(len(models) / 3) + 0.6)
+    axes = facets(fig, len(models))
+    partitions = max(sum(1 for m, k, _ in runs if (m, k) == key) for key in {(m, k) for m, k, _ in runs})
+    for ax, model in zip(axes, models):
+        for method in sorted({k for m, k, _ in runs if m == model}, key=list(styles).index):
+            curve = _mean_curve([h for m, k, h in runs if (m, k) == (model, method) and len(h)])
+            style = styles[method]
+            ax.plot(curve["t"], curve["mcc"], color=style.colour, linewidth=1.1, marker=style.marker, markersize=3)
+            band = curve[curve["n"] > 1]
+            if len(band):
+                ax.fill_between(band["t"], band["mcc"] - band["sd"], band["mcc"] + band["sd"], color=style.colour,
+                                alpha=0.15, linewidth=0)
+        ax.set_title(f"model: {model}", fontsize=9)
+        ax.set_xlabel("Training time (s)", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("Dev MCC" + (" (mean ± sd over partitions)" if partitions > 1 else ""))
+    fig.suptitle(f"{task}: dev MCC during training", x=0.02, ha="left")
+    handles = [Line2D([], [], color=st.colour, marker=st.marker, markersize=4, label=m) for m, st in styles.items()]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
+    save_figure(fig, out_png, out_svg)
+    return fig

@@ -1,16 +1,32 @@
-"""QLoRA: LoRA on a backbone loaded with 4-bit NF4 weights (double quantisation, bf16 compute).
+"""QLoRA: LoRA on a backbone loaded with 4-bit weights (NF4 by default, double quantisation, bf16 compute).
 
 Quantisation happens at load time, so the method contributes ``load_kwargs`` that the trainer
 passes to ``models.load_backbone``; ``apply`` then runs peft's ``prepare_model_for_kbit_training``
 and puts LoRA on top. bitsandbytes runs on CUDA and (0.50+) on CPU; where it cannot, the job
 stops before loading anything, saying so.
+
+Two facts of bitsandbytes' CPU backend shape this module:
+
+- On CPUs with AVX512-BF16, a ``Linear4bit`` run in eval mode without gradients repacks its
+  weights for a fused kernel. That kernel needs the output width to be a multiple of 32 and the
+  input width a multiple of the 4-bit block size (64); other layers crash in the repacking. Which
+  layers are quantized is therefore decided from their shapes, the same way on every machine (so
+  a config gives the same model on any CPU or GPU): layers the kernels cannot take stay
+  unquantized and are listed in the run's log and ``metrics.json``.
+- The packed kernel has no autograd formula: a layer packed during a dev evaluation passes no
+  gradient to its input when training resumes, and unpacking re-quantizes its block scales.
+  Training models never pack (``prepare``); inference-only loads keep bitsandbytes' choice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from seqpeft.errors import SeqpeftInputError
 
 OWN_KEYS = ("compute_dtype", "double_quant", "quant_type", "gradient_checkpointing")
+BLOCKSIZE = 64  # bitsandbytes' 4-bit block size (Params4bit's default)
+PACKED_ROW_BLOCK = 32  # rows per tile of the fused AVX512-BF16 kernel
 
 
 def _require_bitsandbytes() -> None:
@@ -46,10 +62,77 @@ def load_kwargs(args: dict) -> dict:
     return {"quantization_config": config, "device_map": _device()}
 
 
+def kernels_accept(in_features: int, out_features: int) -> bool:
+    """Whether every bitsandbytes 4-bit path (CUDA, CPU, CPU packed) takes a Linear of this shape."""
+    return in_features % BLOCKSIZE == 0 and out_features % PACKED_ROW_BLOCK == 0
+
+
+@dataclass
+class QuantizationPlan:
+    """Which Linear layers of a backbone get 4-bit weights; recorded in ``metrics.json``."""
+
+    quant_type: str
+    quantized: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # name -> "in->out", left unquantized
+
+    def as_dict(self) -> dict:
+        return {"quant_type": self.quant_type, "quantized_layers": len(self.quantized),
+                "unquantized_layers": dict(self.kept)}
+
+    def message(self) -> str | None:
+        if not self.kept:
+            return None
+        shown = ", ".join(f"{name} ({shape})" for name, shape in list(self.kept.items())[:8])
+        more = f" and {len(self.kept) - 8} more" if len(self.kept) > 8 else ""
+        return (f"[seqpeft] qlora: {len(self.kept)} of {len(self.kept) + len(self.quantized)} Linear layers stay "
+                f"unquantized, because bitsandbytes' 4-bit kernels need an input width that is a multiple of "
+                f"{BLOCKSIZE} and an output width that is a multiple of {PACKED_ROW_BLOCK}: {shown}{more}")
+
+
+def plan_quantization(kwargs: dict, skeleton) -> QuantizationPlan | None:
+    """Exclude from 4-bit quantization the Linear layers of ``skeleton`` (the backbone built on the
+    meta device) that the kernels cannot take; edits ``kwargs['quantization_config']`` in place.
+    None when ``kwargs`` asks for no 4-bit quantization."""
+    from torch import nn
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    config = (kwargs or {}).get("quantization_config")
+    if config is None or not getattr(config, "load_in_4bit", False):
+        return None
+    plan = QuantizationPlan(config.bnb_4bit_quant_type)
+    skipped_by_default = set(config.llm_int8_skip_modules or get_keys_to_not_convert(skeleton))
+    for name, module in skeleton.named_modules():
+        if not isinstance(module, nn.Linear) or name in skipped_by_default:
+            continue
+        if kernels_accept(module.in_features, module.out_features):
+            plan.quantized.append(name)
+        else:
+            plan.kept[name] = f"{module.in_features}->{module.out_features}"
+    if plan.kept:
+        # An explicit skip list replaces transformers' default one, so it carries the defaults too.
+        config.llm_int8_skip_modules = sorted(skipped_by_default | set(plan.kept))
+    return plan
+
+
+def use_packed_cpu_kernel(model, enabled: bool) -> None:
+    """Let (where the CPU has AVX512-BF16) or forbid the 4-bit layers of ``model`` to repack their
+    weights for bitsandbytes' fused inference kernel. Forbidding it unpacks none: call it before
+    the first evaluation."""
+    import bitsandbytes as bnb
+    from bitsandbytes.nn import modules as bnb_modules
+
+    supported = bool(bnb_modules.has_avx512bf16())
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = enabled and supported
+
+
 def prepare(backbone, args: dict):
-    """peft's k-bit preparation: frozen quantized weights, fp32 norms/embeddings."""
+    """peft's k-bit preparation: frozen quantized weights, fp32 norms/embeddings; no packed
+    kernel while training (see the module docstring)."""
     from peft import prepare_model_for_kbit_training
 
+    use_packed_cpu_kernel(backbone, False)
     return prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=bool(args.get("gradient_checkpointing", False)))
 
 

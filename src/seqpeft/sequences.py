@@ -30,10 +30,15 @@ def read_fasta(path: str | Path, alphabet: str) -> tuple[list[str], list[str]]:
     if first is None:
         raise SeqpeftInputError(path, "file is empty.", fix="expected FASTA records ('>id' line, then sequence lines).")
     if first.startswith(">") and _looks_like_signalp(first):
-        records = read_signalp_fasta(path)
-        for record in records:
-            _check_letters(path, record.sequence, letters, None, record.accession)
-        return [r.accession for r in records], [r.sequence for r in records]
+        filled = [line.strip() for line in lines if line.strip()]
+        if len(filled) >= 3 and not filled[2].startswith(">"):  # three-line records: labels follow
+            records = read_signalp_fasta(path)
+            for record in records:
+                _check_letters(path, record.sequence, letters, None, record.accession)
+            return [r.accession for r in records], [r.sequence for r in records]
+        # Two-line records with SignalP headers (PEFT-SP's prediction input): the id is the accession.
+        ids, sequences = _parse_plain_fasta(path, lines, letters)
+        return [i.split("|")[0] if _looks_like_signalp(i) else i for i in ids], sequences
     return _parse_plain_fasta(path, lines, letters)
 
 

@@ -1,5 +1,6 @@
-"""A job's settings, parsed once: training settings, the fine-tuning job, the HPO section, and
-whether a multi-process setup can run.
+"""A job's settings, parsed once: training settings, the fine-tuning job, the tuned values it may
+take from its study, and whether a multi-process setup can run (the ``hpo:`` section and search
+spaces: ``seqpeft.tune_settings``).
 
 Pure Python (no torch, no optuna at import time): the Snakefile's config check and every workflow
 script read these classes.
@@ -8,17 +9,15 @@ script read these classes.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from seqpeft.errors import SeqpeftInputError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MODES = ("ddp", "fsdp")  # how several processes of one job share the model (training.distributed)
 TUNED_KEYS = ("learning_rate", "batch_size")  # what a study chooses; the configured values do not matter to it
-PRUNER_KINDS = ("median", "successive_halving", "none")
 
 
 @dataclass
@@ -39,11 +38,14 @@ class TrainingConfig:
     max_train_samples: int | None = None
     bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
     checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
-    hpo: bool = False  # learning_rate and batch_size come from the tuning study's best_params.json
+    hpo: bool | str = False  # learning_rate and batch_size from the tuning study's best_params.json (a space name, or true)
     processes: int = 1  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
     distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
     precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
     compile: bool = False  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+    optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
+    optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
+    scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
 
     def __post_init__(self) -> None:
         if self.distributed not in MODES:
@@ -165,127 +167,7 @@ def setup_problem(world: int, batch_size: int, mode: str, method, task_kind: str
     return None
 
 
-# ---- hyper-parameter search (the config's hpo: section) ----
-
-
-@dataclass(frozen=True)
-class PrunerSettings:
-    """How trials that fall behind are stopped early (evaluations are the pruner's steps)."""
-
-    kind: str = "median"
-    startup_trials: int = 2  # median: finished trials before any trial may be pruned
-    warmup_evaluations: int = 1  # median: evaluations every trial gets before it may be pruned
-    min_evaluations: int = 1  # successive_halving: evaluations of the first rung
-    reduction_factor: int = 3  # successive_halving: 1 / fraction of trials promoted per rung
-
-
-@dataclass(frozen=True)
-class HpoSettings:
-    """The config's ``hpo:`` section: search space, budget and pruning of every study."""
-
-    trials: int = 8
-    trial_jobs: int = 2
-    learning_rate: tuple[float, float] = (1e-5, 1e-2)  # log-uniform
-    batch_sizes: tuple[int, ...] = (16, 32, 64)
-    epochs: int | None = None  # cap on a trial's epochs (the run's own training.epochs otherwise)
-    seed: int = 0
-    startup_trials: int | None = None  # random trials before TPE models the results; default trials // 2
-    pruner: PrunerSettings = field(default_factory=PrunerSettings)
-
-    @classmethod
-    def from_dict(cls, values: dict | None, where: str = "hpo") -> "HpoSettings":
-        """Check and fill in defaults; every problem names its config key."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SeqpeftInputError(f"{where}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
-        for key in ("trials", "trial_jobs", "seed"):
-            if key in values:
-                _integer(values[key], f"{where}.{key}", minimum=0 if key == "seed" else 1)
-        if values.get("epochs") is not None:
-            _integer(values["epochs"], f"{where}.epochs", minimum=1)
-        if values.get("startup_trials") is not None:
-            _integer(values["startup_trials"], f"{where}.startup_trials", minimum=0)
-        if "learning_rate" in values:
-            values["learning_rate"] = _log_range(values["learning_rate"], f"{where}.learning_rate")
-        if "batch_sizes" in values:
-            values["batch_sizes"] = _batch_sizes(values["batch_sizes"], f"{where}.batch_sizes")
-        values["pruner"] = _pruner_settings(values.get("pruner"), f"{where}.pruner")
-        settings = cls(**values)
-        if settings.trial_jobs > settings.trials:
-            raise SeqpeftInputError(f"{where}.trial_jobs", f"{settings.trial_jobs} trial jobs for {settings.trials} "
-                                    "trials would leave jobs with nothing to do.",
-                                    fix=f"set trial_jobs to at most {settings.trials}, or raise trials.")
-        return settings
-
-    def share(self, trial_job: int) -> int:
-        """How many finished trials trial job ``trial_job`` owns (the shares add up to ``trials``)."""
-        if not 0 <= trial_job < self.trial_jobs:
-            raise SeqpeftInputError("hpo.trial_jobs", f"trial job {trial_job} does not exist ({self.trial_jobs} jobs).")
-        return self.trials // self.trial_jobs + (1 if trial_job < self.trials % self.trial_jobs else 0)
-
-    def as_dict(self) -> dict:
-        values = asdict(self)
-        values["learning_rate"] = list(self.learning_rate)
-        values["batch_sizes"] = list(self.batch_sizes)
-        return values
-
-    def distributions(self) -> dict:
-        from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-        low, high = self.learning_rate
-        return {"learning_rate": FloatDistribution(low, high, log=True),
-                "batch_size": CategoricalDistribution(list(self.batch_sizes))}
-
-
-def _integer(value: Any, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SeqpeftInputError(key, f"must be an integer >= {minimum}, got {value!r}.")
-
-
-def _log_range(value: Any, key: str) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise SeqpeftInputError(key, f"must be a range [low, high] of two numbers, got {value!r}.",
-                                fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
-    low, high = value
-    for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
-            raise SeqpeftInputError(key, f"bounds of a log-uniform range must be positive numbers, got {value!r}.",
-                                    fix="e.g. learning_rate: [1.0e-5, 1.0e-2].")
-    if low >= high:
-        raise SeqpeftInputError(key, f"low ({low}) must be below high ({high}).",
-                                fix="write [low, high] with low < high; to fix the learning rate, set "
-                                    "training.learning_rate and hpo off instead.")
-    return float(low), float(high)
-
-
-def _batch_sizes(value: Any, key: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise SeqpeftInputError(key, f"must be a non-empty list of batch sizes, got {value!r}.", fix="e.g. [16, 32, 64].")
-    for size in value:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise SeqpeftInputError(key, f"batch sizes must be positive integers, got {size!r}.", fix="e.g. [16, 32, 64].")
-    if len(set(value)) != len(value):
-        raise SeqpeftInputError(key, f"lists a batch size twice: {list(value)}.")
-    return tuple(value)
-
-
-def _pruner_settings(value: Any, key: str) -> PrunerSettings:
-    value = dict(value or {})
-    known = {f.name for f in fields(PrunerSettings)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise SeqpeftInputError(f"{key}.{unknown[0]}", "unknown key.", fix=f"use only {sorted(known)}.")
-    kind = value.get("kind", PrunerSettings.kind)
-    if kind not in PRUNER_KINDS:
-        raise SeqpeftInputError(f"{key}.kind", f"unknown pruner {kind!r}; known: {', '.join(PRUNER_KINDS)}.")
-    for name, minimum in (("startup_trials", 0), ("warmup_evaluations", 0), ("min_evaluations", 1),
-                          ("reduction_factor", 2)):
-        if name in value:
-            _integer(value[name], f"{key}.{name}", minimum)
-    return PrunerSettings(**value)
-
+# ---- the tuned values a run trains with (seqpeft.tune writes them) ----
 
 
 def read_best_params(path: Path) -> dict:

@@ -104,20 +104,29 @@ def cleavage_mcc(true_site: np.ndarray, pred_site: np.ndarray, lengths: np.ndarr
 
 def selection_score(kingdom: np.ndarray, true_type: np.ndarray, pred_type: np.ndarray, true_site: np.ndarray,
                     pred_site: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
-    """PEFT-SP's model-selection score: detection MCC + cleavage-site MCC, averaged over kingdoms.
+    """PEFT-SP's model-selection score (its ``report_metrics_kingdom_averaged``): detection MCC +
+    cleavage-site MCC, each averaged over the kingdoms present in the split.
 
-    Detection MCC is SP (any type) vs NO_SP; cleavage-site MCC tags each residue as site or not.
-    Kingdoms absent from the split are left out of the average.
+    Detection MCC is the multi-class MCC of the six types (true vs predicted) within a kingdom.
+    Cleavage-site MCC is the multi-class MCC of the site index (-1 = none predicted) over the
+    kingdom's sequences that truly have a signal peptide; a kingdom without one is left out of that
+    average. ``lengths`` is unused (kept for the call signature).
     """
+    from sklearn.metrics import matthews_corrcoef
+
     kingdom, true_type, pred_type = np.asarray(kingdom), np.asarray(true_type), np.asarray(pred_type)
+    true_site, pred_site = np.asarray(true_site), np.asarray(pred_site)
     detection, cleavage = [], []
     for name in KINGDOMS:
         rows = kingdom == name
         if not rows.any():
             continue
-        detection.append(mcc(true_type[rows] != "NO_SP", pred_type[rows] != "NO_SP"))
-        cleavage.append(cleavage_mcc(np.asarray(true_site)[rows], np.asarray(pred_site)[rows], np.asarray(lengths)[rows]))
+        detection.append(float(matthews_corrcoef(true_type[rows], pred_type[rows])))
+        with_site = rows & (true_site != -1)
+        if with_site.any():
+            cleavage.append(float(matthews_corrcoef(true_site[with_site], pred_site[with_site])))
     if not detection:
         return {"detection_mcc": math.nan, "cs_mcc": math.nan, "selection": math.nan}
-    det, cs = float(np.mean(detection)), float(np.mean(cleavage))
-    return {"detection_mcc": det, "cs_mcc": cs, "selection": det + cs}
+    det = float(np.mean(detection))
+    cs = float(np.mean(cleavage)) if cleavage else math.nan
+    return {"detection_mcc": det, "cs_mcc": cs, "selection": det + cs if cleavage else det}

@@ -292,6 +292,7 @@ def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:
     arrays["all_kingdom"] = np.array([KINGDOMS.index(r.kingdom) for r in records], dtype=np.int8)
     arrays["all_sp_type"] = np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)
     arrays["all_accession"] = np.array([r.accession for r in records])
+    arrays["all_sequence"] = np.array([r.sequence for r in records])  # region labels read the residues
     return {"num_labels": len(RESIDUE_LABELS), "label_names": list(RESIDUE_LABELS), "splits": ["all"],
             "leading_specials": 1 if int(specials[0]) > 0 else 0}
 
@@ -315,5 +316,5 @@ def load_cache(path: Path) -> TokenizedTask:
         label_offsets = data.get(f"{name}_label_offsets")
         splits[name] = TokenizedSplit(data[f"{name}_ids"], data[f"{name}_offsets"], data[f"{name}_labels"], label_offsets)
     meta["records"] = {key[4:]: value for key, value in data.items()
-                       if key.startswith("all_") and key[4:] in ("partition", "kingdom", "sp_type", "accession")}
+                       if key.startswith("all_") and key[4:] in ("partition", "kingdom", "sp_type", "accession", "sequence")}
     return TokenizedTask(meta["kind"], meta["fingerprint"], splits, meta)

@@ -1,126 +1,113 @@
-"""Hyper-parameter search: one Optuna study of learning rate x batch size per task x model x method.
+"""Hyper-parameter search: a deterministic study of learning rate x batch size per task x model x method.
 
 A trial is a real seqpeft fine-tune (``run_finetune`` with ``dev_only``: nothing is written, the
-test split is never evaluated) that reports the dev selection metric after every evaluation, so
-the pruner can stop trials that fall behind. The study lives in an Optuna journal file (an
-append-only log behind a lock file, which works on shared cluster filesystems without a database
-server), so several workflow jobs can each run their share of the trials against it:
+test split is never evaluated) that reports the dev selection metric after every evaluation.
 
-- trial job ``j`` of ``J`` owns ``trials // J`` (+1 for the first ``trials % J``) finished trials,
-  tagged with its index, so the study ends with exactly ``trials`` finished trials however the
-  jobs interleave, and a job that is rerun after a kill only runs what it still owes;
-- a trial left running by a killed job is marked failed by that job's next attempt (Snakemake
-  never runs two attempts of one job at once), so it neither counts nor blocks completion;
-- the study name is a hash of everything a trial trains with, so a changed config starts a new
-  study in the same file instead of mixing incompatible trials.
+**A study is a function of its config and seed**, never of timing. Its trials run in *rounds* of
+``trial_jobs`` trials: trial ``k`` is trial ``k % trial_jobs`` of round ``k // trial_jobs``, and
+each trial is one workflow job (rule ``tune_trials``) whose inputs are the result files of every
+trial of the earlier rounds. So:
 
-The ``hpo:`` settings live in ``seqpeft.settings``; optuna and torch are imported only by the
-functions that run trials.
+- the parameters of round ``r`` are proposed by an Optuna sampler (TPE; random for the first
+  ``startup_trials``) seeded by ``(hpo.seed, r)``, on an in-memory study rebuilt, in trial-number
+  order, from the recorded results of rounds ``< r`` only. Every trial of the round computes the
+  same proposals and takes its own (the round's k-th ask), so trials of one round run in parallel
+  and differ from each other (the sampler's constant liar spreads them);
+- a trial is pruned by the configured Optuna pruner against the trials of earlier rounds only
+  (median: below the median of earlier rounds' complete trials at the same evaluation), never
+  against a trial of its own round that happens to have reported first;
+- training is deterministic for given settings, so a trial's result depends only on its parameters.
+
+The round is a barrier: round ``r`` starts when every trial of rounds ``< r`` has its result file.
+Snakemake holds the barrier (the files are the jobs' inputs), so there is no waiting job and no
+deadlock when fewer cores or cluster slots than ``trial_jobs`` are free; with ``trial_jobs: 1``
+the trials simply run one after another. Each trial writes its result atomically as its job's
+output: a killed trial reruns from scratch with the same parameters (it has no other state), and a
+finished trial is never rerun unless the study's settings change.
+
+Search spaces and the study's settings: ``seqpeft.tune_settings``. Optuna and torch are imported
+only by the functions that run trials.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
 
 from seqpeft.atomic import write_json_atomic
-from seqpeft.jobs import canonical
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.launch import run_finetune
-from seqpeft.settings import PRUNER_KINDS, TUNED_KEYS, HpoSettings, PrunerSettings, TrainingConfig
-
-TRIAL_JOB_ATTR = "trial_job"
-DIRECTION = "maximize"
-METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides)"
+from seqpeft.tune_settings import DIRECTION, METRIC, PRUNERS, StudySettings, selection_value, study_name, trial_training
 
 
-def _pruner_median(settings: "PrunerSettings"):
-    import optuna
-
-    # Reported steps are evaluation numbers from 1: pruning may start after the warm-up evaluations.
-    return optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
-                                       n_warmup_steps=settings.warmup_evaluations + 1)
-
-
-def _pruner_successive_halving(settings: "PrunerSettings"):
-    import optuna
-
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=settings.min_evaluations,
-                                                  reduction_factor=settings.reduction_factor)
-
-
-def _pruner_none(settings: "PrunerSettings"):
-    import optuna
-
-    return optuna.pruners.NopPruner()
-
-
-PRUNERS: dict[str, Callable[["PrunerSettings"], Any]] = {
-    "median": _pruner_median,
-    "successive_halving": _pruner_successive_halving,
-    "none": _pruner_none,
-}
-assert tuple(PRUNERS) == PRUNER_KINDS, "seqpeft.settings.PRUNER_KINDS names the pruners built here"
-
-
-# ---- studies ----
-
-
-def study_name(job, hpo: HpoSettings) -> str:
-    """``task/model/method/partition/<hash>``: the hash covers what a trial trains with and the
-    search space, not the budget (raising ``trials`` extends the study) or the pruner."""
-    identity = {"task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
-                "task_spec": job.task_spec, "model_spec": job.model_spec, "method_spec": job.method_spec,
-                "training": {key: value for key, value in job.training.items() if key not in (*TUNED_KEYS, "hpo")},
-                "learning_rate": list(hpo.learning_rate), "batch_sizes": list(hpo.batch_sizes),
-                "epochs": hpo.epochs, "seed": hpo.seed}
-    digest = hashlib.sha256(json.dumps(canonical(identity), sort_keys=True, default=str).encode()).hexdigest()
-    return f"{job.task}/{job.model}/{job.method}/{job.partition}/{digest[:16]}"
-
-
-def journal_storage(path: Path):
-    """An Optuna storage in a journal file that several processes (and hosts) may share."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def open_study(storage_path: Path, name: str, hpo: HpoSettings, sampler_seed: int | None = None):
-    """Create the study, or load it if another trial job (or an earlier attempt) already did."""
-    import optuna
-
-    startup = hpo.startup_trials if hpo.startup_trials is not None else max(1, hpo.trials // 2)
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup)
-    return optuna.create_study(storage=journal_storage(storage_path), study_name=name, direction=DIRECTION,
-                               sampler=sampler, pruner=PRUNERS[hpo.pruner.kind](hpo.pruner), load_if_exists=True)
-
-
-def selection_value(dev: dict) -> float:
-    """The dev value model selection maximises (``selection`` where the objective defines one)."""
-    return float(dev.get("selection", dev["mcc"]))
-
-
-def trial_training(training: dict, hpo: HpoSettings, learning_rate: float, batch_size: int) -> dict:
-    """A trial's training settings: the run's own, with the trial's values and the epoch cap."""
-    values = {**training, "learning_rate": float(learning_rate), "batch_size": int(batch_size), "hpo": False}
-    if hpo.epochs is not None:
-        values["epochs"] = min(hpo.epochs, int(training.get("epochs", TrainingConfig.epochs)))
-    return values
-
-
-def _sampler_seed(hpo: HpoSettings, trial_job: int, started_before: int) -> int:
-    """Different per trial job (identical seeds would propose identical trials in parallel) and per
-    attempt (a resumed job must not repeat the proposals of its killed attempt)."""
+def round_seed(study: StudySettings, round_: int) -> int:
+    """The sampler seed of round ``round_``: a function of the study seed and the round only."""
     import numpy as np
 
-    return int(np.random.SeedSequence([hpo.seed, trial_job, started_before]).generate_state(1)[0])
+    return int(np.random.SeedSequence([study.seed, round_]).generate_state(1)[0])
+
+
+def read_trial(path: Path, name: str | None = None, number: int | None = None) -> dict:
+    """A trial's result file, checked to belong to study ``name`` and to be trial ``number``."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        record["trial"], record["state"], record["params"]  # noqa: B018 - the keys every record has
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SeqpeftInputError(path, f"is not a readable trial result ({type(error).__name__}: {error}).",
+                                fix="delete it and rerun the tune_trials job that writes it.") from error
+    if name is not None and record.get("study") != name:
+        raise SeqpeftInputError(path, f"belongs to study {record.get('study')!r}, not {name!r} (it was run with "
+                                "other settings).", fix="delete the study's trials/ directory and rerun the workflow.")
+    if number is not None and record["trial"] != number:
+        raise SeqpeftInputError(path, f"holds trial {record['trial']}, not trial {number}.",
+                                fix="delete it and rerun the tune_trials job that writes it.")
+    return record
+
+
+def _frozen_trial(record: dict, distributions: dict):
+    import optuna
+    from optuna.trial import TrialState
+
+    state = TrialState[record["state"]]
+    return optuna.trial.create_trial(
+        state=state, value=record["value"] if state == TrialState.COMPLETE else None, params=record["params"],
+        distributions=distributions, system_attrs=record.get("system_attrs") or {},
+        intermediate_values={int(step): value for step, value in record.get("intermediate_values") or []})
+
+
+def replay_study(study: StudySettings, round_: int, earlier: list[dict]):
+    """An in-memory Optuna study holding the results of the rounds before ``round_`` (in trial
+    order), with round ``round_``'s seeded sampler and the study's pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if [record["trial"] for record in earlier] != list(range(round_ * study.trial_jobs)):
+        raise ValueError(f"round {round_} needs trials 0..{round_ * study.trial_jobs - 1} in order, "
+                         f"got {[record['trial'] for record in earlier]}")
+    sampler = optuna.samplers.TPESampler(seed=round_seed(study, round_), n_startup_trials=study.startup_trials,
+                                         constant_liar=True)
+    replay = optuna.create_study(direction=DIRECTION, sampler=sampler, pruner=PRUNERS[study.pruner.kind](study.pruner))
+    distributions = study.distributions()
+    for record in earlier:
+        replay.add_trial(_frozen_trial(record, distributions))
+    return replay
+
+
+def propose(study: StudySettings, trial: int, earlier: list[dict]):
+    """The replayed study and the asked Optuna trial of study trial ``trial``: the round's asks in
+    order up to this trial's (so its parameters do not depend on how many trials follow it)."""
+    round_ = study.round_of(trial)
+    replay = replay_study(study, round_, earlier)
+    distributions = study.distributions()
+    asked = None
+    for _ in range(trial - round_ * study.trial_jobs + 1):
+        asked = replay.ask(distributions)
+    assert asked.number == trial, (asked.number, trial)
+    return replay, asked
 
 
 def _release_memory() -> None:
@@ -131,119 +118,95 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_trials(job, hpo: HpoSettings, storage_path: Path, trial_job: int) -> dict:
-    """Run trial job ``trial_job``'s share of the study of ``job`` and return what it did.
+def run_trial(job, study: StudySettings, trial: int, earlier_paths: list[Path]) -> dict:
+    """Run trial ``trial`` of the study of ``job`` (a ``FinetuneJob``; its ``out_dir`` is never
+    written) given the result files of the earlier rounds' trials, and return its result record.
 
-    ``job`` is the run being tuned (a ``FinetuneJob``; its ``out_dir`` is never written).
+    Nothing here depends on when or where the other trials ran: only on ``study``, ``trial`` and
+    the earlier results.
     """
     import optuna
     from optuna.trial import TrialState
 
-    share = hpo.share(trial_job)
-    name = study_name(job, hpo)
-    probe = open_study(storage_path, name, hpo)
+    name = study_name(job, study)
+    needed = list(study.earlier_trials(trial))
+    if len(earlier_paths) != len(needed):
+        raise SeqpeftInputError(None, f"trial {trial} (round {study.round_of(trial)} of {study.trial_jobs} trials) needs "
+                                f"the results of trials 0..{len(needed) - 1}, given {len(earlier_paths)} files.",
+                                fix="run it through the workflow's tune_trials rule.")
+    earlier = [read_trial(path, name, number) for path, number in zip(earlier_paths, needed)]
+    replay, asked = propose(study, trial, earlier)
+    params = dict(asked.params)
+    print(f"[seqpeft] study {name}, space {study.space}: trial {trial} (round {study.round_of(trial)}, "
+          f"{len(earlier)} earlier results): learning_rate {params['learning_rate']:.4g}, "
+          f"batch_size {params['batch_size']}", flush=True)
 
-    def own_trials(study):
-        return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TRIAL_JOB_ATTR) == trial_job]
+    def report(evaluation: int, dev: dict) -> None:
+        asked.report(selection_value(dev), evaluation)
+        if asked.should_prune():
+            raise optuna.TrialPruned(f"pruned at evaluation {evaluation}")
 
-    stale = [t for t in own_trials(probe) if t.state == TrialState.RUNNING]
-    for trial in stale:
-        probe.tell(trial.number, state=TrialState.FAIL)
-        print(f"[seqpeft] trial {trial.number} was left running by a killed attempt of trial job {trial_job}: marked failed")
-    study = open_study(storage_path, name, hpo, sampler_seed=_sampler_seed(hpo, trial_job, len(own_trials(probe))))
-
-    def finished(study) -> int:
-        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in own_trials(study))
-
-    print(f"[seqpeft] study {name} in {storage_path}: trial job {trial_job} of {hpo.trial_jobs} owns {share} of "
-          f"{hpo.trials} trials, {finished(study)} done")
-    failures = 0
-    distributions = hpo.distributions()
-    while finished(study) < share:
-        trial = study.ask(distributions)
-        trial.set_user_attr(TRIAL_JOB_ATTR, trial_job)
-        params = dict(trial.params)
-        print(f"[seqpeft] trial {trial.number}: learning_rate {params['learning_rate']:.3g}, "
-              f"batch_size {params['batch_size']}", flush=True)
-
-        def report(evaluation: int, dev: dict, trial=trial) -> None:
-            trial.report(selection_value(dev), evaluation)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at evaluation {evaluation}")
-
-        trial_job_spec = replace(job, training=trial_training(job.training, hpo, params["learning_rate"],
-                                                              params["batch_size"]))
-        try:
-            result = run_finetune(trial_job_spec, on_evaluate=report, dev_only=True)
-        except optuna.TrialPruned as pruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            print(f"[seqpeft] trial {trial.number} {pruned}")
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            value = selection_value(result["dev"])
-            if math.isfinite(value):
-                study.tell(trial, value)
-                print(f"[seqpeft] trial {trial.number}: dev {value:.4f} (best epoch {result['best_epoch']})")
-            else:
-                study.tell(trial, state=TrialState.FAIL)
-                failures += 1
-                print(f"[seqpeft] trial {trial.number}: no finite dev value ({value}); marked failed")
-                if failures > share:
-                    raise RuntimeError(f"{failures} trials of trial job {trial_job} gave no finite dev value; "
-                                       "check the task's dev split and hpo.learning_rate.")
-        finally:
-            _release_memory()
-
-    own = own_trials(study)
-    return {"study": name, "storage": str(storage_path), "trial_job": trial_job, "trial_jobs": hpo.trial_jobs,
-            "share": share,
-            "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-                        "evaluations": len(t.intermediate_values)} for t in own]}
-
-
-def summarize_study(storage_path: Path, name: str, hpo: HpoSettings | None = None) -> dict:
-    """The best trial of a study and how its trials ended, for ``best_params.json``."""
-    import optuna
-    from optuna.trial import TrialState
-
+    spec = replace(job, training=trial_training(job.training, study, params["learning_rate"], params["batch_size"]))
+    result = None
     try:
-        study = optuna.load_study(study_name=name, storage=journal_storage(storage_path))
-    except KeyError as error:
-        raise SeqpeftInputError(storage_path, f"holds no study {name!r}.",
-                                fix="rerun the tune_trials jobs (delete their trials/*.json markers).") from error
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials)
-              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
-    if not counts["complete"]:
-        raise RuntimeError(f"study {name} in {storage_path} has no complete trial ({counts['pruned']} pruned, "
-                           f"{counts['fail']} failed): widen hpo.learning_rate, or relax hpo.pruner.")
-    best = study.best_trial
-    summary = {
-        "study": name, "storage": str(storage_path), "metric": METRIC, "direction": DIRECTION,
-        "best_value": best.value, "best_trial": best.number,
-        "params": {"learning_rate": float(best.params["learning_rate"]), "batch_size": int(best.params["batch_size"])},
-        "trials": {"complete": counts["complete"], "pruned": counts["pruned"], "failed": counts["fail"],
-                   "running": counts["running"]},
+        result = run_finetune(spec, on_evaluate=report, dev_only=True)
+    except optuna.TrialPruned as pruned:
+        state, value = TrialState.PRUNED, None
+        print(f"[seqpeft] trial {trial} {pruned} (behind the earlier rounds)")
+    else:
+        value = selection_value(result["dev"])
+        state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL
+        print(f"[seqpeft] trial {trial}: dev {value:.4f} (best epoch {result['best_epoch']})" if state == TrialState.COMPLETE
+              else f"[seqpeft] trial {trial}: no finite dev value ({value}); recorded as failed")
+        value = value if state == TrialState.COMPLETE else None
+    finally:
+        _release_memory()
+    frozen = replay.get_trials(deepcopy=False)[trial]
+    return {
+        "study": name, "trial": trial, "round": study.round_of(trial), "slot": trial % study.trial_jobs,
+        "space": study.space, "params": {"learning_rate": float(params["learning_rate"]),
+                                         "batch_size": int(params["batch_size"])},
+        "state": state.name, "value": value,
+        "intermediate_values": [[int(step), float(v)] for step, v in sorted(frozen.intermediate_values.items())],
+        "system_attrs": dict(frozen.system_attrs),
+        "best_epoch": int(result["best_epoch"]) if result is not None else None,
     }
-    if hpo is not None:
-        summary["search_space"] = {"learning_rate": list(hpo.learning_rate), "batch_sizes": list(hpo.batch_sizes),
-                                   "epochs": hpo.epochs}
-    return summary
 
 
-def write_best_params(trial_markers: list[Path], out_path: Path) -> dict:
-    """``best_params.json`` from the study that the trial jobs' markers name (they must agree)."""
-    markers = [json.loads(Path(path).read_text()) for path in trial_markers]
-    studies = {(marker["study"], marker["storage"]) for marker in markers}
-    if len(studies) != 1:
-        raise SeqpeftInputError(trial_markers[0], f"the trial jobs ran different studies: {sorted(studies)}.",
-                                fix="rerun the tune_trials jobs of this run (delete their trials/*.json markers).")
-    ((name, storage),) = studies
-    summary = summarize_study(Path(storage), name)
-    summary["trial_jobs"] = len(markers)
+# ---- the study's answer ----
+
+
+def write_best_params(trial_paths: list[Path], out_path: Path, study: StudySettings | None = None) -> dict:
+    """``best_params.json`` from the trials' result files (one study, trials 0..n-1): the best
+    complete trial (the lowest number among equals) and the whole trial history."""
+    records = [read_trial(path) for path in trial_paths]
+    names = {record["study"] for record in records}
+    if len(names) != 1:
+        raise SeqpeftInputError(trial_paths[0], f"the trials belong to different studies: {sorted(names)}.",
+                                fix="delete the study's trials/ directory and rerun the workflow.")
+    records.sort(key=lambda record: record["trial"])
+    if [record["trial"] for record in records] != list(range(len(records))):
+        raise SeqpeftInputError(trial_paths[0], f"trials {[r['trial'] for r in records]} are not 0..{len(records) - 1}.")
+    counts = {state: sum(record["state"] == state.upper() for record in records) for state in ("complete", "pruned", "fail")}
+    complete = [record for record in records if record["state"] == "COMPLETE"]
+    if not complete:
+        raise RuntimeError(f"study {records[0]['study']} has no complete trial ({counts['pruned']} pruned, "
+                           f"{counts['fail']} failed): widen the learning-rate range of space {records[0]['space']!r}, "
+                           "or relax hpo.pruner.")
+    best = max(complete, key=lambda record: (record["value"], -record["trial"]))
+    summary = {
+        "study": best["study"], "space": best["space"], "metric": METRIC, "direction": DIRECTION,
+        "best_value": best["value"], "best_trial": best["trial"], "params": dict(best["params"]),
+        "trials": {"complete": counts["complete"], "pruned": counts["pruned"], "failed": counts["fail"]},
+        "history": [{key: record[key] for key in ("trial", "round", "params", "state", "value", "intermediate_values",
+                                                  "best_epoch")} for record in records],
+    }
+    if study is not None:
+        summary["search_space"] = {"name": study.space, "learning_rate": list(study.learning_rate),
+                                   "batch_sizes": list(study.batch_sizes), "epochs": study.epochs,
+                                   "trials_per_round": study.trial_jobs, "seed": study.seed,
+                                   "startup_trials": study.startup_trials, "pruner": asdict(study.pruner)}
     write_json_atomic(out_path, summary)
-    print(f"[seqpeft] best of {name}: dev {summary['best_value']:.4f} with {summary['params']} "
-          f"({summary['trials']['complete']} complete, {summary['trials']['pruned']} pruned)")
+    print(f"[seqpeft] best of {summary['study']}: trial {best['trial']}, dev {best['value']:.4f} with "
+          f"{summary['params']} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)")
     return summary

@@ -1,7 +1,8 @@
 import re
 from functools import cache
+from pathlib import Path
 
-from seqpeft.config import finetune_threads, size_resources, tune_trials_runtime, world_size_of
+from seqpeft.config import finetune_threads, size_resources, world_size_of
 from seqpeft.jobs import (
     canonical,
     download_sources,
@@ -9,8 +10,6 @@ from seqpeft.jobs import (
     dsp_settings,
     expand_runs,
     finetune_spec,
-    hpo_params,
-    hpo_settings,
     model_params,
     prepared_models,
     synthetic_sources,
@@ -29,6 +28,7 @@ from seqpeft.paths import (
     tuning_dir,
     wildcard_pattern,
 )
+from seqpeft.tune_settings import study_settings
 from seqpeft.dsp import ENCODINGS
 
 R = results_dir(config)
@@ -38,7 +38,8 @@ AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
 TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.paths)
-TRIAL_JOBS = hpo_settings(config).trial_jobs
+# Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
+PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
 
 
 def one_of(names):
@@ -57,7 +58,7 @@ wildcard_constraints:
     tokenizer=one_of([*config["tokenizers"], *config["models"]]),
     partition=one_of(run.partition for run in RUNS),
     axis=one_of(AXES),
-    trial_job=one_of(range(TRIAL_JOBS)),
+    trial=r"\d+",
     encoding=one_of(ENCODINGS),
 
 
@@ -84,6 +85,17 @@ def job_spec(wildcards):
 def trial_spec(wildcards):
     """tune_trials: as job_spec, with the training settings the study sees."""
     return _finetune_spec(wildcards.task, wildcards.model, wildcards.method, tuning=True)
+
+
+@cache
+def _study(method):
+    return study_settings(config, method)
+
+
+def hpo_args(wildcards):
+    """tune_trials and tune: the study of the run's method (space, budget, seed, pruner), less
+    its number of trials, so that raising it adds trials and reruns none."""
+    return canonical(_study(wildcards.method).params())
 
 
 # ---- inputs ----
@@ -133,9 +145,22 @@ def finetune_input(wildcards):
     return inputs
 
 
+def _trial_files(wildcards, trials):
+    study = TUNING_PATTERN.format(results=R, task=wildcards.task, model=wildcards.model, method=wildcards.method,
+                                  partition=wildcards.partition)
+    return [f"{study}/trials/{trial}.json" for trial in trials]
+
+
+def tune_trial_input(wildcards):
+    """tune_trials: what training needs, and the results of every trial of the earlier rounds
+    (the barrier that makes a study independent of timing, see seqpeft.tune)."""
+    earlier = _study(wildcards.method).earlier_trials(int(wildcards.trial))
+    return {**training_input(wildcards), "earlier": _trial_files(wildcards, earlier)}
+
+
 def tune_trial_markers(wildcards):
-    """tune: the summary of every trial job of the study."""
-    return expand(f"{TUNE_DIR}/trials/{{trial_job}}.json", **dict(wildcards.items()), trial_job=range(TRIAL_JOBS))
+    """tune: the result of every trial of the study."""
+    return _trial_files(wildcards, range(_study(wildcards.method).trials))
 
 
 def run_files(name, task=None):
@@ -171,7 +196,13 @@ def all_outputs():
         for name in [*(f"pareto_{axis}" for axis in AXES), "mcc_over_time"]
         for ext in ("png", "svg")
     ]
-    return tables + figures + signalp_outputs()
+    return tables + figures + signalp_outputs() + reproduction_outputs()
+
+
+def reproduction_outputs():
+    if not PUBLISHED:
+        return []
+    return [f"{R}/reproduction.csv", f"{R}/figures/reproduction.png", f"{R}/figures/reproduction.svg"]
 
 
 # ---- resources: fine-tuning jobs scale with the model's size and grow on every retry ----

@@ -95,3 +95,28 @@ rule signalp_figures:
         "../../envs/report.yaml"
     script:
         "../scripts/plot_signalp.py"
+
+
+# ---- published numbers beside ours (config: published) ----
+
+
+rule reproduction:
+    input:
+        published=PUBLISHED or [],
+        summary=f"{R}/summary.csv",
+        signalp=signalp_run_metrics,
+    output:
+        table=report(f"{R}/reproduction.csv", caption="../report/reproduction_table.rst", category="Tables"),
+        png=report(f"{R}/figures/reproduction.png", caption="../report/reproduction.rst", category="Reproduction",
+                   labels={"figure": "published vs reproduced"}),
+        svg=f"{R}/figures/reproduction.svg",
+    log:
+        f"{R}/logs/reproduction.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/reproduction.py"

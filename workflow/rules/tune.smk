@@ -1,29 +1,31 @@
-# Hyper-parameter search for runs whose training sets hpo: true (seqpeft.tune). The trial jobs of
-# one study share an Optuna journal file (study.journal, beside the markers), each running its
-# share of the trials; a killed trial job resumes the study on its retry. Delete study.journal to
-# start a study over; a changed config starts a new study in it by itself.
+# Hyper-parameter search for runs whose training sets hpo (seqpeft.tune): a deterministic study in
+# rounds of hpo.trial_jobs trials. Each trial is one job; its inputs are the results of every trial
+# of the earlier rounds (the round barrier), from which it replays the study and draws its own
+# parameters with the round's seeded sampler, so a study depends on its config and seed only,
+# never on which job ran first. A killed trial reruns with the same parameters; finished trials
+# (trials/{trial}.json) are not rerun.
 
 
 rule tune_trials:
     input:
-        unpack(training_input),
+        unpack(tune_trial_input),
     output:
-        f"{TUNE_DIR}/trials/{{trial_job}}.json",
+        f"{TUNE_DIR}/trials/{{trial}}.json",
     log:
-        f"{TUNE_DIR}/logs/trials_{{trial_job}}.log",
+        f"{TUNE_DIR}/logs/trial_{{trial}}.log",
     benchmark:
-        f"{R}/benchmarks/tune_trials/{{task}}/{{model}}/{{method}}/{{partition}}/{{trial_job}}.tsv"
+        f"{R}/benchmarks/tune_trials/{{task}}/{{model}}/{{method}}/{{partition}}/{{trial}}.tsv"
     params:
         spec=trial_spec,
-        hpo=hpo_params(config),
-        storage=f"{TUNE_DIR}/study.journal",
+        hpo=hpo_args,
     threads: FINETUNE_THREADS
     resources:
         gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
         # a tuning trial trains in one process, whatever training.processes says (seqpeft.launch.run_finetune)
         mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
-        runtime=lambda wildcards, attempt: tune_trials_runtime(config, wildcards.model, wildcards.method) * attempt,
+        # one trial trains at most the run's epochs: a fine-tuning job's time
+        runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,
     retries: 2
     conda:
         "../../envs/train.yaml"
@@ -38,6 +40,8 @@ rule tune:
         f"{TUNE_DIR}/best_params.json",
     log:
         f"{TUNE_DIR}/logs/tune.log",
+    params:
+        hpo=hpo_args,
     resources:
         mem_mb=2000,
         runtime=10,

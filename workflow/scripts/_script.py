@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
 
 @contextmanager
 def logged(snakemake, mode: str = "w"):
@@ -29,6 +31,7 @@ def logged(snakemake, mode: str = "w"):
         wildcards = ", ".join(f"{key}={value}" for key, value in snakemake.wildcards.items())
         job = f"{snakemake.rule} ({wildcards})" if wildcards else snakemake.rule
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = time.monotonic()
         print(f"[seqpeft] {job} started {stamp}")
         try:
             yield
@@ -44,6 +47,31 @@ def logged(snakemake, mode: str = "w"):
             terminal.flush()
             os._exit(1)
         print(f"[seqpeft] finished {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        try:
+            print(done_line(snakemake, started), file=terminal)
+            terminal.flush()
+        except Exception as error:  # noqa: BLE001 - the job is done; a summary line must not fail it
+            print(f"[seqpeft] no summary line: {type(error).__name__}: {error}")
+
+
+def done_line(snakemake, started: float) -> str:
+    """The terminal's one line for a finished job: rule, wildcards, its key figure, wall time."""
+    import json
+    import math
+    import time
+
+    where = "/".join(str(value) for _, value in snakemake.wildcards.items())
+    figure = ""
+    metrics = snakemake.output.get("metrics") if hasattr(snakemake.output, "get") else None
+    if metrics and Path(metrics).is_file():
+        try:
+            test = json.loads(Path(metrics).read_text()).get("test", {})
+            mcc = test.get("mcc")
+            if isinstance(mcc, (int, float)) and not math.isnan(mcc):
+                figure = f": test MCC {mcc:.3f}"
+        except (OSError, ValueError):
+            pass
+    return f"[seqpeft] done {snakemake.rule}{' ' + where if where else ''}{figure} ({time.monotonic() - started:.0f} s)"
 
 
 def finetune_job(snakemake, out_dir: Path, **extra):

@@ -1,4 +1,4 @@
-"""download_source: fetch, verify (sha256) and unpack one source into its directory."""
+"""download_source: fetch, verify (sha256 / git blob id) and unpack one source into its directory."""
 
 from pathlib import Path
 
@@ -6,5 +6,10 @@ from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     from seqpeft.download import fetch_source
+    from seqpeft.pins import SOURCE_RECORD, allow_unpinned, refuse_unpinned
 
-    fetch_source(dict(snakemake.params.spec), Path(snakemake.output[0]))  # noqa: F821
+    sm = snakemake  # noqa: F821
+    spec = dict(sm.params.spec)
+    refuse_unpinned(sm.config, "source", sm.wildcards.source, spec)
+    digests = fetch_source(spec, Path(sm.output[0]), verify=not allow_unpinned(sm.config), record=SOURCE_RECORD)
+    print(f"[seqpeft] source {sm.wildcards.source}: {spec['url']} {digests}")

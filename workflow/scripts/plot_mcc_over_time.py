@@ -8,4 +8,5 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
     from seqpeft.plots import plot_mcc_over_time
 
     sm = snakemake  # noqa: F821
-    plot_mcc_over_time([Path(f) for f in sm.input.histories], sm.wildcards.task, Path(sm.output.png), Path(sm.output.svg))
+    plot_mcc_over_time([Path(f) for f in sm.input.histories], sm.wildcards.task, Path(sm.output.png), Path(sm.output.svg),
+                       methods=list(sm.config.get("methods", {})))

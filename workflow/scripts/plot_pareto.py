@@ -8,4 +8,5 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
     from seqpeft.plots import plot_pareto
 
     sm = snakemake  # noqa: F821
-    plot_pareto(Path(sm.input.summary), sm.wildcards.task, sm.wildcards.axis, Path(sm.output.png), Path(sm.output.svg))
+    plot_pareto(Path(sm.input.summary), sm.wildcards.task, sm.wildcards.axis, Path(sm.output.png), Path(sm.output.svg),
+                methods=list(sm.config.get("methods", {})))

@@ -8,4 +8,5 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
     from seqpeft.signalp_report import plot_task_figures
 
     sm = snakemake  # noqa: F821
-    plot_task_figures(Path(sm.input.table), sm.wildcards.task, {key: Path(value) for key, value in sm.output.items()})
+    plot_task_figures(Path(sm.input.table), sm.wildcards.task, {key: Path(value) for key, value in sm.output.items()},
+                      methods=list(sm.config.get("methods", {})))

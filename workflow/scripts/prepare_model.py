@@ -1,16 +1,16 @@
-"""prepare_model: download a pinned hub model or build a tiny one, into a directory loadable offline."""
+"""prepare_model: download a hub model at its commit (weights converted to safetensors and checked)
+or build a tiny one, into a directory loadable offline."""
 
 from pathlib import Path
 
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.models import prepare_model
+    from seqpeft.prepare import prepare_model
+    from seqpeft.pins import refuse_unpinned
 
-    tokenizer = snakemake.input.get("tokenizer")  # noqa: F821
-    prepare_model(
-        snakemake.wildcards.model,  # noqa: F821
-        dict(snakemake.params.spec),  # noqa: F821
-        Path(snakemake.output[0]),  # noqa: F821
-        Path(tokenizer) if tokenizer else None,
-    )
+    sm = snakemake  # noqa: F821
+    spec = dict(sm.params.spec)
+    refuse_unpinned(sm.config, "model", sm.wildcards.model, spec)
+    tokenizer = sm.input.get("tokenizer")
+    prepare_model(sm.wildcards.model, spec, Path(sm.output[0]), Path(tokenizer) if tokenizer else None)

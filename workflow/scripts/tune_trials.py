@@ -1,7 +1,6 @@
-"""tune_trials: one trial job's share of the Optuna study of a task x model x method (x fold).
-
-The log is appended to, so that it keeps the story of the study across retries.
-"""
+"""tune_trials: one trial of the deterministic study of a task x model x method (x fold), from the
+results of the earlier rounds' trials (seqpeft.tune.run_trial). The log is appended to, so that it
+keeps the story of a trial across retries."""
 
 from pathlib import Path
 
@@ -9,10 +8,12 @@ from _script import finetune_job, logged
 
 with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
     from seqpeft.atomic import write_json_atomic
-    from seqpeft.settings import HpoSettings
-    from seqpeft.tune import run_trials
+    from seqpeft.pins import refuse_unpinned
+    from seqpeft.tune import run_trial
+    from seqpeft.tune_settings import StudySettings
 
     sm = snakemake  # noqa: F821
-    summary = run_trials(finetune_job(sm, Path(sm.output[0]).parent), HpoSettings.from_dict(dict(sm.params.hpo)),
-                         Path(sm.params.storage), int(sm.wildcards.trial_job))
-    write_json_atomic(Path(sm.output[0]), summary)
+    refuse_unpinned(sm.config, "model", sm.wildcards.model, dict(sm.params.spec["model"]))
+    record = run_trial(finetune_job(sm, Path(sm.output[0]).parent), StudySettings.from_params(dict(sm.params.hpo)),
+                       int(sm.wildcards.trial), [Path(path) for path in sm.input.earlier])
+    write_json_atomic(Path(sm.output[0]), record)

@@ -1,0 +1,272 @@
+"""SignalP 6.0 / PEFT-SP region labels: the multi-tag CRF over the 37 region states of
+``seqpeft.signalp_region_labels``, its regulariser, settings and training objective.
+
+Selected by a signal-peptide task's ``signal_peptide.labels: regions`` (``types``, the 8-state
+CRF of ``seqpeft.signalp_crf``, is the default).
+
+The CRF is a multi-tag linear-chain CRF: the loss is ``log Z - log(sum of the scores of every
+allowed path inside the bitmap)``; transitions, first and last states are hard constraints
+(PEFT-SP's ``--constrain_crf`` lists). A path never leaves the block of states of the type it
+starts in, so P(type) is the block's marginal mass (PEFT-SP averages it over positions; the value
+is the same at every position). The cleavage site is read from the region marginals as well: within
+the chosen type, P(residue t is in the signal peptide | type) falls monotonically with t (the signal
+peptide is a prefix of every path), and the site is the number of residues where it exceeds 1/2,
+i.e. the posterior median of the signal-peptide length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqpeft.data import SP_TYPES
+from seqpeft.errors import SeqpeftInputError
+from seqpeft.signalp_region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
+
+
+# ---- the CRF ----
+
+
+class RegionCRF(nn.Module):
+    """Linear-chain CRF over the 37 region states with hard constraints and multi-tag targets."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = nn.Parameter(torch.zeros(NUM_REGION_STATES))
+        self.transitions = nn.Parameter(torch.zeros(NUM_REGION_STATES, NUM_REGION_STATES))
+        self.end = nn.Parameter(torch.zeros(NUM_REGION_STATES))
+        allowed, first, last = allowed_moves()
+        self.register_buffer("allowed", allowed, persistent=False)
+        self.register_buffer("first_allowed", first, persistent=False)
+        self.register_buffer("last_allowed", last, persistent=False)
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(start, transitions, end) with forbidden entries at a large negative score."""
+        return (self.start.masked_fill(~self.first_allowed, FORBIDDEN_SCORE),
+                self.transitions.masked_fill(~self.allowed, FORBIDDEN_SCORE),
+                self.end.masked_fill(~self.last_allowed, FORBIDDEN_SCORE))
+
+    def _alphas(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        start, transitions, _ = self.scores()
+        alpha = start + emissions[:, 0]
+        alphas = [alpha]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t:t + 1], step, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas, dim=1)
+
+    def _betas(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        _, transitions, end = self.scores()
+        beta = end.expand(emissions.shape[0], NUM_REGION_STATES)
+        betas = [beta]
+        for t in range(emissions.shape[1] - 2, -1, -1):
+            step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where(mask[:, t + 1:t + 2], step, beta)
+            betas.append(beta)
+        return torch.stack(betas[::-1], dim=1)
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        alpha = self._alphas(emissions, mask)
+        last = mask.sum(dim=1) - 1
+        final = alpha[torch.arange(emissions.shape[0], device=emissions.device), last]
+        return torch.logsumexp(final + self.scores()[2], dim=1)
+
+    def _final(self, alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        last = mask.sum(dim=1) - 1
+        return torch.logsumexp(alpha[torch.arange(alpha.shape[0], device=alpha.device), last] + self.scores()[2], dim=1)
+
+    def nll_and_marginals(self, emissions: torch.Tensor, bitmap: torch.Tensor, mask: torch.Tensor,
+                          marginals: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(-log P(path inside ``bitmap`` [batch, length, states]) per sequence, marginals or None).
+
+        One forward pass over the free and the bitmap-restricted emissions together (and one
+        backward pass for the marginals): half the sequential steps of separate calls.
+        """
+        batch = emissions.shape[0]
+        both = torch.cat([emissions, emissions.masked_fill(~bitmap, FORBIDDEN_SCORE)])
+        alpha = self._alphas(both, torch.cat([mask, mask]))
+        log_z = self._final(alpha[:batch], mask)
+        nll = log_z - self._final(alpha[batch:], mask)
+        if not marginals:
+            return nll, None
+        beta = self._betas(emissions, mask)
+        return nll, torch.exp(alpha[:batch] + beta - log_z[:, None, None]) * mask.unsqueeze(2)
+
+    def nll(self, emissions: torch.Tensor, bitmap: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """-log P(path inside ``bitmap`` [batch, length, states]), summed or per sequence (``"none"``)."""
+        per_sequence = self.nll_and_marginals(emissions, bitmap, mask, marginals=False)[0]
+        return per_sequence if reduction == "none" else per_sequence.sum()
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        alpha = self._alphas(emissions, mask)
+        beta = self._betas(emissions, mask)
+        log_z = self._final(alpha, mask)
+        return torch.exp(alpha + beta - log_z[:, None, None]) * mask.unsqueeze(2)
+
+
+def _group(marginals: torch.Tensor, states) -> torch.Tensor:
+    return marginals[..., list(states)].sum(dim=-1)
+
+
+def type_probabilities(marginals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[batch, len(SP_TYPES)]: each type's states' marginal mass averaged over residues (PEFT-SP)."""
+    blocks = torch.stack([_group(marginals, np.flatnonzero(STATE_TYPE == k)) for k in range(len(SP_TYPES))], dim=-1)
+    return (blocks * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+
+
+def decode_marginals(marginals: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(type index, cleavage site, type probabilities) per sequence, all from the marginals.
+
+    The site is -1 for NO_SP; otherwise the number of residues whose probability of lying in the
+    chosen type's signal peptide, given that type, exceeds 1/2.
+    """
+    probabilities = type_probabilities(marginals, mask)
+    types = probabilities.argmax(dim=1)
+    sites = []
+    for b, chosen in enumerate(types.tolist()):
+        if chosen == 0:
+            sites.append(-1)
+            continue
+        block = torch.as_tensor(STATE_TYPE == chosen, device=marginals.device)
+        signal = torch.as_tensor(IN_SIGNAL & (STATE_TYPE == chosen), device=marginals.device)
+        within = marginals[b][:, signal].sum(dim=1) / marginals[b][:, block].sum(dim=1).clamp(min=1e-30)
+        sites.append(int(((within > 0.5) & mask[b]).sum()))
+    return types.cpu().numpy(), np.array(sites, dtype=np.int64), probabilities.detach().cpu().numpy()
+
+
+# ---- the region regulariser ----
+
+
+def region_similarity(marginals: torch.Tensor, mask: torch.Tensor, residues: torch.Tensor,
+                      types: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence, the cosine similarity of the amino-acid composition of the n and h regions,
+    and of h and c, each residue counted with its marginal probability of lying in the region
+    (SignalP 6.0's regulariser, as PEFT-SP uses it). ``residues`` [batch, length, 20] one-hot
+    amino acids. n-h counts for SP and LIPO records only, h-c for SP and TAT; 0 elsewhere."""
+    weights = marginals * mask.unsqueeze(2)
+    regions = torch.stack([_group(weights, N_STATES), _group(weights, H_STATES), _group(weights, C_STATES)], dim=-1)
+    counts = torch.einsum("blr,bla->bar", regions, residues.to(regions.dtype))  # [batch, 20, 3]
+    frequencies = counts / counts.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    n_h = nn.functional.cosine_similarity(frequencies[:, :, 0], frequencies[:, :, 1], dim=1, eps=1e-12)
+    h_c = nn.functional.cosine_similarity(frequencies[:, :, 1], frequencies[:, :, 2], dim=1, eps=1e-12)
+    zero = torch.zeros_like(n_h)
+    n_h = torch.where(torch.isin(types, torch.tensor(NH_TYPES, device=types.device)), n_h, zero)
+    h_c = torch.where(torch.isin(types, torch.tensor(HC_TYPES, device=types.device)), h_c, zero)
+    return n_h, h_c
+
+
+def one_hot_residues(sequences: list[str], length: int) -> torch.Tensor:
+    """[batch, length, 20] one-hot of the 20 standard amino acids (other letters and padding: zeros)."""
+    index = {aa: i for i, aa in enumerate(AMINO_ACIDS)}
+    out = torch.zeros(len(sequences), length, len(AMINO_ACIDS))
+    for b, sequence in enumerate(sequences):
+        for t, residue in enumerate(sequence[:length]):
+            if residue in index:
+                out[b, t, index[residue]] = 1.0
+    return out
+
+
+# ---- settings ----
+
+
+@dataclass(frozen=True)
+class SignalPeptideSettings:
+    """A signal-peptide task's ``signal_peptide:`` block (defaults as in the config schema)."""
+
+    labels: str = "types"
+    region_regularization_alpha: float = 0.5
+
+    @classmethod
+    def from_task(cls, task_spec: dict | None) -> "SignalPeptideSettings":
+        values = dict((task_spec or {}).get("signal_peptide") or {})
+        unknown = sorted(set(values) - {"labels", "region_regularization_alpha"})
+        if unknown:
+            raise SeqpeftInputError(f"signal_peptide.{unknown[0]}", "unknown key.",
+                                    fix="use labels and region_regularization_alpha.")
+        settings = cls(**values)
+        if settings.labels not in ("types", "regions"):
+            raise SeqpeftInputError("signal_peptide.labels", f"{settings.labels!r} is not a label scheme.",
+                                    fix="use types (8 states) or regions (SignalP 6.0's 37 region states).")
+        if not float(settings.region_regularization_alpha) >= 0:
+            raise SeqpeftInputError("signal_peptide.region_regularization_alpha", "must be >= 0.", fix="e.g. 0.5 (PEFT-SP).")
+        return settings
+
+
+# ---- the training objective of ``labels: regions`` ----
+
+
+def _bitmaps(split, indices, length: int, device) -> torch.Tensor:
+    from seqpeft.data import RESIDUE_LABELS
+
+    if "sequence" not in split.extra:
+        raise SeqpeftInputError(None, "this tokenized signal-peptide cache has no residue sequences (it predates region labels).",
+                                fix="delete the task's cache under results/cache and rerun the tokenize rule.")
+    out = np.ones((len(indices), length, NUM_REGION_STATES), dtype=bool)  # padding: anything
+    for row, index in enumerate(np.asarray(indices)):
+        letters = "".join(RESIDUE_LABELS[i] for i in split.data.residue_labels(int(index)))
+        bits = region_bitmap(letters, str(split.extra["sequence"][index]), SP_TYPES[int(split.extra["sp_type"][index])])
+        out[row, :min(len(bits), length)] = bits[:length]
+    return torch.as_tensor(out, device=device)
+
+
+def _sequences(split, indices) -> list[str]:
+    return [str(split.extra["sequence"][i]) for i in np.asarray(indices)]
+
+
+def region_loss(alpha: float):
+    def loss(model, logits, labels, attention, split, indices):
+        from seqpeft.signalp_crf import residue_emissions
+
+        emissions, mask = residue_emissions(logits, attention, split.leading_specials)
+        emissions = emissions.float()
+        bitmap = _bitmaps(split, indices, emissions.shape[1], emissions.device)
+        nll, marginals = model.crf.nll_and_marginals(emissions, bitmap, mask, marginals=alpha > 0)
+        total = nll.sum()
+        if alpha > 0:
+            types = torch.as_tensor(np.asarray(split.extra["sp_type"])[np.asarray(indices)], dtype=torch.long,
+                                    device=emissions.device)
+            residues = one_hot_residues(_sequences(split, indices), emissions.shape[1]).to(emissions.device)
+            n_h, h_c = region_similarity(marginals, mask, residues, types)
+            total = total + alpha * (n_h.sum() + h_c.sum())  # the loop divides by the batch size: PEFT-SP's means
+        return total
+    return loss
+
+
+def region_predict(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """As ``objectives._signalp_predict`` for the region CRF: type, site and type probabilities per
+    sequence (split order), plus the CRF NLL when the split carries labels."""
+    from seqpeft.signalp_crf import residue_emissions
+    from seqpeft.batching import collate
+
+    model.eval()
+    order = np.argsort(-split.data.lengths, kind="stable")
+    types, sites, probabilities, nll = [], [], [], []
+    labelled = "sp_type" in split.extra
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            input_ids, attention, _ = collate(split, indices, pad_id, max_length, torch)
+            attention = attention.to(device)
+            logits = model(input_ids.to(device), attention).float()
+            emissions, mask = residue_emissions(logits, attention, split.leading_specials)
+            if labelled:
+                bitmap = _bitmaps(split, indices, emissions.shape[1], emissions.device)
+                batch_nll, marginals = model.crf.nll_and_marginals(emissions, bitmap, mask)
+                nll.append(batch_nll.cpu().numpy())
+            else:
+                marginals = model.crf.marginals(emissions, mask)
+            batch = decode_marginals(marginals, mask)
+            types.append(batch[0])
+            sites.append(batch[1])
+            probabilities.append(batch[2])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    predicted = {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
+                 "probabilities": np.concatenate(probabilities)[inverse]}
+    if labelled:
+        predicted["nll"] = np.concatenate(nll)[inverse]
+    return predicted

@@ -1,0 +1,202 @@
+"""The ``seqpeft`` command as a user types it: real subprocesses on real (tiny) trained runs.
+
+A closed pipe ends quietly, a label the model has no class for and paths given wrongly are one
+line naming the file and the fix, known-harmless third-party output stays off the terminal, and a
+signal-peptide run's artifacts evaluate to the run's own test metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import motif_task
+from seqpeft.launch import run_finetune
+from seqpeft.settings import FinetuneJob
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
+    [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def seqpeft(*args, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seqpeft.cli", *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def dna_run(tmp_path_factory, tiny_model_dir):
+    """A 2-class LoRA run on a tiny Llama: its directory and its test CSV."""
+    root = tmp_path_factory.mktemp("cli_dna")
+    model_dir = tiny_model_dir("llama")
+    cache = motif_task(root, model_dir, n_train=128, n_dev=32, n_test=32)
+    job = FinetuneJob("motif", "tiny_llama", "lora", "0", {}, {"max_length": 64}, {"r": 4},
+                      {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, cache, model_dir, root / "run", threads=1)
+    metrics = run_finetune(job)
+    return root / "run", root / "data" / "test.csv", metrics
+
+
+def test_closed_pipe_ends_without_traceback():
+    # The reader closes its end before seqpeft writes (what `| head -1` does after its line).
+    result = subprocess.run(f"{sys.executable} -m seqpeft.cli list tasks --config config/config.yaml "
+                            "| (exec 0<&-; true)", shell=True, cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    result = subprocess.run(f"{sys.executable} -m seqpeft.cli list tasks --config config/config.yaml | head -1",
+                            shell=True, cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1 and not result.stderr, result
+
+
+def test_evaluate_reproduces_the_run_and_prints_no_third_party_noise(dna_run):
+    run_dir, test_csv, metrics = dna_run
+    result = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", test_csv)
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split(":") for line in result.stdout.splitlines())
+    assert float(printed["mcc".rjust(14)]) == pytest.approx(metrics["test"]["mcc"], abs=1e-4)
+    # no weight-loading bar, no bitsandbytes "kernels" notice, no FutureWarning, no LOAD REPORT
+    assert result.stderr == "", result.stderr
+
+
+def test_unknown_label_names_file_line_classes_and_fix(dna_run, tmp_path):
+    run_dir, test_csv, _ = dna_run
+    lines = test_csv.read_text().splitlines()
+    sequence = lines[1].split(",")[0]
+    data = tmp_path / "three_classes.csv"
+    data.write_text("\n".join([lines[0], lines[1], f"{sequence},2", lines[2]]) + "\n")
+    result = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", data)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "IndexError" not in result.stderr, result.stderr
+    assert f"{data}, line 3: label 2 is not a class of this model, which knows 2 classes: 0, 1" in result.stderr
+    assert "Fix: code the labels as the model was trained" in result.stderr
+
+
+def test_path_errors_give_command_line_advice(dna_run, tmp_path):
+    run_dir, test_csv, _ = dna_run
+    missing = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", "no/such.csv", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "no/such.csv: file not found. Fix: check the path you passed to --data" in missing.stderr
+    assert "config" not in missing.stderr
+    run_not_artifacts = seqpeft("predict", "--model", run_dir, "--input", test_csv, "--output", tmp_path / "p.csv")
+    assert run_not_artifacts.returncode == 2
+    assert f"Fix: pass --model {run_dir / 'artifacts'}" in run_not_artifacts.stderr
+    assert "prepare_model" not in run_not_artifacts.stderr
+    nowhere = seqpeft("evaluate", "--model", tmp_path / "nothing", "--data", test_csv)
+    assert "does not exist. Fix: check the path you passed to --model" in nowhere.stderr
+
+
+def test_evaluate_signal_peptide_artifacts_reproduce_the_run(tmp_path, tiny_model_dir):
+    from seqpeft.demo_data import generate_source
+    from seqpeft.tokenize import tokenize_task
+
+    generate_source({"synthetic": "signalp", "seed": 2, "n_per_partition": 40}, tmp_path / "data")
+    fasta = tmp_path / "data" / "train_set.fasta"
+    tokenize_task({"kind": "signal_peptide"}, fasta, tiny_model_dir("esm"), tmp_path / "cache.npz")
+    job = FinetuneJob("sp", "tiny_esm", "lora", "t0v1", {}, {"max_length": 96}, {"r": 4},
+                      {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3}, tmp_path / "cache.npz",
+                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    metrics = run_finetune(job)
+    result = seqpeft("evaluate", "--model", tmp_path / "run" / "artifacts", "--data", fasta, "--partition", "0",
+                     "--output", tmp_path / "sp.json")
+    assert result.returncode == 0, result.stderr
+    assert "MCC1: type vs proteins without SP" in result.stdout
+    written = json.loads((tmp_path / "sp.json").read_text())
+    for key, value in metrics["test"].items():
+        if key == "signalp":
+            for kingdom, types in value.items():
+                for sp_type, cell in types.items():
+                    for name, number in cell.items():
+                        got = written["signalp"][kingdom][sp_type][name]
+                        assert (math.isnan(number) and math.isnan(got)) or got == pytest.approx(number, abs=1e-6)
+        else:
+            assert written[key] == pytest.approx(value, abs=1e-5), key
+    wrong = seqpeft("evaluate", "--model", tmp_path / "run" / "artifacts", "--data", fasta, "--partition", "7")
+    assert wrong.returncode == 2 and "no record of partition 7" in wrong.stderr
+
+
+def test_only_a_head_only_load_report_is_silenced():
+    from seqpeft.quiet import harmless_load_report
+
+    head = ("\x1b[1mMixtralModel LOAD REPORT\x1b[0m from: m\nKey          | Status     |  | \n"
+            "-------------+------------+--+-\nscore.weight | \x1b[33mUNEXPECTED\x1b[0m |  | \n\nNotes:\n"
+            "- UNEXPECTED:\tcan be ignored when loading from different task/architecture")
+    assert harmless_load_report(head)
+    assert not harmless_load_report(head.replace("score.weight", "layers.0.q.w "))
+    missing = head.replace("Notes:", "layers.0.mlp.weight | MISSING |  | \n\nNotes:")
+    assert not harmless_load_report(missing)
+    assert not harmless_load_report("some other warning")
+
+
+def predictions(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def test_artifacts_are_relocatable(tmp_path, tiny_model_dir):
+    """Copied artifacts (base model left where it was) and a moved results tree (absolute path
+    gone, path relative to the artifacts intact) both predict as before, from another directory;
+    a base model found nowhere is one error naming where it looked and the --model/--adapter fix."""
+    import shutil
+
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModel
+
+    tree = tmp_path / "results"
+    shutil.copytree(tiny_model_dir("llama"), tree / "models" / "tiny_llama")
+    cache = motif_task(tmp_path / "task", tree / "models" / "tiny_llama", n_train=64, n_dev=32, n_test=32)
+    run = tree / "runs" / "motif" / "tiny_llama" / "lora" / "0"
+    run_finetune(FinetuneJob("motif", "tiny_llama", "lora", "0", {}, {"max_length": 64}, {"r": 4},
+                             {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, cache,
+                             tree / "models" / "tiny_llama", run, threads=1))
+    test_csv = tmp_path / "task" / "data" / "test.csv"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert seqpeft("predict", "--model", run / "artifacts", "--input", test_csv, "--output", tmp_path / "a.csv").returncode == 0
+
+    # the artifacts copied alone, used from another working directory
+    copied = tmp_path / "copy" / "artifacts"
+    shutil.copytree(run / "artifacts", copied)
+    result = seqpeft("predict", "--model", copied, "--input", test_csv, "--output", tmp_path / "b.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "b.csv") == predictions(tmp_path / "a.csv")
+
+    # plain peft: the adapter names its base model by a path that holds from any directory
+    config = PeftConfig.from_pretrained(str(copied / "adapter"))
+    assert Path(config.base_model_name_or_path).is_absolute()
+    previous = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        plain = PeftModel.from_pretrained(AutoModel.from_pretrained(config.base_model_name_or_path),
+                                          str(copied / "adapter")).eval()
+    finally:
+        os.chdir(previous)
+    from seqpeft.artifacts import load_trained
+
+    ours = load_trained(copied)[0]
+    ids = torch.randint(4, 8, (2, 12))
+    with torch.no_grad():
+        expected = ours.backbone(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        got = plain(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert torch.allclose(expected, got, atol=1e-5)
+
+    # the whole results tree moved: the absolute path is gone, the relative one holds
+    moved = tmp_path / "moved"
+    tree.rename(moved)
+    artifacts = moved / "runs" / "motif" / "tiny_llama" / "lora" / "0" / "artifacts"
+    result = seqpeft("predict", "--model", artifacts, "--input", test_csv, "--output", tmp_path / "c.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "c.csv") == predictions(tmp_path / "a.csv")
+
+    # copied artifacts whose base model is nowhere any more
+    result = seqpeft("predict", "--model", copied, "--input", test_csv, "--output", tmp_path / "d.csv", cwd=elsewhere)
+    assert result.returncode == 2
+    assert "the base model the run was trained on is not at" in result.stderr
+    assert f"--adapter {copied}" in result.stderr and "Traceback" not in result.stderr
+    result = seqpeft("predict", "--model", moved / "models" / "tiny_llama", "--adapter", copied, "--input", test_csv,
+                     "--output", tmp_path / "e.csv", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert predictions(tmp_path / "e.csv") == predictions(tmp_path / "a.csv")
