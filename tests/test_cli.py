@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import motif_task
+from helpers import finetune_job, motif_task
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
@@ -36,8 +35,8 @@ def dna_run(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("cli_dna")
     model_dir = tiny_model_dir("llama")
     cache = motif_task(root, model_dir, n_train=128, n_dev=32, n_test=32)
-    job = FinetuneJob("motif", "tiny_llama", "lora", "0", {}, {"max_length": 64}, {"r": 4},
-                      {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, cache, model_dir, root / "run", threads=1)
+    job = finetune_job(cache, model_dir, root / "run", method="lora", method_spec={"r": 4},
+                       training={"epochs": 1, "batch_size": 32, "learning_rate": 1e-3})
     metrics = run_finetune(job)
     return root / "run", root / "data" / "test.csv", metrics
 
@@ -96,9 +95,9 @@ def test_evaluate_signal_peptide_artifacts_reproduce_the_run(tmp_path, tiny_mode
     generate_source({"synthetic": "signalp", "seed": 2, "n_per_partition": 40}, tmp_path / "data")
     fasta = tmp_path / "data" / "train_set.fasta"
     tokenize_task({"kind": "signal_peptide"}, fasta, tiny_model_dir("esm"), tmp_path / "cache.npz")
-    job = FinetuneJob("sp", "tiny_esm", "lora", "t0v1", {}, {"max_length": 96}, {"r": 4},
-                      {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3}, tmp_path / "cache.npz",
-                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    job = finetune_job(tmp_path / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method="lora", partition="t0v1",
+                       kind="signal_peptide", model_spec={"max_length": 96}, method_spec={"r": 4},
+                       training={"epochs": 1, "batch_size": 16, "learning_rate": 5e-3})
     metrics = run_finetune(job)
     result = seqpeft("evaluate", "--model", tmp_path / "run" / "artifacts", "--data", fasta, "--partition", "0",
                      "--output", tmp_path / "sp.json")
@@ -149,9 +148,8 @@ def test_artifacts_are_relocatable(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir("llama"), tree / "models" / "tiny_llama")
     cache = motif_task(tmp_path / "task", tree / "models" / "tiny_llama", n_train=64, n_dev=32, n_test=32)
     run = tree / "runs" / "motif" / "tiny_llama" / "lora" / "0"
-    run_finetune(FinetuneJob("motif", "tiny_llama", "lora", "0", {}, {"max_length": 64}, {"r": 4},
-                             {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}, cache,
-                             tree / "models" / "tiny_llama", run, threads=1))
+    run_finetune(finetune_job(cache, tree / "models" / "tiny_llama", run, method="lora", method_spec={"r": 4},
+                              training={"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}))
     test_csv = tmp_path / "task" / "data" / "test.csv"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
+from helpers import TINY, finetune_job
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
@@ -16,7 +16,6 @@ from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.recipe import last_layers, make_optimizer, make_scheduler
 from seqpeft.tokenize import tokenize_task
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 PEFT_SP_LORA = {"method": "lora", "r": 8, "lora_alpha": 8, "lora_dropout": 0.1,
                 "target_modules": ["query", "key", "value", "attention.output.dense"]}
@@ -76,9 +75,9 @@ def test_peft_sp_recipe_trains_head_and_crf_under_lora(tmp_path, tiny_model_dir)
     training = {"epochs": 2, "batch_size": 20, "learning_rate": 0.007, "weight_decay": 1.2e-6, "optimizer": "Adamax",
                 "scheduler": "constant", "warmup_ratio": 0.0, "max_grad_norm": 0.25}
     task = {"kind": "signal_peptide", "signal_peptide": {"labels": "regions", "region_regularization_alpha": 0.5}}
-    job = FinetuneJob("sp", "tiny_esm", "lora", "t0v1", task, {"max_length": 96, "remove_top_layers": 1},
-                      {**PEFT_SP_LORA, "last_n_layers": 33}, training, tmp_path / "cache.npz", tiny_model_dir("esm"),
-                      tmp_path / "run", threads=1)
+    job = finetune_job(tmp_path / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method="lora", partition="t0v1",
+                       task_spec=task, model_spec={"max_length": 96, "remove_top_layers": 1},
+                       method_spec={**PEFT_SP_LORA, "last_n_layers": 33}, training=training)
     metrics = run_finetune(job)
     recorded = metrics["training"]
     assert (recorded["optimizer"], recorded["scheduler"], recorded["max_grad_norm"]) == ("Adamax", "constant", 0.25)

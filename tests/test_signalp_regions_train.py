@@ -10,10 +10,11 @@ import pytest
 from seqpeft.data import SP_TYPES
 from seqpeft.signalp_fasta import read_signalp_fasta
 from seqpeft.demo_data import generate_source
-from seqpeft.signalp_regions import NUM_REGION_STATES, RegionCRF
+from seqpeft.signalp_region_labels import NUM_REGION_STATES
+from seqpeft.signalp_regions import RegionCRF
 from seqpeft.tokenize import tokenize_task
+from helpers import finetune_job
 from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def test_region_runs_train_reload_and_predict(sp_task, tiny_model_dir, tmp_path,
     from seqpeft.evaluate import load_predictor, predict_file
 
     task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": "regions", "region_regularization_alpha": 0.5}}
-    job = FinetuneJob("sp", "tiny_esm", method, "t0v1", task_spec, {"max_length": 96}, {},
-                      {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3}, sp_task / "cache.npz",
-                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method=method, partition="t0v1",
+                       task_spec=task_spec, model_spec={"max_length": 96},
+                       training={"epochs": 2, "batch_size": 16, "learning_rate": 5e-3})
     metrics = run_finetune(job)
     assert np.isfinite(metrics["dev"]["selection"]) and np.isfinite(metrics["test"]["loss"])
     predictor = load_predictor(tmp_path / "run" / "artifacts")
@@ -72,9 +73,9 @@ def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, t
     from seqpeft.evaluate import PEFT_SP_COLUMNS, load_predictor, predict_file
 
     task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": labels}}
-    job = FinetuneJob("sp", "tiny_esm", "frozen", "t0v1", task_spec, {"max_length": 96}, {},
-                      {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3}, sp_task / "cache.npz",
-                      tiny_model_dir("esm"), tmp_path / "run", threads=1)
+    job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method="frozen", partition="t0v1",
+                       task_spec=task_spec, model_spec={"max_length": 96},
+                       training={"epochs": 1, "batch_size": 16, "learning_rate": 5e-3})
     run_finetune(job)
     predictor = load_predictor(tmp_path / "run" / "artifacts")
     lines = README_TWO_LINE.splitlines()
