@@ -200,6 +200,7 @@ def check_config(config: dict) -> None:
                     _unknown(f"experiments[{i}].{key}", what, name, known)
 
     _check_local_paths(sources, models)
+    max_length_overrides(config)
     _check_applicability(config, models, methods, experiments)
     HpoSettings.from_dict(config.get("hpo"))
     _check_processes(config, tasks, models, methods, experiments)
@@ -353,6 +354,60 @@ def expand_runs(config: dict) -> list[Run]:
     return list(runs)
 
 
+def max_length_overrides(config: dict) -> dict[tuple[str, str, str], int]:
+    """(task, model, method) -> the ``max_length`` its experiment block sets, for the runs whose block
+    sets one. A run listed by several blocks must get one length from all of them (a block without
+    the key gives the model's own), since its results path does not name the length."""
+    if not any("max_length" in (block or {}) for block in config.get("experiments") or []):
+        return {}  # the common case, cheap: the workflow asks once per job
+    models = _section(config, "models")
+    lengths: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for i, block in enumerate(config.get("experiments") or []):
+        override = (block or {}).get("max_length")
+        for task in block.get("tasks") or []:
+            for model in block.get("models") or []:
+                own = int((models.get(model) or {}).get("max_length") or DEFAULT_MAX_LENGTH)
+                length = int(override) if override is not None else own
+                for method in block.get("methods") or []:
+                    key = (task, model, method)
+                    if key in lengths and lengths[key][0] != length:
+                        _fail(f"experiments[{i}].max_length", f"{task}/{model}/{method} is also in experiments[{lengths[key][1]}] "
+                              f"with max_length {lengths[key][0]}, here {length}: one run cannot have two input lengths.",
+                              fix="give both blocks the same max_length, or list the run in one of them.")
+                    lengths.setdefault(key, (length, i))
+                    if override is not None and length != own:
+                        lengths[key] = (length, i)
+    return {key: length for key, (length, _) in lengths.items()
+            if length != int((models.get(key[1]) or {}).get("max_length") or DEFAULT_MAX_LENGTH)}
+
+
+def run_max_length(config: dict, task: str, model: str, method: str) -> int:
+    """The input length of a run: its experiment block's ``max_length``, else the model's."""
+    override = max_length_overrides(config).get((task, model, method))
+    if override is not None:
+        return override
+    return int((_section(config, "models")[model] or {}).get("max_length") or DEFAULT_MAX_LENGTH)
+
+
+def run_model_params(config: dict, task: str, model: str, method: str) -> dict:
+    """``model_params`` with the run's experiment-block ``max_length``, if its block sets one."""
+    spec = model_params(config, model)
+    override = max_length_overrides(config).get((task, model, method))
+    if override is not None:
+        spec["max_length"] = override
+    return spec
+
+
+def dsp_cache_name(config: dict, task: str, model: str, method: str) -> str | None:
+    """The DSP cache file of a run inside ``tokenized/{task}/`` (DSP inputs are encoded for one
+    length, so an experiment-block length gets a cache of its own); None without DSP."""
+    encoding = dsp_encoding(config, method)
+    if encoding is None:
+        return None
+    override = max_length_overrides(config).get((task, model, method))
+    return f"{model}.dsp-{encoding}" + (f".len{override}" if override is not None else "") + ".npz"
+
+
 def results_dir(config: dict) -> str:
     return str(config.get("results") or "results")
 
@@ -445,7 +500,7 @@ def dsp_encoding(config: dict, method: str) -> str | None:
     return None if dsp is None else str((dsp or {}).get("encoding"))
 
 
-def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
+def dsp_settings(config: dict, task: str, model: str, encoding: str, max_length: int | None = None) -> dict:
     """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
     the task's template and domain (default: the task name), the model's max_length and
     on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
@@ -456,7 +511,7 @@ def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
         "encoding": encoding,
         "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
         "domain": str(task_entry.get("domain") or task),
-        "max_length": int(model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
+        "max_length": int(max_length or model_entry.get("max_length") or DEFAULT_MAX_LENGTH),
         "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
         "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
     })
@@ -468,7 +523,7 @@ def finetune_method_params(config: dict, task: str, model: str, method: str) -> 
     spec = method_spec(config, method)
     encoding = dsp_encoding(config, method)
     if encoding is not None:
-        spec["dsp"] = dsp_settings(config, task, model, encoding)
+        spec["dsp"] = dsp_settings(config, task, model, encoding, max_length_overrides(config).get((task, model, method)))
     return spec
 
 

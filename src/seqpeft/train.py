@@ -57,6 +57,7 @@ class TrainingConfig:
     optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
     optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
     scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
+    select_on: str = "mcc"  # model selection and early stopping on dev MCC (or the objective's score), or dev loss
 
     def __post_init__(self) -> None:
         from seqpeft.distributed import MODES
@@ -67,6 +68,10 @@ class TrainingConfig:
             raise SeqpeftInputError(None, f"training.processes is {self.processes}.", fix="use 1 or more.")
         if self.precision not in PRECISIONS:
             raise SeqpeftInputError(None, f"training.precision {self.precision!r} is unknown.", fix=f"use one of {PRECISIONS}.")
+        from seqpeft.recipe import SELECT_ON
+
+        if self.select_on not in SELECT_ON:
+            raise SeqpeftInputError(None, f"training.select_on {self.select_on!r} is unknown.", fix=f"use one of {SELECT_ON}.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -352,6 +357,10 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
     model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
                             dropout=float(model_spec.get("head_dropout", 0.1)))
+    if not method_spec.get("train_head", True):  # seqpeft.recipe.freeze_head: the Galaxy tutorial's frozen random head
+        from seqpeft.recipe import freeze_head
+
+        freeze_head(model)
     return model, method, args, loaded
 
 
@@ -670,7 +679,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     core = model  # the classifier; training calls loss_model (DDP-wrapped, or around a sharded core)
     loss_model = ranks.parallelize(core, loss_module(core, objective))
     trainable_params = [p for p in core.parameters() if p.requires_grad]
-    from seqpeft.recipe import make_optimizer, make_scheduler
+    from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
 
     optimizer = make_optimizer(training.optimizer, training.optimizer_args, trainable_params, training.learning_rate,
                                training.weight_decay,
@@ -754,7 +763,7 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
                     state.running_loss, state.running_count = 0.0, 0
                     say(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
                         f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
-                    if dev.get("selection", dev["mcc"]) > state.best.get("selection", state.best["mcc"]):
+                    if "step" not in state.best or selection_score(dev, training.select_on) > selection_score(state.best, training.select_on):
                         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
                         best_state = ranks.trainable_state(core)
                         state.since_best = 0
@@ -806,6 +815,9 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": method_args,
         "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        # the recipe as it reached the model (seqpeft.recipe): input length, head, adapter settings in effect
+        "max_length": max_length, "train_head": bool(job.method_spec.get("train_head", True)),
+        **({"adapter_config": adapter} if (adapter := adapter_settings(core.backbone)) else {}),
         **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if per_residue else {}),
         **({"hpo": tuned} if tuned is not None else {}),
         **({"quantization": loaded.quantization} if loaded.quantization else {}),

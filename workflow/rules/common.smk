@@ -4,6 +4,7 @@ from functools import cache
 from seqpeft.config import (
     canonical,
     download_sources,
+    dsp_cache_name,
     dsp_encoding,
     dsp_settings,
     expand_runs,
@@ -15,6 +16,7 @@ from seqpeft.config import (
     model_params,
     prepared_models,
     results_dir,
+    run_model_params,
     size_resources,
     source_dir,
     synthetic_sources,
@@ -85,6 +87,12 @@ def _model_params(model):
 
 
 @cache
+def _run_model_params(task, model, method):
+    # the model's spec with its experiment block's max_length, where the block sets one
+    return run_model_params(config, task, model, method)
+
+
+@cache
 def _task_spec(task):
     return task_params(config, task)
 
@@ -117,7 +125,8 @@ def method_args(wildcards):
 
 
 def dsp_spec(wildcards):
-    return dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding)
+    return dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding,
+                        int(wildcards.length) if "length" in wildcards.keys() else None)
 
 
 def training_settings(wildcards):
@@ -135,8 +144,9 @@ def tuning_training_settings(wildcards):
 def finetune_spec(wildcards):
     """finetune: the task, model and method specs and the training settings, as one param:
     Snakemake wraps every param function of every job, so one call per job instead of four."""
-    return {"task": task_spec(wildcards), "model": model_spec(wildcards), "method": method_args(wildcards),
-            "training": training_settings(wildcards)}
+    return {"task": task_spec(wildcards),
+            "model": _run_model_params(wildcards.task, wildcards.model, wildcards.method),
+            "method": method_args(wildcards), "training": training_settings(wildcards)}
 
 
 def tune_trials_spec(wildcards):
@@ -174,11 +184,11 @@ def tokenize_dsp_input(wildcards):
 def training_input(wildcards):
     """tune_trials and finetune: the task tokenized with the model's tokenizer (for DSP variants:
     with the task's template, per model and encoding), and the model directory."""
-    encoding = dsp_encoding(config, wildcards.method)
-    if encoding is None:
+    name = dsp_cache_name(config, wildcards.task, wildcards.model, wildcards.method)
+    if name is None:
         cache = f"{R}/tokenized/{wildcards.task}/{tokenizer_of(config, wildcards.model)}.npz"
     else:
-        cache = f"{R}/tokenized/{wildcards.task}/{wildcards.model}.dsp-{encoding}.npz"
+        cache = f"{R}/tokenized/{wildcards.task}/{name}"
     return {"cache": cache, "model": model_dir(config, wildcards.model)}
 
 

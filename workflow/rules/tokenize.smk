@@ -58,3 +58,14 @@ rule tokenize_dsp:
         "../../envs/models.yaml"
     script:
         "../scripts/tokenize_dsp.py"
+
+
+# The same for the runs of an experiment block that sets its own max_length (DSP inputs are
+# encoded for one length; seqpeft.config.dsp_cache_name names the file).
+use rule tokenize_dsp as tokenize_dsp_length with:
+    output:
+        f"{R}/tokenized/{{task}}/{{model}}.dsp-{{encoding}}.len{{length}}.npz",
+    log:
+        f"{R}/logs/tokenize_dsp/{{task}}/{{model}}.{{encoding}}.len{{length}}.log",
+    wildcard_constraints:
+        length=r"[0-9]+",
