@@ -259,9 +259,9 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)
     runs = expand_runs(config)
-    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning), 2 models x 2 DSP
-    # variants; SignalP: 6 folds x 10
-    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7 + 2 * 2) + 6 * 10
+    # 28 GUE tasks x 3 replicates: 4 models x 11 methods, NT x 10 (no prefix tuning), 2 models x 2 DSP
+    # variants; SignalP: 6 folds x 13
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 11 + 10 + 2 * 2) + 6 * 13
     assert stats["tokenize_dsp"] == 28 * 2 * 2
     assert stats["download_source"] == 2
     assert stats["prepare_model"] == len(config["models"])
