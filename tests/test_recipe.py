@@ -146,3 +146,15 @@ def test_train_head_false_leaves_the_head_at_its_random_initialisation(tmp_path,
     assert all(torch.equal(heads[False][k], initial[k]) for k in initial)  # untouched
     assert not all(torch.equal(heads[True][k], initial[k]) for k in initial)  # trained
     assert heads[(True, "trainable")] - heads[(False, "trainable")] == sum(t.numel() for t in initial.values())
+
+
+def test_selection_score_is_what_runs_and_tuning_trials_maximise():
+    from seqpeft.recipe import selection_score
+    from seqpeft.tune import selection_value
+
+    dev = {"mcc": 0.5, "loss": 0.3}
+    assert selection_score(dev, "mcc") == selection_value(dev) == 0.5
+    assert selection_score(dev, "loss") == selection_value(dev, "loss") == -0.3
+    assert selection_score({**dev, "selection": 1.7}, "mcc") == 1.7  # the objective's own (signal peptides)
+    with pytest.raises(SeqpeftInputError, match="select_on"):
+        selection_score(dev, "f1")

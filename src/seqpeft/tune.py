@@ -33,7 +33,7 @@ from seqpeft.errors import SeqpeftInputError
 TRIAL_JOB_ATTR = "trial_job"
 TUNED_KEYS = ("learning_rate", "batch_size")  # what a study chooses; the configured values do not matter to it
 DIRECTION = "maximize"
-METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides)"
+METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides; minus dev loss under select_on: loss)"
 
 
 def _pruner_median(settings: "PrunerSettings"):
@@ -219,9 +219,12 @@ def open_study(storage_path: Path, name: str, hpo: HpoSettings, sampler_seed: in
                                sampler=sampler, pruner=PRUNERS[hpo.pruner.kind](hpo.pruner), load_if_exists=True)
 
 
-def selection_value(dev: dict) -> float:
-    """The dev value model selection maximises (``selection`` where the objective defines one)."""
-    return float(dev.get("selection", dev["mcc"]))
+def selection_value(dev: dict, select_on: str = "mcc") -> float:
+    """The dev value model selection maximises (``selection`` where the objective defines one;
+    minus the dev loss under ``training.select_on: loss``): seqpeft.recipe.selection_score."""
+    from seqpeft.recipe import selection_score
+
+    return selection_score(dev, select_on)
 
 
 def trial_training(training: dict, hpo: HpoSettings, learning_rate: float, batch_size: int) -> dict:
@@ -280,6 +283,9 @@ def run_trials(job, hpo: HpoSettings, storage_path: Path, trial_job: int) -> dic
           f"{hpo.trials} trials, {finished(study)} done")
     failures = 0
     distributions = hpo.distributions()
+    from seqpeft.train import TrainingConfig
+
+    select_on = TrainingConfig.from_dict(job.training).select_on  # trials are ranked as runs select
     while finished(study) < share:
         trial = study.ask(distributions)
         trial.set_user_attr(TRIAL_JOB_ATTR, trial_job)
@@ -288,7 +294,7 @@ def run_trials(job, hpo: HpoSettings, storage_path: Path, trial_job: int) -> dic
               f"batch_size {params['batch_size']}", flush=True)
 
         def report(evaluation: int, dev: dict, trial=trial) -> None:
-            trial.report(selection_value(dev), evaluation)
+            trial.report(selection_value(dev, select_on), evaluation)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at evaluation {evaluation}")
 
@@ -303,7 +309,7 @@ def run_trials(job, hpo: HpoSettings, storage_path: Path, trial_job: int) -> dic
             study.tell(trial, state=TrialState.FAIL)
             raise
         else:
-            value = selection_value(result["dev"])
+            value = selection_value(result["dev"], select_on)
             if math.isfinite(value):
                 study.tell(trial, value)
                 print(f"[seqpeft] trial {trial.number}: dev {value:.4f} (best epoch {result['best_epoch']})")
