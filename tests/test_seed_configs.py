@@ -43,7 +43,8 @@ def test_galaxy_dry_run_lists_exactly_the_tutorial_s_runs(tmp_path):
     out = dry_run("galaxy_mistral_dna", tmp_path)
     jobs = listed_finetune_jobs(out)
     assert len(jobs) == len(set(jobs)) == job_stats(out)["finetune"]
-    assert set(jobs) == set(itertools.product(["tf_0"], ["mistral_dna"], ["qlora_galaxy", "qlora_galaxy_fixed"], REPLICATES))
+    assert set(jobs) == {*itertools.product(["tf_0"], ["mistral_dna"], ["qlora_galaxy", "qlora_galaxy_fixed"], REPLICATES),
+                         *itertools.product(["tf_0"], ["mistral_dna_1m"], ["full"], REPLICATES)}
 
 
 def test_lingo_dry_run_lists_exactly_the_seed_s_support_matrix(tmp_path):
