@@ -763,7 +763,8 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
                     state.running_loss, state.running_count = 0.0, 0
                     say(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
                         f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
-                    if "step" not in state.best or selection_score(dev, training.select_on) > selection_score(state.best, training.select_on):
+                    score = selection_score(dev, training.select_on)  # seqpeft.recipe: MCC, or minus the loss
+                    if "step" not in state.best or score > selection_score(state.best, training.select_on):
                         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
                         best_state = ranks.trainable_state(core)
                         state.since_best = 0
