@@ -158,6 +158,10 @@ def test_each_seed_recipe_reaches_its_fine_tuning_job(name, tmp_path):
             assert metrics["method_args"]["rs_probability"] == spec["rs_probability"]
         if "dsp" in spec:
             assert metrics["dsp"]["encoding"] == spec["dsp"]["encoding"] and metrics["dsp"]["domain"] == "DNA Promoter"
+            recorded = json.loads((target.parent / "artifacts" / "seqpeft.json").read_text())["dsp"]
+            assert recorded["template"] == "Domain: DNA Promoter\nSequence: {sequence}\nAnnotation:"
+            if spec["dsp"]["encoding"] == "nucleotide":  # the seed's one-hot ids, as used
+                assert {k: recorded["resolved_nucleotide_ids"][k] for k in "ACGT"} == {"A": 5, "C": 7, "G": 8, "T": 6}
         if "last_n_layers" in spec:
             assert metrics["method_args"]["last_n_layers"] == spec["last_n_layers"]
             assert metrics["remove_top_layers"] == config["models"][model]["remove_top_layers"]
