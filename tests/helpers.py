@@ -53,6 +53,41 @@ def finetune_job(cache_path: Path, model_dir: Path, out_dir: Path, *, method: st
                        model_dir=Path(model_dir), out_dir=Path(out_dir), threads=threads, **extra)
 
 
+# The network made unreachable (proxies pointing at a closed port, Hugging Face offline): any
+# attempt of a dry run or rule to download fails the test.
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+    "NO_PROXY": "",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def snakemake_cmd(*args: str | Path, workdir: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    if workdir is not None:
+        cmd += ["--directory", str(workdir)]
+    return cmd + [str(a) for a in args]
+
+
+def start(*args: str | Path, workdir: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(snakemake_cmd(*args, workdir=workdir), cwd=REPO, env={**os.environ, **OFFLINE},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+def run(*args: str | Path, workdir: Path | None = None) -> tuple[int, str]:
+    return finish(start(*args, workdir=workdir))
+
+
 def job_stats(output: str) -> dict[str, int]:
     """The `Job stats` table of a dry run, as {rule: count}."""
     match = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)

@@ -363,3 +363,28 @@ def test_multi_process_jobs_are_checked():
     check_config(config)
     config["methods"]["lora_r4"]["training"]["processes"] = 2
     assert problem(config).startswith("methods.lora_r4.training.processes: ")
+
+
+def test_experiment_block_max_length_overrides_the_model_s_for_its_runs_only():
+    config = base_config()
+    config["models"]["mistral_dna"]["max_length"] = 512
+    config["methods"]["lora_dsp"] = {"method": "lora", "dsp": {"encoding": "bbpe"}}
+    config["experiments"].append({"tasks": ["tf_0"], "models": ["mistral_dna"], "methods": ["lora_r4", "lora_dsp"],
+                                  "max_length": 200})
+    check_config(config)
+    assert jobs.run_model_params(config, "tf_0", "mistral_dna", "lora_r4")["max_length"] == 200
+    assert jobs.run_model_params(config, "tf_0", "mistral_dna", "lora")["max_length"] == 512  # first block: the model's
+    assert jobs.run_max_length(config, "tf_0", "tiny_llama", "lora") == config["models"]["tiny_llama"]["max_length"]
+    # DSP inputs are encoded for one length: the block's length gets a cache (and settings) of its own
+    assert jobs.dsp_cache_name(config, "tf_0", "mistral_dna", "lora_dsp") == "mistral_dna.dsp-bbpe.len200.npz"
+    assert jobs.finetune_method_params(config, "tf_0", "mistral_dna", "lora_dsp")["dsp"]["max_length"] == 200
+    assert jobs.dsp_cache_name(config, "tf_0", "mistral_dna", "lora_r4") is None
+
+
+def test_a_run_in_two_blocks_gets_one_max_length():
+    config = base_config()
+    config["experiments"].append({"tasks": ["tf_0"], "models": ["mistral_dna"], "methods": ["lora"], "max_length": 200})
+    message = problem(config)
+    assert "experiments[2].max_length" in message and "tf_0/mistral_dna/lora" in message and "experiments[0]" in message
+    config["experiments"][0]["max_length"] = 200  # both blocks agree
+    check_config(config)

@@ -29,7 +29,8 @@ def test_qlora_backbone_is_4bit_nf4_with_lora_on_top(tiny_model_dir):
     layer = next(iter(quantized.values()))
     assert layer.weight.quant_type == "nf4" and layer.weight.quant_state.nested  # double quantisation
     assert layer.compute_dtype == torch.bfloat16
-    assert loaded.quantization == {"quant_type": "nf4", "quantized_layers": 14, "unquantized_layers": {}}
+    assert loaded.quantization == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
+                                   "quantized_layers": 14, "unquantized_layers": {}}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # LoRA r=4: r x (in + out) on 4 attention (64->64) and 3 MLP projections (64<->128), 2 layers; head 64 x 2 + 2
     assert trainable == 2 * (4 * 4 * (64 + 64) + 3 * 4 * (64 + 128)) + 64 * 2 + 2
@@ -101,7 +102,8 @@ def test_qlora_trains_reloads_and_predicts_alike_on_both_cpu_paths(tiny_model_di
     training = {"epochs": 3, "batch_size": 32, "learning_rate": 1e-2, "patience": 3}
     metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="qlora", method_spec={"r": 4},
                                         training=training))
-    assert metrics["quantization"] == {"quant_type": "nf4", "quantized_layers": 14, "unquantized_layers": {}}
+    assert metrics["quantization"] == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
+                                       "quantized_layers": 14, "unquantized_layers": {}}
     losses = dev_losses(tmp_path / "run")
     assert min(losses[1:]) < losses[0]
     test_csv = tmp_path / "data" / "test.csv"
@@ -123,3 +125,15 @@ def test_qlora_without_working_bitsandbytes_fails_at_once(tiny_model_dir, monkey
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine without it
     with pytest.raises(SeqpeftInputError, match="qlora needs bitsandbytes"):
         build_model(tiny_model_dir("llama"), {}, "qlora", {}, 2, False, total_steps=10, model_name="llama")
+
+
+def test_qlora_settings_reach_the_layers_and_the_record(tiny_model_dir):
+    """The Galaxy tutorial's 4-bit config: bitsandbytes' default fp4 with double quantisation; the
+    LINGO QLoRA demo's: nf4 without it."""
+    for quant_type, double_quant in (("fp4", True), ("nf4", False)):
+        model, _, _, loaded = build_model(tiny_model_dir("llama", **QLORA_TINY), {}, "qlora",
+                                          {"r": 4, "quant_type": quant_type, "double_quant": double_quant}, 2, False,
+                                          total_steps=10, model_name="llama")
+        layer = next(iter(_linear4bit(model.backbone).values()))
+        assert layer.weight.quant_type == quant_type and bool(layer.weight.quant_state.nested) is double_quant
+        assert (loaded.quantization["quant_type"], loaded.quantization["double_quant"]) == (quant_type, double_quant)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY, finetune_job
+from helpers import TINY, finetune_job, motif_task
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
@@ -91,3 +91,67 @@ def test_peft_sp_recipe_trains_head_and_crf_under_lora(tmp_path, tiny_model_dir)
     layers = [n for n, _ in predictor.model.backbone.named_modules() if n.endswith(("encoder.layer.0", "encoder.layer.1"))]
     assert len(layers) == TINY["num_hidden_layers"] - 1
     assert np.isfinite(metrics["test"]["selection"])
+
+
+def _motif_job(tmp_path, model_dir, method_spec, training, name="run"):
+    cache = motif_task(tmp_path / "task", model_dir, n_train=96, n_dev=48, n_test=32)
+    return finetune_job(cache, model_dir, tmp_path / name, method="lora", method_spec=method_spec,
+                        training={"batch_size": 16, "evals_per_epoch": 2, "device": "cpu", **training})
+
+
+def test_select_on_loss_restores_the_lowest_dev_loss_and_stops_on_it(tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    model_dir = tiny_model_dir("llama")
+    # a learning rate high enough that dev loss and dev MCC peak at different evaluations
+    training = {"epochs": 6, "learning_rate": 0.05, "patience": 100}
+    best = {}
+    for select_on in ("loss", "mcc"):
+        job = _motif_job(tmp_path, model_dir, {"r": 4}, {**training, "select_on": select_on}, name=select_on)
+        metrics = run_finetune(job)
+        history = pd.read_csv(tmp_path / select_on / "history.csv")
+        column, pick = ("dev_loss", "idxmin") if select_on == "loss" else ("dev_mcc", "idxmax")
+        assert metrics["best_step"] == int(history.loc[getattr(history[column], pick)(), "step"])
+        assert metrics["training"]["select_on"] == select_on
+        best[select_on] = metrics["best_step"]
+    assert best["loss"] != best["mcc"]  # the two criteria pick different evaluations here
+    # early stopping follows the same score: patience 1 stops one evaluation after the best dev loss
+    metrics = run_finetune(_motif_job(tmp_path, model_dir, {"r": 4}, {**training, "select_on": "loss", "patience": 1},
+                                      name="stopped"))
+    history = pd.read_csv(tmp_path / "stopped" / "history.csv")
+    losses = history["dev_loss"].tolist()
+    assert losses[-1] >= min(losses[:-1]) and metrics["best_step"] == int(history["step"].iloc[-2])
+    with pytest.raises(SeqpeftInputError, match="select_on"):
+        run_finetune(_motif_job(tmp_path, model_dir, {"r": 4}, {"select_on": "f1"}, name="bad"))
+
+
+def test_train_head_false_leaves_the_head_at_its_random_initialisation(tmp_path, tiny_model_dir):
+    from seqpeft.assemble import build_model
+
+    model_dir = tiny_model_dir("llama")
+    torch.manual_seed(0)  # the job's seed (training.seed 0 + partition 0), as train() seeds before building
+    initial = build_model(model_dir, {"max_length": 64}, "lora", {"r": 4}, 2, False, 10)[0].head.state_dict()
+    heads = {}
+    for train_head in (False, True):
+        metrics = run_finetune(_motif_job(tmp_path, model_dir, {"r": 4, "train_head": train_head},
+                                          {"epochs": 1, "learning_rate": 0.01}, name=f"head_{train_head}"))
+        assert metrics["train_head"] is train_head
+        heads[train_head] = load_file(str(tmp_path / f"head_{train_head}" / "artifacts" / "head.safetensors"))
+        lora = metrics["adapter_config"]
+        assert (lora["peft_type"], lora["r"]) == ("LORA", 4) and lora["target_modules"]
+        heads[(train_head, "trainable")] = metrics["trainable_params"]
+    assert all(torch.equal(heads[False][k], initial[k]) for k in initial)  # untouched
+    assert not all(torch.equal(heads[True][k], initial[k]) for k in initial)  # trained
+    assert heads[(True, "trainable")] - heads[(False, "trainable")] == sum(t.numel() for t in initial.values())
+
+
+def test_selection_score_is_what_runs_and_tuning_trials_maximise():
+    from seqpeft.recipe import selection_score
+    from seqpeft.tune import selection_value
+
+    dev = {"mcc": 0.5, "loss": 0.3}
+    assert selection_score(dev, "mcc") == selection_value(dev) == 0.5
+    assert selection_score(dev, "loss") == selection_value(dev, "loss") == -0.3
+    assert selection_score({**dev, "selection": 1.7}, "mcc") == 1.7  # the objective's own (signal peptides)
+    with pytest.raises(SeqpeftInputError, match="select_on"):
+        selection_score(dev, "f1")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from test_workflow import job_stats, run
+from helpers import job_stats, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "config" / "seeds" / "peft_sp.yaml"

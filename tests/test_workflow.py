@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import job_stats
+from helpers import OFFLINE, finish, job_stats, run, snakemake_cmd, start
 from seqpeft.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,39 +25,6 @@ DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
          "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
          "signalp_figures", "reproduction", "all"]
-
-OFFLINE = {
-    "http_proxy": "http://127.0.0.1:9",
-    "https_proxy": "http://127.0.0.1:9",
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "no_proxy": "",
-    "NO_PROXY": "",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
-
-
-def snakemake_cmd(*args: str | Path, workdir: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-    if workdir is not None:
-        cmd += ["--directory", str(workdir)]
-    return cmd + [str(a) for a in args]
-
-
-def start(*args: str | Path, workdir: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(snakemake_cmd(*args, workdir=workdir), cwd=ROOT, env={**os.environ, **OFFLINE},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
-
-
-def run(*args: str | Path, workdir: Path | None = None) -> tuple[int, str]:
-    return finish(start(*args, workdir=workdir))
-
 
 def load(path: Path, results: Path) -> dict:
     config = yaml.safe_load(path.read_text())
@@ -248,9 +215,9 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert all(stats[rule] > 0 for rule in expected)
     config = load(FULL, results)
     runs = expand_runs(config)
-    # 28 GUE tasks x 3 replicates: 4 models x 8 methods, NT x 7 (no prefix tuning), 2 models x 2 DSP
-    # variants; SignalP: 6 folds x 10
-    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 8 + 7 + 2 * 2) + 6 * 10
+    # 28 GUE tasks x 3 replicates: 4 models x 11 methods, NT x 10 (no prefix tuning), 2 models x 2 DSP
+    # variants; SignalP: 6 folds x 13
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 11 + 10 + 2 * 2) + 6 * 13
     assert stats["tokenize_dsp"] == 28 * 2 * 2
     assert stats["download_source"] == 2  # GUE and SignalP; the alternative GUE zip is used by no task
     assert stats["prepare_model"] == len(config["models"])

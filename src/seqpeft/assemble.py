@@ -15,6 +15,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import load_backbone
+from seqpeft.recipe import freeze_head
 from seqpeft.tokenize import TokenizedTask
 
 
@@ -115,6 +116,8 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
     model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
                             dropout=float(model_spec.get("head_dropout", 0.1)))
+    if not method_spec.get("train_head", True):  # the Galaxy tutorial's frozen random head (seqpeft.recipe)
+        freeze_head(model)
     return model, method, args, loaded
 
 

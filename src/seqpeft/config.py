@@ -20,7 +20,7 @@ from typing import Any
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
-from seqpeft.jobs import dsp_encoding, method_spec, training_for, training_key
+from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
 from seqpeft.settings import setup_problem, world_size
 from seqpeft.tune_settings import check_hpo
@@ -166,6 +166,7 @@ def check_config(config: dict) -> None:
                     _unknown(f"experiments[{i}].{key}", what, name, known)
 
     _check_local_paths(sources, models)
+    max_length_overrides(config)  # one input length per run
     _check_applicability(config, models, methods, experiments)
     check_hpo(config)
     _check_processes(config, tasks, models, methods, experiments)

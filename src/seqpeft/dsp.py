@@ -156,7 +156,8 @@ class DspEncoder:
             raise SeqpeftInputError(
                 None, f"the DSP template alone is {template_tokens} tokens of model {self.model!r} "
                 f"({settings.encoding} encoding), leaving no room for the sequence within max_length={settings.max_length}.",
-                fix=f"shorten the task's dsp_template or domain, or raise models.{self.model}.max_length.")
+                fix=f"shorten the task's dsp_template or domain, or raise models.{self.model}.max_length "
+                    "(or the max_length of its experiment block, where one sets it).")
 
     def _plain(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []

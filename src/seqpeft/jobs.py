@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE
+from seqpeft.errors import SeqpeftInputError
 from seqpeft.paths import section
 from seqpeft.settings import TUNED_KEYS
 
@@ -73,7 +74,7 @@ def dsp_encoding(config: dict, method: str) -> str | None:
     return None if dsp is None else str((dsp or {}).get("encoding"))
 
 
-def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
+def dsp_settings(config: dict, task: str, model: str, encoding: str, max_length: int | None = None) -> dict:
     """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
     the task's template and domain (default: the task name), the model's max_length and
     on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
@@ -84,7 +85,7 @@ def dsp_settings(config: dict, task: str, model: str, encoding: str) -> dict:
         "encoding": encoding,
         "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
         "domain": str(task_entry.get("domain") or task),
-        "max_length": int(model_entry["max_length"]),
+        "max_length": int(max_length or model_entry["max_length"]),
         "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
         "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
     })
@@ -96,8 +97,57 @@ def finetune_method_params(config: dict, task: str, model: str, method: str) -> 
     spec = method_spec(config, method)
     encoding = dsp_encoding(config, method)
     if encoding is not None:
-        spec["dsp"] = dsp_settings(config, task, model, encoding)
+        spec["dsp"] = dsp_settings(config, task, model, encoding, max_length_overrides(config).get((task, model, method)))
     return spec
+
+
+def max_length_overrides(config: dict) -> dict[tuple[str, str, str], int]:
+    """(task, model, method) -> the ``max_length`` its experiment block sets, for the runs whose block
+    sets one other than the model's. A run listed by several blocks must get one length from all of
+    them (a block without the key gives the model's own), since its results path does not name it."""
+    blocks = config.get("experiments") or []
+    if not any("max_length" in (block or {}) for block in blocks):
+        return {}  # the common case, cheap: the workflow asks once per job
+    models = section(config, "models")
+    lengths: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for i, block in enumerate(blocks):
+        override = (block or {}).get("max_length")
+        for task in block.get("tasks") or []:
+            for model in block.get("models") or []:
+                length = int(override if override is not None else models[model]["max_length"])
+                for method in block.get("methods") or []:
+                    key = (task, model, method)
+                    if key in lengths and lengths[key][0] != length:
+                        raise SeqpeftInputError(
+                            f"experiments[{i}].max_length", f"{task}/{model}/{method} is also in experiments[{lengths[key][1]}] "
+                            f"with max_length {lengths[key][0]}, here {length}: one run cannot have two input lengths.",
+                            fix="give both blocks the same max_length, or list the run in one of them.")
+                    lengths.setdefault(key, (length, i))
+    return {key: length for key, (length, _) in lengths.items() if length != int(models[key[1]]["max_length"])}
+
+
+def run_max_length(config: dict, task: str, model: str, method: str) -> int:
+    """The input length of a run: its experiment block's ``max_length``, else the model's."""
+    return int(run_model_params(config, task, model, method)["max_length"])
+
+
+def run_model_params(config: dict, task: str, model: str, method: str) -> dict:
+    """``model_params`` with the run's experiment-block ``max_length``, if its block sets one."""
+    spec = model_params(config, model)
+    override = max_length_overrides(config).get((task, model, method))
+    if override is not None:
+        spec["max_length"] = override
+    return spec
+
+
+def dsp_cache_name(config: dict, task: str, model: str, method: str) -> str | None:
+    """The DSP cache file of a run inside ``tokenized/{task}/`` (DSP inputs are encoded for one
+    length, so an experiment-block length gets a cache of its own); None without DSP."""
+    encoding = dsp_encoding(config, method)
+    if encoding is None:
+        return None
+    override = max_length_overrides(config).get((task, model, method))
+    return f"{model}.dsp-{encoding}" + (f".len{override}" if override is not None else "") + ".npz"
 
 
 def task_params(config: dict, task: str) -> dict:
@@ -151,7 +201,7 @@ def tuning_training(config: dict, method: str) -> dict:
 def finetune_spec(config: dict, task: str, model: str, method: str) -> dict:
     """A fine-tuning job's params, as one value (Snakemake wraps every param function of every
     job, so one call per job instead of four): its task, model, method and training settings."""
-    return {"task": task_params(config, task), "model": model_params(config, model),
+    return {"task": task_params(config, task), "model": run_model_params(config, task, model, method),
             "method": finetune_method_params(config, task, model, method), "training": training_for(config, method)}
 
 

@@ -34,7 +34,7 @@ from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.objectives import loss_module, objective_for
 from seqpeft.predict import evaluate
-from seqpeft.recipe import make_optimizer, make_scheduler
+from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
 from seqpeft.signalp_regions import SignalPeptideSettings
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -298,7 +298,8 @@ def evaluate_dev(run: Run) -> None:
     state.running_loss, state.running_count = 0.0, 0
     run.say(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
             f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
-    if dev.get("selection", dev["mcc"]) > state.best.get("selection", state.best["mcc"]):
+    score = selection_score(dev, training.select_on)  # MCC (or the objective's score), or minus the loss
+    if "step" not in state.best or score > selection_score(state.best, training.select_on):
         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
         run.best_state = run.ranks.trainable_state(run.core)
         state.since_best = 0
@@ -383,6 +384,9 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": run.method_args,
         "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        # the recipe as it reached the model: input length, head, adapter settings in effect
+        "max_length": run.max_length, "train_head": bool(job.method_spec.get("train_head", True)),
+        **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
         **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if run.per_residue else {}),
         **({"hpo": tuned} if tuned is not None else {}),
         **({"quantization": run.loaded.quantization} if run.loaded.quantization else {}),

@@ -320,7 +320,7 @@ def passthrough_method(config_class: str) -> Method:
 
 # Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
 # prompting for the variant: it changes the inputs, not the method, see seqpeft.dsp).
-RESERVED_KEYS = ("method", "peft", "training", "description", "dsp")
+RESERVED_KEYS = ("method", "peft", "training", "description", "dsp", "train_head")  # train_head: seqpeft.assemble.build_model
 
 
 def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:

@@ -74,10 +74,12 @@ class QuantizationPlan:
     quant_type: str
     quantized: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # name -> "in->out", left unquantized
+    double_quant: bool | None = None
+    compute_dtype: str | None = None
 
     def as_dict(self) -> dict:
-        return {"quant_type": self.quant_type, "quantized_layers": len(self.quantized),
-                "unquantized_layers": dict(self.kept)}
+        return {"quant_type": self.quant_type, "double_quant": self.double_quant, "compute_dtype": self.compute_dtype,
+                "quantized_layers": len(self.quantized), "unquantized_layers": dict(self.kept)}
 
     def message(self) -> str | None:
         if not self.kept:
@@ -99,7 +101,8 @@ def plan_quantization(kwargs: dict, skeleton) -> QuantizationPlan | None:
     config = (kwargs or {}).get("quantization_config")
     if config is None or not getattr(config, "load_in_4bit", False):
         return None
-    plan = QuantizationPlan(config.bnb_4bit_quant_type)
+    plan = QuantizationPlan(config.bnb_4bit_quant_type, double_quant=bool(config.bnb_4bit_use_double_quant),
+                            compute_dtype=str(config.bnb_4bit_compute_dtype).removeprefix("torch."))
     skipped_by_default = set(config.llm_int8_skip_modules or get_keys_to_not_convert(skeleton))
     for name, module in skeleton.named_modules():
         if not isinstance(module, nn.Linear) or name in skipped_by_default:

@@ -6,6 +6,10 @@ PEFT-SP (Zeng et al., Genome Research 2024) trains with ``torch.optim.Adamax`` (
 layer before the emission layer; LoRA sits in self-attention of the last ``--num_end_lora_layers``
 layers. These map to ``training.optimizer`` / ``optimizer_args`` / ``scheduler: constant`` /
 ``max_grad_norm``, ``models.<m>.remove_top_layers`` and a LoRA method's ``last_n_layers``.
+
+The Galaxy tutorial (Mistral-DNA) restores the best model by dev loss (``training.select_on:
+loss``) and leaves its classification head frozen at its random initialisation
+(``methods.<m>.train_head: false``, see ``freeze_head``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import inspect
 from seqpeft.errors import SeqpeftInputError
 
 SCHEDULERS = ("linear", "constant")
+SELECT_ON = ("mcc", "loss")
+# The adapter settings recorded in metrics.json (adapter_settings), where the peft config has them.
+ADAPTER_KEYS = ("peft_type", "r", "lora_alpha", "lora_dropout", "bias", "target_modules", "target_parameters",
+                "layers_to_transform", "init_r", "target_r", "tinit", "tfinal", "deltaT", "total_step", "beta1", "beta2",
+                "orth_reg_weight", "num_virtual_tokens", "feedforward_modules", "modules_to_save")
 # torch.optim names that are not optimizers.
 _NOT_OPTIMIZERS = {"Optimizer", "lr_scheduler", "swa_utils"}
 
@@ -111,3 +120,48 @@ def last_layers(backbone, count: int) -> list[int]:
         raise SeqpeftInputError("last_n_layers", f"the last {count} of {depth} layers were all removed (remove_top_layers).",
                                 fix=f"use last_n_layers above {depth - kept}.")
     return layers
+
+
+def selection_score(dev: dict, select_on: str) -> float:
+    """The dev score model selection and early stopping maximise: MCC (or the objective's own
+    ``selection``, e.g. PEFT-SP's detection + CS MCC) for ``mcc``, minus the dev loss for ``loss``
+    (the Hugging Face Trainer's default ``metric_for_best_model``, which the Galaxy tutorial keeps)."""
+    if select_on == "loss":
+        return -float(dev["loss"])
+    if select_on == "mcc":
+        return float(dev.get("selection", dev["mcc"]))
+    raise SeqpeftInputError("training.select_on", f"{select_on!r} is not a selection criterion.", fix=f"use one of {SELECT_ON}.")
+
+
+def freeze_head(model) -> None:
+    """Leave the task head (and pooler) at its random initialisation, untrained.
+
+    What the Galaxy tutorial's ``model.add_adapter(LoraConfig(task_type="SEQ_CLS", ...))`` does
+    (checked on transformers 5.24 / peft 0.21): ``add_adapter`` calls ``peft.inject_adapter_in_model``,
+    which marks only the adapter weights trainable (``BaseTuner._mark_only_adapters_as_trainable``);
+    the ``score`` head is put in ``modules_to_save`` (and so kept trainable) only by
+    ``PeftModelForSequenceClassification``, which ``get_peft_model`` builds and ``add_adapter`` does not.
+    """
+    for module in (model.head, getattr(model, "pooler", None)):
+        if module is not None:
+            module.requires_grad_(False)
+
+
+def adapter_settings(backbone) -> dict | None:
+    """The active peft config's settings in effect (targets after family defaults, AdaLoRA's
+    schedule, ...), for metrics.json; None for a backbone without one."""
+    configs = getattr(backbone, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        return None
+    config = configs.get(getattr(backbone, "active_adapter", None)) or next(iter(configs.values()))
+    settings = {}
+    for key in ADAPTER_KEYS:
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        if isinstance(value, (set, frozenset)):
+            value = sorted(value)
+        elif not isinstance(value, (str, int, float, bool, list, tuple)):
+            value = str(value)
+        settings[key] = list(value) if isinstance(value, tuple) else value
+    return settings

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.recipe import SELECT_ON
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MODES = ("ddp", "fsdp")  # how several processes of one job share the model (training.distributed)
@@ -46,6 +47,7 @@ class TrainingConfig:
     optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
     optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
     scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
+    select_on: str = "mcc"  # model selection and early stopping on dev MCC (or the objective's score), or dev loss
 
     def __post_init__(self) -> None:
         if self.distributed not in MODES:
@@ -54,6 +56,8 @@ class TrainingConfig:
             raise SeqpeftInputError(None, f"training.processes is {self.processes}.", fix="use 1 or more.")
         if self.precision not in PRECISIONS:
             raise SeqpeftInputError(None, f"training.precision {self.precision!r} is unknown.", fix=f"use one of {PRECISIONS}.")
+        if self.select_on not in SELECT_ON:
+            raise SeqpeftInputError(None, f"training.select_on {self.select_on!r} is unknown.", fix=f"use one of {SELECT_ON}.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":

@@ -40,6 +40,7 @@ from pathlib import Path
 from seqpeft.atomic import write_json_atomic
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.launch import run_finetune
+from seqpeft.settings import TrainingConfig
 from seqpeft.tune_settings import DIRECTION, METRIC, PRUNERS, StudySettings, selection_value, study_name, trial_training
 
 
@@ -141,8 +142,10 @@ def run_trial(job, study: StudySettings, trial: int, earlier_paths: list[Path]) 
           f"{len(earlier)} earlier results): learning_rate {params['learning_rate']:.4g}, "
           f"batch_size {params['batch_size']}", flush=True)
 
+    select_on = TrainingConfig.from_dict(job.training).select_on  # trials are ranked as runs select
+
     def report(evaluation: int, dev: dict) -> None:
-        asked.report(selection_value(dev), evaluation)
+        asked.report(selection_value(dev, select_on), evaluation)
         if asked.should_prune():
             raise optuna.TrialPruned(f"pruned at evaluation {evaluation}")
 
@@ -154,7 +157,7 @@ def run_trial(job, study: StudySettings, trial: int, earlier_paths: list[Path]) 
         state, value = TrialState.PRUNED, None
         print(f"[seqpeft] trial {trial} {pruned} (behind the earlier rounds)")
     else:
-        value = selection_value(result["dev"])
+        value = selection_value(result["dev"], select_on)
         state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL
         print(f"[seqpeft] trial {trial}: dev {value:.4f} (best epoch {result['best_epoch']})" if state == TrialState.COMPLETE
               else f"[seqpeft] trial {trial}: no finite dev value ({value}); recorded as failed")

@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.jobs import canonical, method_spec, training_for, training_key
+from seqpeft.recipe import selection_score
 from seqpeft.settings import TUNED_KEYS, TrainingConfig
 
 DIRECTION = "maximize"
-METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides)"
+METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides; minus dev loss under select_on: loss)"
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 # The default search space of each registry method: which family of learning rates suits it.
@@ -336,9 +337,10 @@ def study_name(job, study: StudySettings) -> str:
 # ---- trials ----
 
 
-def selection_value(dev: dict) -> float:
-    """The dev value model selection maximises (``selection`` where the objective defines one)."""
-    return float(dev.get("selection", dev["mcc"]))
+def selection_value(dev: dict, select_on: str = "mcc") -> float:
+    """The dev value model selection maximises (``selection`` where the objective defines one;
+    minus the dev loss under ``training.select_on: loss``): ``seqpeft.recipe.selection_score``."""
+    return selection_score(dev, select_on)
 
 
 def trial_training(training: dict, study: StudySettings, learning_rate: float, batch_size: int) -> dict:

@@ -6,6 +6,7 @@ from seqpeft.config import finetune_threads, size_resources, world_size_of
 from seqpeft.jobs import (
     canonical,
     download_sources,
+    dsp_cache_name,
     dsp_encoding,
     dsp_settings,
     expand_runs,
@@ -128,11 +129,11 @@ def tokenize_dsp_input(wildcards):
 def training_input(wildcards):
     """tune_trials and finetune: the task tokenized with the model's tokenizer (for DSP variants:
     with the task's template, per model and encoding), and the model directory."""
-    encoding = dsp_encoding(config, wildcards.method)
-    if encoding is None:
+    name = dsp_cache_name(config, wildcards.task, wildcards.model, wildcards.method)
+    if name is None:
         cache = f"{R}/tokenized/{wildcards.task}/{tokenizer_of(config, wildcards.model)}.npz"
     else:
-        cache = f"{R}/tokenized/{wildcards.task}/{wildcards.model}.dsp-{encoding}.npz"
+        cache = f"{R}/tokenized/{wildcards.task}/{name}"
     return {"cache": cache, "model": model_dir(config, wildcards.model)}
 
 

@@ -49,7 +49,9 @@ rule tokenize_dsp:
     params:
         task=lambda wildcards: task_params(config, wildcards.task),
         data_path=lambda wildcards: task_data_path(config, wildcards.task),
-        dsp=lambda wildcards: dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding),
+        # an experiment block's own max_length (rule tokenize_dsp_length) names the length in the file
+        dsp=lambda wildcards: dsp_settings(config, wildcards.task, wildcards.model, wildcards.encoding,
+                                           int(wildcards.length) if "length" in wildcards.keys() else None),
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -58,3 +60,14 @@ rule tokenize_dsp:
         "../../envs/models.yaml"
     script:
         "../scripts/tokenize_dsp.py"
+
+
+# The same for the runs of an experiment block that sets its own max_length (DSP inputs are
+# encoded for one length; seqpeft.jobs.dsp_cache_name names the file).
+use rule tokenize_dsp as tokenize_dsp_length with:
+    output:
+        f"{R}/tokenized/{{task}}/{{model}}.dsp-{{encoding}}.len{{length}}.npz",
+    log:
+        f"{R}/logs/tokenize_dsp/{{task}}/{{model}}.{{encoding}}.len{{length}}.log",
+    wildcard_constraints:
+        length=r"[0-9]+",
