@@ -93,7 +93,7 @@ def test_every_real_record_admits_an_allowed_path(records):
 
 def test_signalp_literal_pilin_rule_admits_no_path(records, monkeypatch):
     """Why the deviation: with h ending before the last M, a pilin record has no allowed path."""
-    import seqpeft.signalp_regions as regions
+    import seqpeft.signalp_region_labels as regions
 
     monkeypatch.setattr(regions, "PILIN_H_INCLUDES_LAST_M", False)
     regions._bitmap_cached.cache_clear()
