@@ -365,8 +365,15 @@ def test_multi_process_jobs_are_checked():
     assert problem(config).startswith("methods.lora_r4.training.processes: ")
 
 
+def _with_max_lengths(config: dict) -> dict:
+    """The models' max_length, as the schema's default fills it in when the workflow loads a config."""
+    for spec in config["models"].values():
+        spec.setdefault("max_length", 128)
+    return config
+
+
 def test_experiment_block_max_length_overrides_the_model_s_for_its_runs_only():
-    config = base_config()
+    config = _with_max_lengths(base_config())
     config["models"]["mistral_dna"]["max_length"] = 512
     config["methods"]["lora_dsp"] = {"method": "lora", "dsp": {"encoding": "bbpe"}}
     config["experiments"].append({"tasks": ["tf_0"], "models": ["mistral_dna"], "methods": ["lora_r4", "lora_dsp"],
@@ -382,7 +389,7 @@ def test_experiment_block_max_length_overrides_the_model_s_for_its_runs_only():
 
 
 def test_a_run_in_two_blocks_gets_one_max_length():
-    config = base_config()
+    config = _with_max_lengths(base_config())
     config["experiments"].append({"tasks": ["tf_0"], "models": ["mistral_dna"], "methods": ["lora"], "max_length": 200})
     message = problem(config)
     assert "experiments[2].max_length" in message and "tf_0/mistral_dna/lora" in message and "experiments[0]" in message

@@ -30,15 +30,18 @@ def expected_figures(config: dict) -> set[str]:
         if spec["kind"] == "signal_peptide":
             names += ["signalp_mcc", "signalp_cleavage_w0"]
         figures |= {f"results/figures/{task}/{name}.png" for name in names}
+    if config.get("published"):
+        figures.add("results/figures/reproduction.png")  # published numbers beside the runs
     return figures
 
 
 def test_report_contains_every_figure_and_table_with_captions(report_html):
     html_path, config = report_html
     html = html_path.read_text()
-    for name in [*expected_figures(config), "summary.csv", "table.csv", "signalp_table.csv"]:
+    for name in [*expected_figures(config), "summary.csv", "table.csv", "signalp_table.csv", "reproduction.csv"]:
         assert name in html, name
     for phrase in ("Pareto front", "dev split", "One row per fine-tuning run", "standard deviation over partitions",
+                   "against the published one", "inside the spread",
                    "MCC1 (the type against sequences without a", "cleavage-site precision (left)"):
         assert phrase in html, phrase
     for category in ("DNA", "protein", "Tables"):

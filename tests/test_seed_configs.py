@@ -105,7 +105,7 @@ def tiny_overlay(name: str, tmp_path: Path) -> Path:
     config["tokenizers"] = TOKENIZERS
     for model, spec in config["models"].items():
         family = spec.pop("family")
-        spec.pop("hub"), spec.pop("revision")
+        spec.pop("hub"), spec.pop("revision", None)  # unpinned models have none
         spec.update(build={"family": family, **BUILD_OF[family]}, tokenizer=TOKENIZER_OF[family], size="tiny")
     kept = {run[1] for run in runs}
     config["models"] = {model: spec for model, spec in config["models"].items() if model in kept}
