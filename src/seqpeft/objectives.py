@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from seqpeft.batching import collate
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.metrics import classification_metrics
 from seqpeft.predict import flat_predictions, predict_sequences
@@ -104,35 +103,19 @@ def signalp_predictions(model, split, pad_id: int, max_length: int, batch_size: 
 def _signalp_predict(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """Per sequence (split order): type index, cleavage site, type probabilities and, when the
     split carries labels, the CRF negative log-likelihood."""
-    import torch
+    from seqpeft.signalp_crf import decode, predict_in_split_order
 
-    from seqpeft.signalp_crf import decode, residue_emissions
-
-    model.eval()
-    order = np.argsort(-split.data.lengths, kind="stable")
-    types, sites, probabilities, nll = [], [], [], []
     labelled = "sp_type" in split.extra
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
-            attention = attention.to(device)
-            logits = model(input_ids.to(device), attention).float()
-            emissions, mask = residue_emissions(logits, attention, split.leading_specials)
-            if labelled:
-                _, states, _ = _crf_inputs(logits, labels.to(device), attention, split, indices)
-                nll.append(model.crf.nll(emissions, states, mask, reduction="none").cpu().numpy())
-            batch_types, batch_sites, batch_probabilities = decode(model.crf, emissions, mask)
-            types.append(batch_types)
-            sites.append(batch_sites)
-            probabilities.append(batch_probabilities)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    predicted = {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
-                 "probabilities": np.concatenate(probabilities)[inverse]}
-    if labelled:
-        predicted["nll"] = np.concatenate(nll)[inverse]
-    return predicted
+
+    def score_batch(indices, logits, labels, attention, emissions, mask) -> dict:
+        types, sites, probabilities = decode(model.crf, emissions, mask)
+        batch = {"type": types, "site": sites, "probabilities": probabilities}
+        if labelled:
+            _, states, _ = _crf_inputs(logits, labels.to(logits.device), attention, split, indices)
+            batch["nll"] = model.crf.nll(emissions, states, mask, reduction="none").cpu().numpy()
+        return batch
+
+    return predict_in_split_order(model, split, pad_id, max_length, batch_size, device, score_batch)
 
 
 def _true_sites(split) -> np.ndarray:

@@ -181,3 +181,27 @@ def decode(crf: SignalPeptideCRF, emissions: torch.Tensor, mask: torch.Tensor) -
     paths = crf.viterbi(emissions, mask, start_allowed)
     sites = np.array([site_of(path) for path in paths], dtype=np.int64)
     return types.cpu().numpy(), sites, probabilities.detach().cpu().numpy()
+
+
+def predict_in_split_order(model, split, pad_id: int, max_length: int, batch_size: int, device,
+                           score_batch) -> dict[str, np.ndarray]:
+    """Run a CRF classifier over a split in length-sorted batches and return per-sequence arrays in
+    split order. ``score_batch(indices, logits, labels, attention, emissions, mask)`` turns one
+    batch into ``{name: array}`` (type, site, probabilities, and the NLL where the split has labels)."""
+    from seqpeft.batching import collate
+
+    model.eval()
+    order = np.argsort(-split.data.lengths, kind="stable")
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
+            attention = attention.to(device)
+            logits = model(input_ids.to(device), attention).float()
+            emissions, mask = residue_emissions(logits, attention, split.leading_specials)
+            for name, values in score_batch(indices, logits, labels, attention, emissions, mask).items():
+                parts.setdefault(name, []).append(values)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {name: np.concatenate(values)[inverse] for name, values in parts.items()}

@@ -239,34 +239,19 @@ def region_loss(alpha: float):
 def region_predict(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """As ``objectives._signalp_predict`` for the region CRF: type, site and type probabilities per
     sequence (split order), plus the CRF NLL when the split carries labels."""
-    from seqpeft.signalp_crf import residue_emissions
-    from seqpeft.batching import collate
+    from seqpeft.signalp_crf import predict_in_split_order
 
-    model.eval()
-    order = np.argsort(-split.data.lengths, kind="stable")
-    types, sites, probabilities, nll = [], [], [], []
     labelled = "sp_type" in split.extra
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            input_ids, attention, _ = collate(split, indices, pad_id, max_length, torch)
-            attention = attention.to(device)
-            logits = model(input_ids.to(device), attention).float()
-            emissions, mask = residue_emissions(logits, attention, split.leading_specials)
-            if labelled:
-                bitmap = _bitmaps(split, indices, emissions.shape[1], emissions.device)
-                batch_nll, marginals = model.crf.nll_and_marginals(emissions, bitmap, mask)
-                nll.append(batch_nll.cpu().numpy())
-            else:
-                marginals = model.crf.marginals(emissions, mask)
-            batch = decode_marginals(marginals, mask)
-            types.append(batch[0])
-            sites.append(batch[1])
-            probabilities.append(batch[2])
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    predicted = {"type": np.concatenate(types)[inverse], "site": np.concatenate(sites)[inverse],
-                 "probabilities": np.concatenate(probabilities)[inverse]}
-    if labelled:
-        predicted["nll"] = np.concatenate(nll)[inverse]
-    return predicted
+
+    def score_batch(indices, logits, labels, attention, emissions, mask) -> dict:
+        batch = {}
+        if labelled:
+            bitmap = _bitmaps(split, indices, emissions.shape[1], emissions.device)
+            nll, marginals = model.crf.nll_and_marginals(emissions, bitmap, mask)
+            batch["nll"] = nll.cpu().numpy()
+        else:
+            marginals = model.crf.marginals(emissions, mask)
+        batch["type"], batch["site"], batch["probabilities"] = decode_marginals(marginals, mask)
+        return batch
+
+    return predict_in_split_order(model, split, pad_id, max_length, batch_size, device, score_batch)
