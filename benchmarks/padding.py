@@ -34,8 +34,9 @@ def padding_fractions(lengths: np.ndarray, batch_size: int, bucket_size: int, ma
 
 def task_lengths(name: str, work: Path) -> np.ndarray:
     """Token lengths of the training split of a task, through seqpeft's tokenized cache."""
-    from seqpeft.tokenize import build_tokenizer, load_cache, tokenize_task
-    from seqpeft.batching import fold_indices
+    from seqpeft.tokenize import build_tokenizer, load_cache
+    from seqpeft.tasks import tokenize_task
+    from seqpeft.tasks import fold_indices
 
     if name == "signalp":
         tokenizer = work / "esm_tokenizer"

@@ -46,8 +46,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from seqpeft.tokenize import load_cache, tokenize_task
-    from seqpeft.batching import collate, length_bucketed_batches, task_splits
+    from seqpeft.tokenize import load_cache
+    from seqpeft.tasks import tokenize_task
+    from seqpeft.batching import collate, length_bucketed_batches
+    from seqpeft.tasks import task_splits
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="seqpeft-anatomy-") as work:

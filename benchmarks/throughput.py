@@ -147,7 +147,7 @@ def main() -> None:
         args.train_samples, args.dev_samples, args.epochs, args.repeats = 256, 128, 1, 1
     require(CHECKPOINT, GUE_TF0)
 
-    from seqpeft.tokenize import tokenize_task
+    from seqpeft.tasks import tokenize_task
 
     training = {"epochs": args.epochs, "batch_size": 32, "eval_batch_size": 128, "learning_rate": 5e-4,
                 "weight_decay": 0.0, "warmup_ratio": 0.06, "max_grad_norm": 1.0, "patience": 100, "seed": 0,

@@ -28,7 +28,8 @@ def main() -> None:
         args.repeats = 1
     require(CHECKPOINT, GUE_TF0)
 
-    from seqpeft.tokenize import load_cache, tokenize_task
+    from seqpeft.tokenize import load_cache
+    from seqpeft.tasks import tokenize_task
 
     with tempfile.TemporaryDirectory(prefix="seqpeft-cache-") as work:
         cache = Path(work) / "tf_0.npz"

@@ -140,7 +140,7 @@ def motif_task(root: Path, model_dir: Path, **source) -> Path:
     """A small planted-motif DNA task under ``root/data``, tokenized for ``model_dir`` into
     ``root/cache.npz``; ``source`` overrides the generator's settings (seed, split sizes, ...)."""
     from seqpeft.demo_data import generate_source
-    from seqpeft.tokenize import tokenize_task
+    from seqpeft.tasks import tokenize_task
 
     generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40,
                      "motif_copies": 2, **source}, root / "data")

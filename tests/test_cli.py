@@ -90,7 +90,7 @@ def test_path_errors_give_command_line_advice(dna_run, tmp_path):
 
 def test_evaluate_signal_peptide_artifacts_reproduce_the_run(tmp_path, tiny_model_dir):
     from seqpeft.demo_data import generate_source
-    from seqpeft.tokenize import tokenize_task
+    from seqpeft.tasks import tokenize_task
 
     generate_source({"synthetic": "signalp", "seed": 2, "n_per_partition": 40}, tmp_path / "data")
     fasta = tmp_path / "data" / "train_set.fasta"

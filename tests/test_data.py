@@ -18,7 +18,7 @@ from seqpeft.data import (
     read_labeled_csv,
 )
 from seqpeft.sequences import read_fasta, read_sequences
-from seqpeft.signalp_fasta import read_signalp_fasta, signalp_split
+from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta, signalp_split
 from helpers import BAD_CASES, BAD_INPUTS, shared_path
 from seqpeft.errors import SeqpeftInputError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seqpeft.data import check_label_sets, read_labeled_csv
-from seqpeft.signalp_fasta import read_signalp_fasta, signalp_split
+from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta, signalp_split
 from seqpeft.demo_data import SIGNALP_PAIRS, generate_source, write_dna_task, write_signalp_fasta
 from seqpeft.errors import SeqpeftInputError
 

@@ -20,7 +20,8 @@ from seqpeft import jobs
 from seqpeft.demo_data import generate_source
 from seqpeft.dsp import DEFAULT_TEMPLATE, DspEncoder, DspSettings, split_template, template_problem
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import TokenizedSplit, build_tokenizer, load_cache, tokenize_dsp_task, tokenize_task
+from seqpeft.tokenize import TokenizedSplit, build_tokenizer, load_cache
+from seqpeft.tasks import tokenize_dsp_task, tokenize_task
 from seqpeft.assemble import build_model
 from seqpeft.batching import Split, collate
 from seqpeft.launch import run_finetune
@@ -363,5 +364,8 @@ def test_dry_run_dsp_jobs_read_their_own_caches(tmp_path):
     assert f"{tmp_path}/tokenized/demo_tf/tiny_llama_bytes.dsp-nucleotide.npz" in inputs[("finetune", run.format("lora_dsp_nt"))]
     assert f"{tmp_path}/tokenized/demo_tf/bytes_dna.npz" in inputs[("finetune", run.format("lora"))]
     dsp_jobs = [key[1] for key in inputs if key[0] == "tokenize_dsp"]
-    assert sorted(dict(part.split("=") for part in job.split(", "))["encoding"] for job in dsp_jobs) == ["bbpe", "nucleotide"]
+    encodings = [dict(part.split("=") for part in job.split(", ")) for job in dsp_jobs]
+    # one cache per task x encoding: the DNA task and the multi-label task both run lora_dsp and lora_dsp_nt
+    assert sorted((job["task"], job["encoding"]) for job in encodings) == [
+        ("demo_marks", "bbpe"), ("demo_marks", "nucleotide"), ("demo_tf", "bbpe"), ("demo_tf", "nucleotide")]
     assert all(f"{tmp_path}/tokenizers/bytes_dna" in inputs[("tokenize_dsp", job)] for job in dsp_jobs)

@@ -22,8 +22,8 @@ from matplotlib.lines import Line2D
 
 from seqpeft.figure_style import LABEL_MAX_DISTANCE_PT, method_styles
 from seqpeft.plots import plot_mcc_over_time, plot_pareto
-from seqpeft.signalp import REPORTED_TYPES
-from seqpeft.signalp_report import plot_task_figures, write_signalp_table
+from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES
+from seqpeft.tasks.signal_peptide.report import plot_task_figures, write_signalp_table
 
 METHODS = ["full", "frozen", "lora", "lora_hpo", "adalora", "ia3", "bitfit", "prompt_tuning", "lopa", "adapter"]
 MODELS = {"tiny_llama_dna": 3, "tiny_bert_dna": 1}  # model -> partitions

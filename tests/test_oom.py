@@ -10,7 +10,7 @@ import torch
 import seqpeft.loop as loop
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
 
 TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 4e-3}

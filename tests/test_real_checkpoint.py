@@ -40,7 +40,7 @@ def _slice_csv(source, destination, rows, seed):
 
 @pytest.mark.slow
 def test_lora_on_real_backbone_beats_frozen_baseline(tmp_path):
-    from seqpeft.tokenize import tokenize_task
+    from seqpeft.tasks import tokenize_task
     from seqpeft.launch import run_finetune
 
     model_dir = shared_path(MODEL)

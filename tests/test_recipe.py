@@ -14,7 +14,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.models import FAMILIES, load_backbone
 from seqpeft.recipe import last_layers, make_optimizer, make_scheduler
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
 
 PEFT_SP_LORA = {"method": "lora", "r": 8, "lora_alpha": 8, "lora_dropout": 0.1,

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import interrupt_job_after_checkpoint, run_job_in_subprocess
 from seqpeft.demo_data import generate_source
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
 from seqpeft.settings import FinetuneJob
 

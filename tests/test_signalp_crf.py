@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqpeft.signalp_crf import NUM_STATES, STATES, SignalPeptideCRF, allowed_transitions, decode, gold_states, site_of
+from seqpeft.tasks.signal_peptide.crf import NUM_STATES, STATES, SignalPeptideCRF, allowed_transitions, decode, gold_states, site_of
 
 
 def _allowed_path(path) -> bool:

@@ -13,8 +13,8 @@ import pytest
 
 from helpers import finetune_job, shared_path
 from seqpeft.data import SP_TYPES
-from seqpeft.signalp import METRIC_COLUMNS
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS
+from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
 
 FOLDS = ("t0v1", "t0v2", "t1v0", "t1v2", "t2v0", "t2v1")
@@ -68,7 +68,7 @@ def test_every_fold_writes_the_kingdom_by_type_table(cv_runs):
 
 
 def test_aggregated_table_and_figures(cv_runs, tmp_path):
-    from seqpeft.signalp_report import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
+    from seqpeft.tasks.signal_peptide.report import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
 
     root, _, _ = cv_runs
     table = write_signalp_table([root / "runs" / f / "metrics.json" for f in FOLDS], tmp_path / "signalp_table.csv")

@@ -11,12 +11,12 @@ import torch
 
 from helpers import TINY, finetune_job
 from seqpeft.data import SP_TYPES
-from seqpeft.signalp_fasta import read_signalp_fasta
+from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
 from seqpeft.demo_data import generate_source
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import FAMILIES, load_backbone
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
 
 HIDDEN, LAYERS = TINY["hidden_size"], TINY["num_hidden_layers"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from seqpeft.signalp import METRIC_COLUMNS, kingdom_type_table, mcc, mean_mcc2, selection_score, sp_length
+from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS, kingdom_type_table, mcc, mean_mcc2, selection_score, sp_length
 
 # idx  kingdom   true    pred    true site  pred site
 #  0   EUKARYA   SP      SP      20         20        exact

@@ -11,13 +11,13 @@ import torch
 
 from helpers import shared_path
 from seqpeft.data import SP_TYPES
-from seqpeft.signalp_fasta import read_signalp_fasta
+from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.signalp_region_labels import (
+from seqpeft.tasks.signal_peptide.region_labels import (
     NUM_REGION_STATES, REGION_STATES, STATE, allowed_moves, bitmap_admits_a_path, hydrophobic_centre, region_bitmap,
     twin_arginine,
 )
-from seqpeft.signalp_regions import RegionCRF, SignalPeptideSettings, decode_marginals, one_hot_residues, region_similarity
+from seqpeft.tasks.signal_peptide.regions import RegionCRF, SignalPeptideSettings, decode_marginals, one_hot_residues, region_similarity
 
 TRAIN_SET = "data/signalp/train_set.fasta"  # under ../shared: shared_path fails under CI when it is missing
 
@@ -93,7 +93,7 @@ def test_every_real_record_admits_an_allowed_path(records):
 
 def test_signalp_literal_pilin_rule_admits_no_path(records, monkeypatch):
     """Why the deviation: with h ending before the last M, a pilin record has no allowed path."""
-    import seqpeft.signalp_region_labels as regions
+    import seqpeft.tasks.signal_peptide.region_labels as regions
 
     monkeypatch.setattr(regions, "PILIN_H_INCLUDES_LAST_M", False)
     regions._bitmap_cached.cache_clear()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from seqpeft.data import SP_TYPES
-from seqpeft.signalp_fasta import read_signalp_fasta
+from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
 from seqpeft.demo_data import generate_source
-from seqpeft.signalp_region_labels import NUM_REGION_STATES
-from seqpeft.signalp_regions import RegionCRF
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks.signal_peptide.region_labels import NUM_REGION_STATES
+from seqpeft.tasks.signal_peptide.regions import RegionCRF
+from seqpeft.tasks import tokenize_task
 from helpers import finetune_job
 from seqpeft.launch import run_finetune
 
@@ -70,7 +70,8 @@ README_LABELS = [
 def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, tiny_model_dir, tmp_path, labels):
     import json
 
-    from seqpeft.evaluate import PEFT_SP_COLUMNS, load_predictor, predict_file
+    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.tasks.signal_peptide.kind import PEFT_SP_COLUMNS
 
     task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": labels}}
     job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method="frozen", partition="t0v1",
@@ -102,9 +103,9 @@ def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, t
 
 def test_a_cache_without_residue_sequences_names_the_fix(sp_task):
     from seqpeft.errors import SeqpeftInputError
-    from seqpeft.signalp_regions import _bitmaps
+    from seqpeft.tasks.signal_peptide.regions import _bitmaps
     from seqpeft.tokenize import load_cache
-    from seqpeft.batching import task_splits
+    from seqpeft.tasks import task_splits
 
     split = task_splits(load_cache(sp_task / "cache.npz"), "t0v1")["train"]
     assert _bitmaps(split, np.arange(3), 70, "cpu").shape == (3, 70, NUM_REGION_STATES)

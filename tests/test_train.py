@@ -11,8 +11,10 @@ import pytest
 from helpers import dev_losses, finetune_job, motif_task
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import load_cache, tokenize_task
-from seqpeft.batching import fold_indices, length_bucketed_batches
+from seqpeft.tokenize import load_cache
+from seqpeft.tasks import tokenize_task
+from seqpeft.batching import length_bucketed_batches
+from seqpeft.tasks import fold_indices
 from seqpeft.launch import run_finetune
 
 TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}

@@ -21,7 +21,7 @@ from seqpeft.config import check_config
 from seqpeft.demo_data import generate_source
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES
-from seqpeft.tokenize import tokenize_task
+from seqpeft.tasks import tokenize_task
 from helpers import finetune_job
 from seqpeft.atomic import write_json_atomic
 from seqpeft.launch import run_finetune

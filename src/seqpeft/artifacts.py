@@ -15,7 +15,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import load_backbone
-from seqpeft.objectives import objective_for
+from seqpeft.tasks import objective_for
 
 HISTORY_COLUMNS = ["step", "epoch", "wall_seconds", "train_loss", "dev_loss", "dev_mcc", "dev_accuracy"]
 
@@ -146,7 +146,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
             model.attach_pooler()
             model.pooler.load_state_dict(load_file(str(artifacts_dir / "pooler.safetensors")))
     if (artifacts_dir / "crf.safetensors").is_file():
-        objective_for(description["task_kind"], {"signal_peptide": description.get("signal_peptide")}).attach(model)
+        objective_for(description["task_kind"], description).attach(model)
         model.crf.load_state_dict(load_file(str(artifacts_dir / "crf.safetensors")))
     model.eval()
     loaded.tokenizer = load_tokenizer_dir(artifacts_dir / "tokenizer")

@@ -1,5 +1,6 @@
-"""Batches of a tokenized task: its train/dev/test splits for one partition, length-bucketed batch
-order, and padding of a batch (with per-residue labels aligned past the leading special tokens)."""
+"""Batches of a tokenized task: a split of it (``Split``; the task kind cuts them, ``seqpeft.tasks``),
+length-bucketed batch order, and padding of a batch (with per-residue labels aligned past the
+leading special tokens)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import TokenizedSplit, TokenizedTask
+from seqpeft.tokenize import TokenizedSplit
 
 
 @dataclass
@@ -23,34 +23,6 @@ class Split:
     def subset(self, rows: np.ndarray) -> "Split":
         return Split(self.data.subset(rows), self.per_residue, self.leading_specials,
                      {key: values[rows] for key, values in self.extra.items()})
-
-
-FOLD_PARTITIONS = (0, 1, 2)
-
-
-def fold_indices(partitions: np.ndarray, fold: str) -> dict[str, np.ndarray]:
-    """Indices for a cross-validation fold ``t{T}v{V}``: test on T, select on V, train on the rest."""
-    if len(fold) != 4 or fold[0] != "t" or fold[2] != "v" or not fold[1].isdigit() or not fold[3].isdigit():
-        raise SeqpeftInputError(None, f"partition {fold!r} is not a cross-validation fold.", fix="use t{T}v{V}, e.g. t0v1.")
-    test, dev = int(fold[1]), int(fold[3])
-    if test == dev or test not in FOLD_PARTITIONS or dev not in FOLD_PARTITIONS:
-        raise SeqpeftInputError(None, f"partition {fold!r} needs two different partitions among 0, 1, 2.", fix="e.g. t0v1.")
-    (train,) = [p for p in FOLD_PARTITIONS if p not in (test, dev)]
-    return {name: np.flatnonzero(partitions == p) for name, p in (("train", train), ("dev", dev), ("test", test))}
-
-
-def task_splits(cache: TokenizedTask, partition: str) -> dict[str, Split]:
-    """train/dev/test splits of a cached task for one partition wildcard value."""
-    if cache.kind == "sequence_classification":
-        return {name: Split(cache.splits[name], per_residue=False) for name in ("train", "dev", "test")}
-    everything = cache.splits["all"]
-    records = cache.meta["records"]
-    leading = int(cache.meta.get("leading_specials", 1))
-    result = {}
-    for name, indices in fold_indices(records["partition"], partition).items():
-        extra = {key: values[indices] for key, values in records.items()}
-        result[name] = Split(everything.subset(indices), per_residue=True, leading_specials=leading, extra=extra)
-    return result
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_size: int, rng: np.random.Generator) -> list[np.ndarray]:

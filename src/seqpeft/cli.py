@@ -113,6 +113,12 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{'+ dsp':<15} domain-shift prompting with any method above: methods.<name>.dsp: {{encoding: bbpe|nucleotide}} "
               "wraps each sequence in the task's dsp_template (sequence classification)")
         return 0
+    if args.what == "kinds":
+        from seqpeft.tasks import TASK_KINDS
+
+        for name, kind in TASK_KINDS.items():
+            print(f"{name:<28} {kind.summary}; partitions: {kind.partitions.meaning}")
+        return 0
     config = _load_config(args.config)
     if args.what == "models":
         for name, spec in config.get("models", {}).items():
@@ -120,7 +126,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{name:<28} {where}")
     else:
         for name, spec in config.get("tasks", {}).items():
-            print(f"{name:<28} {spec.get('kind', 'sequence_classification'):<24} source {spec.get('source')}:{spec.get('path')}")
+            print(f"{name:<28} {spec['kind']:<28} source {spec.get('source')}:{spec.get('path')}")
     return 0
 
 
@@ -214,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_plan)
 
     listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
-    listing.add_argument("what", choices=["models", "methods", "tasks"])
+    listing.add_argument("what", choices=["models", "methods", "tasks", "kinds"])
     listing.add_argument("--config", default="config/config.yaml", help="config whose models/tasks to list")
     listing.set_defaults(handler=_list)
     return parser

@@ -23,12 +23,11 @@ from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
 from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
 from seqpeft.settings import setup_problem, world_size
+from seqpeft.tasks import TASK_KINDS
 from seqpeft.tune_settings import check_hpo
 
-TASK_KINDS = ("sequence_classification", "signal_peptide")
 MODEL_SOURCES = ("hub", "path", "build")
 SIZES = ("tiny", "small", "medium", "large", "xlarge")
-FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -90,26 +89,20 @@ def check_config(config: dict) -> None:
         spec = spec or {}
         if spec.get("source") not in sources:
             _unknown(f"{path}.source", "source", spec.get("source"), sources)
-        kind = spec["kind"]
-        if kind not in TASK_KINDS:
-            _fail(f"{path}.kind", f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}.")
-        if spec.get("signal_peptide") and kind != "signal_peptide":
-            _fail(f"{path}.signal_peptide", f"applies to signal_peptide tasks only, not {kind!r}.", "delete it from this task.")
+        if spec["kind"] not in TASK_KINDS:
+            _fail(f"{path}.kind", f"unknown task kind {spec['kind']!r}; known: {', '.join(TASK_KINDS)}.")
+        kind = TASK_KINDS[spec["kind"]]
+        for other in TASK_KINDS:  # a kind's own settings block (e.g. signal_peptide:) applies to that kind only
+            if spec.get(other) and other != kind.name:
+                _fail(f"{path}.{other}", f"applies to {other} tasks only, not {kind.name!r}.", "delete it from this task.")
         partitions = spec.get("partitions") or []
         if not partitions:
             _fail(f"{path}.partitions", "needs at least one partition.")
         if len(set(map(str, partitions))) != len(partitions):
             _fail(f"{path}.partitions", f"lists a partition twice: {partitions}.")
         for i, part in enumerate(partitions):
-            if kind == "signal_peptide":
-                match = FOLD_RE.match(str(part))
-                if not match or match.group(1) == match.group(2):
-                    _fail(f"{path}.partitions[{i}]",
-                          f"{part!r} is not a cross-validation fold t{{T}}v{{V}} with T != V in 0..2.",
-                          "use t0v1, t0v2, t1v0, t1v2, t2v0 or t2v1 (test partition T, validation partition V).")
-            elif isinstance(part, bool) or not isinstance(part, int) or part < 0:
-                _fail(f"{path}.partitions[{i}]",
-                      f"{part!r} is not a replicate seed; sequence_classification partitions are integers >= 0.")
+            if problem := kind.partitions.problem(part):
+                _fail(f"{path}.partitions[{i}]", f"{problem} {kind.name} partitions are {kind.partitions.meaning}.")
         if spec.get("dsp_template") is not None:
             problem = template_problem(str(spec["dsp_template"]))
             if problem:
@@ -206,10 +199,11 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
                 continue
             for task in (block or {}).get("tasks") or []:
                 kind = tasks[task]["kind"]
-                if kind != "sequence_classification":
+                if not TASK_KINDS[kind].text_template:
+                    text_kinds = ", ".join(name for name, entry in TASK_KINDS.items() if entry.text_template)
                     _fail(f"experiments[{i}].methods", f"{method!r} uses domain-shift prompting, which applies to "
-                          f"sequence_classification tasks only; task {task!r} is {kind} (per-residue labels cannot "
-                          "follow a text template).", f"drop {method!r} from this block or move it to a block without {task!r}.")
+                          f"{text_kinds} tasks only; task {task!r} is {kind}.",
+                          f"drop {method!r} from this block or move it to a block without {task!r}.")
         for model in (block or {}).get("models") or []:
             family = ((models.get(model) or {}).get("build") or {}).get("family") or (models.get(model) or {}).get("family")
             for method in (block or {}).get("methods") or []:

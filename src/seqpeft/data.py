@@ -11,7 +11,7 @@ Formats:
 * SignalP 6.0 three-line FASTA: ``>ACC|KINGDOM|TYPE|PARTITION``, sequence, per-residue labels.
 * Plain FASTA (multi-line sequences allowed), used for prediction.
 
-This module holds the shared letter checks and the CSV reader; ``seqpeft.signalp_fasta`` reads
+This module holds the shared letter checks and the CSV reader; ``seqpeft.tasks.signal_peptide.fasta`` reads
 the SignalP format and ``seqpeft.sequences`` plain FASTA and the format dispatch.
 
 numpy is the only non-stdlib import: the workflow imports this module at parse time.

@@ -252,25 +252,36 @@ def _no_sp_protein(rng: random.Random, length: int) -> tuple[str, str]:
 # Workflow entry point
 
 
+def synthetic_writers() -> dict:
+    """Generators by ``synthetic:`` name: this module's, and those task kinds bring (``TaskKind.synthetic``)."""
+    from seqpeft.tasks import TASK_KINDS
+
+    writers = {"dna": write_dna_task, "signalp": write_signalp_fasta}
+    for kind in TASK_KINDS.values():
+        writers.update(kind.synthetic)
+    return writers
+
+
 def generate_source(spec: dict, out_dir: str | Path) -> None:
     """Build a ``synthetic:`` data source into ``out_dir``, which appears complete or not at all.
 
     ``{"synthetic": "dna", "seed": ..., **write_dna_task kwargs}`` writes train/dev/test CSVs;
-    ``{"synthetic": "signalp", "seed": ..., **kwargs}`` writes ``train_set.fasta``.
+    ``{"synthetic": "signalp", "seed": ..., **kwargs}`` writes ``train_set.fasta``; a task kind's
+    own generator writes what its reader reads.
     """
     out_dir = Path(out_dir)
     kind = spec.get("synthetic")
-    writers = {"dna": write_dna_task, "signalp": write_signalp_fasta}
+    writers = synthetic_writers()
     if kind not in writers:
         raise SeqpeftInputError(None, f"unknown synthetic data kind {kind!r}.",
                                 fix=f"set 'synthetic' to one of {', '.join(sorted(writers))}.")
     kwargs = {k: v for k, v in spec.items() if k != "synthetic"}
     _check_kwargs(kind, writers[kind], kwargs)
     with atomic_directory(out_dir) as tmp:
-        if kind == "dna":
-            write_dna_task(tmp, **kwargs)
-        else:
+        if kind == "signalp":
             write_signalp_fasta(tmp / "train_set.fasta", **kwargs)
+        else:
+            writers[kind](tmp, **kwargs)
 
 
 def _check_kwargs(kind: str, writer, kwargs: dict) -> None:

@@ -26,16 +26,16 @@ from seqpeft.artifacts import base_model_reference
 from seqpeft.assemble import (CUDA_PEAK, apply_precision, build_model, check_dsp_cache, compile_model, count_truncated,
                               cpu_peak_mb, reset_cpu_peak, resolve_device, resolve_precision)
 from seqpeft.atomic import write_json_atomic
-from seqpeft.batching import Split, length_bucketed_batches, task_splits
+from seqpeft.batching import Split, length_bucketed_batches
 from seqpeft.step import step_with_oom_retry
 from seqpeft.classifier import count_parameters
 from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.objectives import loss_module, objective_for
+from seqpeft.objectives import loss_module
 from seqpeft.predict import evaluate
 from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
-from seqpeft.signalp_regions import SignalPeptideSettings
+from seqpeft.tasks import TaskKind, task_kind
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
 
@@ -54,6 +54,7 @@ class Run:
     rng: np.random.Generator
     device: Any
     cache: TokenizedTask
+    kind: TaskKind
     splits: dict[str, Split]
     objective: Any
     per_residue: bool
@@ -119,7 +120,8 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
         raise SeqpeftInputError(job.cache_path, f"DSP inputs were made for max_length={job.dsp['max_length']} but model "
                                 f"{job.model!r} uses {job.model_spec['max_length']}.",
                                 fix="take the DSP settings from the same model entry.")
-    splits = task_splits(cache, str(job.partition))
+    kind = task_kind(cache.kind, where=job.cache_path)
+    splits = kind.splits(cache, str(job.partition))
     if training.max_train_samples and len(splits["train"].data) > training.max_train_samples:
         keep = np.sort(rng.choice(len(splits["train"].data), training.max_train_samples, replace=False))
         splits["train"] = splits["train"].subset(keep)
@@ -127,11 +129,11 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
         if len(split.data) == 0:
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
-    objective = objective_for(cache.kind, job.task_spec)
+    objective = kind.objective(job.task_spec)
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     return Run(job=job, training=training, ranks=ranks, say=say, dev_only=dev_only, on_evaluate=on_evaluate, seed=seed,
-               rng=rng, device=device, cache=cache, splits=splits, objective=objective,
-               per_residue=cache.kind == "signal_peptide", num_labels=objective.num_outputs(int(cache.meta["num_labels"])),
+               rng=rng, device=device, cache=cache, kind=kind, splits=splits, objective=objective,
+               per_residue=kind.per_residue, num_labels=objective.num_outputs(int(cache.meta["num_labels"])),
                steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * training.epochs)
 
 
@@ -347,7 +349,7 @@ def finish(run: Run, tuned: dict | None) -> dict:
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": run.cache.kind,
             "num_labels": run.num_labels, "label_names": run.cache.meta.get("label_names"), "pooling": run.core.pooling,
             "max_length": run.max_length, "per_residue": run.per_residue, "dsp": run.cache.meta.get("dsp"),
-            "signal_peptide": job.task_spec.get("signal_peptide"),
+            **run.kind.settings(job.task_spec),
         }, trainable_only=run.method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -387,7 +389,7 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
         # the recipe as it reached the model: input length, head, adapter settings in effect
         "max_length": run.max_length, "train_head": bool(job.method_spec.get("train_head", True)),
         **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
-        **({"signal_peptide": asdict(SignalPeptideSettings.from_task(job.task_spec))} if run.per_residue else {}),
+        **run.kind.settings(job.task_spec),
         **({"hpo": tuned} if tuned is not None else {}),
         **({"quantization": run.loaded.quantization} if run.loaded.quantization else {}),
     }

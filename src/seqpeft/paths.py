@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.tasks import task_kind
 
 RUN_PATTERN = "{results}/runs/{task}/{model}/{method}/{partition}"
 # The study of a run; its partition is the tuning partition (``tuning_partition``).
@@ -83,7 +84,7 @@ def tuning_partition(config: dict, task: str, partition: str) -> str:
     fold's test data. Replicate seeds share one dev split, so the task's first partition tunes them all.
     """
     spec = section(config, "tasks")[task]
-    if spec.get("kind") == "signal_peptide":
+    if task_kind(spec["kind"]).partitions.tunes_on_own_partition:
         return str(partition)
     return str(spec["partitions"][0])
 

@@ -3,6 +3,8 @@ multi-process job can each predict a share), flattened, and scored by a task kin
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from seqpeft import progress
@@ -10,9 +12,21 @@ from seqpeft.batching import Split, collate
 from seqpeft.metrics import classification_metrics
 
 
-def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
+def cross_entropy_rows(logits, labels):
+    """Summed cross-entropy and labelled positions of each row (positions labelled -100 left out)."""
+    import torch
+
+    per_position = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                     ignore_index=-100, reduction="none").reshape(labels.shape)
+    kept = (labels != -100).reshape(len(labels), -1)
+    return per_position.reshape(len(labels), -1).sum(dim=1), kept.sum(dim=1)
+
+
+def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_size: int, device,
+                      row_loss: Callable = cross_entropy_rows) -> dict[str, np.ndarray]:
     """Per-sequence outputs in split order, in inference mode, batched by length: ``labels``,
-    ``logits``, ``loss`` (summed cross-entropy) and ``count`` (labelled positions).
+    ``logits``, ``loss`` (summed ``row_loss``, cross-entropy unless given) and ``count`` (labelled
+    positions).
 
     Per-residue splits give each sequence's residue labels and logits (specials and padding
     removed) as object arrays. Per sequence, so that the shards of a multi-process evaluation
@@ -23,7 +37,8 @@ def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_s
     model.eval()
     count = len(split.data)
     order = np.argsort(-split.data.lengths, kind="stable")
-    labels_out = np.empty(count, dtype=object) if split.per_residue else np.zeros(count, dtype=np.int64)
+    labels_out = np.empty(count, dtype=object) if split.per_residue else np.zeros((count, *split.data.labels.shape[1:]),
+                                                                                 dtype=np.int64)
     logits_out: np.ndarray | None = np.empty(count, dtype=object) if split.per_residue else None
     losses, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     with torch.inference_mode():
@@ -31,12 +46,10 @@ def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_s
             indices = order[start:start + batch_size]
             input_ids, attention, labels = collate(split, indices, pad_id, max_length, torch)
             logits = model(input_ids.to(device), attention.to(device)).float().cpu()
-            per_position = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                             ignore_index=-100, reduction="none").reshape(labels.shape)
-            kept = labels != -100
-            losses[indices] = per_position.reshape(len(indices), -1).sum(dim=1).numpy()
-            counts[indices] = kept.reshape(len(indices), -1).sum(dim=1).numpy()
+            row_losses, row_counts = row_loss(logits, labels)
+            losses[indices], counts[indices] = row_losses.numpy(), row_counts.numpy()
             if split.per_residue:
+                kept = labels != -100
                 for row, index in enumerate(indices):
                     labels_out[index] = labels[row][kept[row]].numpy()
                     logits_out[index] = logits[row][kept[row]].numpy()

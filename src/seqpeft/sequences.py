@@ -8,7 +8,7 @@ from pathlib import Path
 from seqpeft.data import (FASTA_SUFFIXES, KINGDOMS, SP_TYPES, _check_letters, _read_text, _require_file, read_labeled_csv,
                           resolve_alphabet)
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.signalp_fasta import _split_lines, read_signalp_fasta
+from seqpeft.tasks.signal_peptide.fasta import _split_lines, read_signalp_fasta
 
 
 def _looks_like_signalp(header: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.recipe import SELECT_ON
+from seqpeft.tasks import task_kind as get_task_kind
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MODES = ("ddp", "fsdp")  # how several processes of one job share the model (training.distributed)
@@ -153,9 +154,7 @@ def sharding_conflict(method, task_kind: str) -> str | None:
         return f"method {method.name!r} reads and edits whole parameters between steps (rank budget, regulariser)"
     if method.load_kwargs is not None:
         return f"method {method.name!r} loads a quantized backbone"
-    if task_kind == "signal_peptide":
-        return "the signal-peptide CRF runs outside the sharded forward pass"
-    return None
+    return get_task_kind(task_kind).sharding_conflict
 
 
 def setup_problem(world: int, batch_size: int, mode: str, method, task_kind: str) -> tuple[str, str, str] | None:

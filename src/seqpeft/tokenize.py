@@ -195,106 +195,28 @@ class TokenizedTask:
     meta: dict
 
 
-def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
-    """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    kind = task_spec["kind"]
-    arrays: dict[str, np.ndarray] = {}
-    meta: dict = {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
-                  "tokenizer": str(tokenizer_dir), "data": str(data_path)}
-    if kind == "sequence_classification":
-        meta.update(_tokenize_csv_task(Path(data_path), tokenizer, arrays))
-    elif kind == "signal_peptide":
-        meta.update(_tokenize_signalp_task(Path(data_path), tokenizer, arrays))
-    else:
-        raise SeqpeftInputError(None, f"unknown task kind {kind!r}.", fix="use sequence_classification or signal_peptide.")
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    _save_npz_atomic(Path(out_path), arrays)
-
-
-def _tokenize_csv_task(data_dir: Path, tokenizer, arrays: dict,
-                       encode: Callable[[list[str], Path], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
-    from seqpeft.data import check_label_sets, read_labeled_csv
-
+def tokenize_csv_splits(tokenizer, splits: dict, arrays: dict,
+                        encode: Callable[[list[str], Path], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """Token ids and labels of read CSV splits (``seqpeft.data.LabeledSequences`` by name) into
+    ``arrays``; labels keep their shape (one per sequence, or a row of flags per sequence)."""
     encode = encode or (lambda sequences, path: _encode(tokenizer, sequences))
-    splits = {name: read_labeled_csv(data_dir / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
-    check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
     for name, records in splits.items():
-        ids, offsets = encode(records.sequences, data_dir / f"{name}.csv")
+        ids, offsets = encode(records.sequences, records.path)
         arrays[f"{name}_ids"], arrays[f"{name}_offsets"] = ids, offsets
         arrays[f"{name}_labels"] = records.labels.astype(np.int64)
-    num_labels = int(max(int(records.labels.max()) for records in splits.values())) + 1
-    return {"num_labels": num_labels, "splits": list(splits)}
+    labels = [records.labels for records in splits.values()]
+    num_labels = labels[0].shape[1] if labels[0].ndim == 2 else int(max(int(values.max()) for values in labels)) + 1
+    return {"num_labels": int(num_labels), "splits": list(splits)}
 
 
-def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp: dict, out_path: Path,
-                      model: str = "") -> None:
-    """Tokenize a sequence-classification task with a DSP template (``seqpeft.dsp``) into a cache.
+def cache_meta(kind: str, tokenizer, tokenizer_dir: Path, data_path: Path) -> dict:
+    return {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
+            "tokenizer": str(tokenizer_dir), "data": str(data_path)}
 
-    Same layout as ``tokenize_task`` (training reads it unchanged); ``meta["dsp"]`` records the
-    settings and the ids used, ``meta["dsp_truncated"]`` how many sequences lost nucleotides.
-    """
-    from transformers import AutoTokenizer
 
-    from seqpeft.dsp import DspEncoder, DspSettings
-
-    kind = task_spec["kind"]
-    if kind != "sequence_classification":
-        raise SeqpeftInputError(None, f"domain-shift prompting applies to sequence_classification tasks, not {kind!r}.",
-                                fix="drop the dsp method variants from this task's experiments.")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    encoder = DspEncoder(tokenizer, DspSettings.from_dict(dsp), model)
-    unknown = encoder.template_unknown_tokens()
-    print(f"[seqpeft] DSP {encoder.settings.encoding}: template is {encoder.template_tokens} tokens"
-          + (f", {unknown} of them unknown to the tokenizer (text its vocabulary cannot spell)" if unknown else ""))
-    truncated: dict[str, int] = {}
-
-    def encode(sequences: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
-        ids, offsets, cut = encoder.encode(sequences, source=path)
-        truncated[path.stem] = len(cut)
-        return ids, offsets
-
-    arrays: dict[str, np.ndarray] = {}
-    meta: dict = {"format": CACHE_FORMAT, "kind": kind, "fingerprint": tokenizer_fingerprint(tokenizer),
-                  "tokenizer": str(tokenizer_dir), "data": str(data_path), "dsp": encoder.description()}
-    meta.update(_tokenize_csv_task(Path(data_path), tokenizer, arrays, encode))
-    meta["dsp_truncated"] = truncated
-    if any(truncated.values()):
-        print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "
-              f"template: {truncated}")
+def save_cache(out_path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     _save_npz_atomic(Path(out_path), arrays)
-
-
-def _tokenize_signalp_task(fasta: Path, tokenizer, arrays: dict) -> dict:
-    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
-    from seqpeft.signalp_fasta import read_signalp_fasta
-
-    records = read_signalp_fasta(fasta)
-    ids, offsets = _encode(tokenizer, [record.sequence for record in records])
-    lengths = np.diff(offsets)
-    residues = np.array([len(record.sequence) for record in records])
-    specials = lengths - residues
-    if len(set(specials.tolist())) > 1:
-        bad = int(np.argmax(specials != specials[0]))
-        raise SeqpeftInputError(fasta, "the tokenizer does not give one token per residue, so per-residue labels cannot be aligned.",
-                                record=records[bad].accession, fix="use a residue-level tokenizer (e.g. the ESM vocabulary).")
-    label_index = {letter: index for index, letter in enumerate(RESIDUE_LABELS)}
-    label_offsets = np.zeros(len(records) + 1, dtype=np.int64)
-    np.cumsum(residues, out=label_offsets[1:])
-    arrays["all_ids"], arrays["all_offsets"] = ids, offsets
-    arrays["all_labels"] = np.fromiter((label_index[c] for r in records for c in r.labels), dtype=np.int8,
-                                       count=int(label_offsets[-1]))
-    arrays["all_label_offsets"] = label_offsets
-    arrays["all_partition"] = np.array([r.partition for r in records], dtype=np.int8)
-    arrays["all_kingdom"] = np.array([KINGDOMS.index(r.kingdom) for r in records], dtype=np.int8)
-    arrays["all_sp_type"] = np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)
-    arrays["all_accession"] = np.array([r.accession for r in records])
-    arrays["all_sequence"] = np.array([r.sequence for r in records])  # region labels read the residues
-    return {"num_labels": len(RESIDUE_LABELS), "label_names": list(RESIDUE_LABELS), "splits": ["all"],
-            "leading_specials": 1 if int(specials[0]) > 0 else 0}
 
 
 def _save_npz_atomic(out_path: Path, arrays: dict[str, np.ndarray]) -> None:

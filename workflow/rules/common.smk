@@ -29,6 +29,7 @@ from seqpeft.paths import (
     tuning_dir,
     wildcard_pattern,
 )
+from seqpeft.tasks import TASK_KINDS
 from seqpeft.tune_settings import study_settings
 from seqpeft.dsp import ENCODINGS
 
@@ -173,20 +174,10 @@ def run_files(name, task=None):
     ]
 
 
-def signalp_tasks():
-    return [task for task in RUN_TASKS if config["tasks"][task].get("kind") == "signal_peptide"]
-
-
-def signalp_run_metrics(wildcards):
-    return [path for task in signalp_tasks() for path in run_files("metrics.json", task=task)]
-
-
-def signalp_outputs():
-    if not signalp_tasks():
-        return []
-    names = ("signalp_mcc", "signalp_cleavage_w0")
-    figures = [f"{R}/figures/{task}/{name}.{ext}" for task in signalp_tasks() for name in names for ext in ("png", "svg")]
-    return [f"{R}/signalp_table.csv", *figures]
+def kind_run_metrics(kind):
+    """An input function: metrics.json of every run of the tasks of one kind (for that kind's own results)."""
+    return lambda wildcards: [path for task in RUN_TASKS if config["tasks"][task]["kind"] == kind
+                              for path in run_files("metrics.json", task=task)]
 
 
 def all_outputs():
@@ -197,7 +188,10 @@ def all_outputs():
         for name in [*(f"pareto_{axis}" for axis in AXES), "mcc_over_time"]
         for ext in ("png", "svg")
     ]
-    return tables + figures + signalp_outputs() + reproduction_outputs()
+    # what a task's kind adds (seqpeft.tasks: TaskKind.outputs), e.g. the signal-peptide table and figures
+    by_kind = [f"{R}/{output.format(task=task)}" for task in RUN_TASKS
+               for output in TASK_KINDS[config["tasks"][task]["kind"]].outputs]
+    return tables + figures + list(dict.fromkeys(by_kind)) + reproduction_outputs()
 
 
 def reproduction_outputs():

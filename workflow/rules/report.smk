@@ -60,7 +60,7 @@ rule mcc_over_time_figure:
 
 rule signalp_table:
     input:
-        metrics=signalp_run_metrics,
+        metrics=kind_run_metrics("signal_peptide"),
     output:
         table=report(f"{R}/signalp_table.csv", caption="../report/signalp_table.rst", category="Tables"),
     log:
@@ -104,7 +104,7 @@ rule reproduction:
     input:
         published=PUBLISHED or [],
         summary=f"{R}/summary.csv",
-        signalp=signalp_run_metrics,
+        signalp=kind_run_metrics("signal_peptide"),
     output:
         table=report(f"{R}/reproduction.csv", caption="../report/reproduction_table.rst", category="Tables"),
         png=report(f"{R}/figures/reproduction.png", caption="../report/reproduction.rst", category="Reproduction",

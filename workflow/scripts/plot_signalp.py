@@ -5,7 +5,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.signalp_report import plot_task_figures
+    from seqpeft.tasks.signal_peptide.report import plot_task_figures
 
     sm = snakemake  # noqa: F821
     plot_task_figures(Path(sm.input.table), sm.wildcards.task, {key: Path(value) for key, value in sm.output.items()},

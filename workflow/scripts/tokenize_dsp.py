@@ -5,7 +5,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.tokenize import tokenize_dsp_task
+    from seqpeft.tasks import tokenize_dsp_task
 
     sm = snakemake  # noqa: F821
     tokenize_dsp_task(

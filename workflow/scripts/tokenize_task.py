@@ -5,7 +5,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.tokenize import tokenize_task
+    from seqpeft.tasks import tokenize_task
 
     tokenize_task(
         dict(snakemake.params.task),  # noqa: F821

@@ -19,7 +19,7 @@ import pandas as pd
 from seqpeft.aggregate import _format_mean_sd
 from seqpeft.atomic import atomic_file
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.signalp import METRIC_COLUMNS
+from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS
 
 KEYS = ("task", "model", "method", "kingdom", "sp_type")
 

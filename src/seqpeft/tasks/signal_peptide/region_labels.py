@@ -1,6 +1,6 @@
 """SignalP 6.0 / PEFT-SP region states and label processing: 37 CRF states with n-, h- and c-regions
 per SP type, PEFT-SP's hard transition constraints, and the bitmap of states a gold path may take
-at each residue (``seqpeft.signalp_regions`` is the CRF over them).
+at each residue (``seqpeft.tasks.signal_peptide.regions`` is the CRF over them).
 
 Label processing (SignalP 6.0, Teufel et al. 2022; the rules PEFT-SP trains with) turns a record's
 7-letter labels (I, O, M, S, T, L, P) and its type into a *bitmap*: at every residue, the set of

@@ -1,8 +1,8 @@
 """SignalP 6.0 / PEFT-SP region labels: the multi-tag CRF over the 37 region states of
-``seqpeft.signalp_region_labels``, its regulariser, settings and training objective.
+``seqpeft.tasks.signal_peptide.region_labels``, its regulariser, settings and training objective.
 
 Selected by a signal-peptide task's ``signal_peptide.labels: regions`` (``types``, the 8-state
-CRF of ``seqpeft.signalp_crf``, is the default).
+CRF of ``seqpeft.tasks.signal_peptide.crf``, is the default).
 
 The CRF is a multi-tag linear-chain CRF: the loss is ``log Z - log(sum of the scores of every
 allowed path inside the bitmap)``; transitions, first and last states are hard constraints
@@ -24,7 +24,7 @@ from torch import nn
 
 from seqpeft.data import SP_TYPES
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.signalp_region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
+from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
 
 
 # ---- the CRF ----
@@ -219,7 +219,7 @@ def _sequences(split, indices) -> list[str]:
 
 def region_loss(alpha: float):
     def loss(model, logits, labels, attention, split, indices):
-        from seqpeft.signalp_crf import residue_emissions
+        from seqpeft.tasks.signal_peptide.crf import residue_emissions
 
         emissions, mask = residue_emissions(logits, attention, split.leading_specials)
         emissions = emissions.float()
@@ -239,7 +239,7 @@ def region_loss(alpha: float):
 def region_predict(model, split, pad_id: int, max_length: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """As ``objectives._signalp_predict`` for the region CRF: type, site and type probabilities per
     sequence (split order), plus the CRF NLL when the split carries labels."""
-    from seqpeft.signalp_crf import predict_in_split_order
+    from seqpeft.tasks.signal_peptide.crf import predict_in_split_order
 
     labelled = "sp_type" in split.extra
 

@@ -1,0 +1,230 @@
+"""Task kind ``multi_label_classification``: several yes/no labels per sequence (e.g. chromatin
+marks in several cell types, LINGO's multiple-label tasks).
+
+Files: ``train.csv``, ``dev.csv``, ``test.csv`` in the task's directory with the header
+``sequence,labels``; ``labels`` holds one 0/1 flag per label, ``;``-separated, the same number in
+every row of every split (``1;0;1``: the sequence has labels 0 and 2). Labels are named
+``label0``, ``label1``, ... by position. Extra columns and an ``id`` column are allowed, as in the
+single-label CSV. Every label must occur and be absent at least once in the training split.
+
+One sigmoid output per label, binary cross-entropy under every method; metrics per label (MCC at
+probability 1/2, AUROC, AUPRC) and their macro means; the mean dev MCC selects the checkpoint.
+Partitions are replicate seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from seqpeft.data import read_labeled_csv
+from seqpeft.errors import SeqpeftInputError
+from seqpeft.objectives import Objective
+from seqpeft.predict import predict_sequences
+from seqpeft.tasks.registry import REPLICATES, TaskKind, register_task_kind
+from seqpeft.tokenize import tokenize_csv_splits
+
+KIND = "multi_label_classification"
+# The demo's three labels: motifs of different composition (a tiny model reads them apart in 10 epochs).
+DEMO_MOTIFS = ("TATAAAAGGC", "GCGGCCGCGC", "CACCTGACCA")
+COLUMN = "labels"
+
+
+def label_names(count: int) -> list[str]:
+    return [f"label{index}" for index in range(count)]
+
+
+# ---- reading ----
+
+
+def _flags(path: Path, text: str, line: int, expected: int | None) -> list[int]:
+    cells = [cell.strip() for cell in text.split(";")]
+    if any(cell not in ("0", "1") for cell in cells):
+        raise SeqpeftInputError(path, f"labels {text!r} are not ';'-separated 0/1 flags.",
+                                fix="write one 0 or 1 per label, separated by ';' (e.g. 1;0;1).", line=line)
+    if expected is not None and len(cells) != expected:
+        raise SeqpeftInputError(path, f"labels {text!r} hold {len(cells)} flag(s), the rows before {expected}.",
+                                fix="give every row one flag per label, in the same order.", line=line)
+    return [int(cell) for cell in cells]
+
+
+def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int | None = None):
+    """The CSV's sequences (checked like a single-label CSV) and an (n, labels) 0/1 matrix."""
+    records = read_labeled_csv(path, alphabet=alphabet, require_labels=False)
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle, strict=True) if row and any(cell.strip() for cell in row)]
+    header = [name.strip().lower() for name in rows[0]]
+    if COLUMN not in header:
+        found = ", ".join(repr(name) for name in rows[0])
+        raise SeqpeftInputError(path, f"missing column {COLUMN!r}; found columns: {found}.",
+                                fix="the header of a multi_label_classification file is 'sequence,labels' "
+                                    "(labels: ';'-separated 0/1 flags).", line=1)
+    column = header.index(COLUMN)
+    matrix = []
+    for row, line in zip(rows[1:], records.lines):
+        if not row[column].strip():
+            raise SeqpeftInputError(path, "missing labels.", fix="give every row its ';'-separated 0/1 flags.", line=line)
+        matrix.append(_flags(records.path, row[column].strip(), line, expected if expected is not None else
+                             (len(matrix[0]) if matrix else None)))
+    records.labels = np.asarray(matrix, dtype=np.int8)
+    return records
+
+
+def _check_splits(splits: dict) -> None:
+    train = splits["train"]
+    for index, name in enumerate(label_names(train.labels.shape[1])):
+        present = int(train.labels[:, index].sum())
+        if present in (0, len(train)):
+            raise SeqpeftInputError(train.path, f"{name} (flag {index + 1} of each row) is {present and 1 or 0} in every "
+                                    "training row, so nothing can be learnt about it.",
+                                    fix="drop that flag from every file, or add training rows with and without it.")
+
+
+def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
+    train = read_multilabel_csv(Path(data_dir) / "train.csv")
+    count = train.labels.shape[1]
+    splits = {"train": train, **{name: read_multilabel_csv(Path(data_dir) / f"{name}.csv", expected=count)
+                                 for name in ("dev", "test")}}
+    _check_splits(splits)
+    return {**tokenize_csv_splits(tokenizer, splits, arrays, encode), "label_names": label_names(count)}
+
+
+# ---- objective ----
+
+
+def _bce_rows(logits, labels):
+    import torch
+
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return loss.sum(dim=1), torch.full((len(labels),), labels.shape[1], dtype=torch.long)
+
+
+def _loss(model, logits, labels, attention, split, indices):
+    import torch
+
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
+
+
+def _predict(model, split, pad_id, max_length, batch_size, device) -> dict:
+    return predict_sequences(model, split, pad_id, max_length, batch_size, device, row_loss=_bce_rows)
+
+
+def _auc(metric, truth: np.ndarray, scores: np.ndarray) -> float:
+    return float(metric(truth, scores)) if 0 < truth.sum() < len(truth) else math.nan
+
+
+def score(split, predictions: dict) -> dict:
+    """Macro means over labels (``mcc`` selects the checkpoint) and every label's MCC, AUROC and AUPRC."""
+    from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, matthews_corrcoef,
+                                 precision_score, recall_score, roc_auc_score)
+
+    truth = np.asarray(predictions["labels"], dtype=np.int64)
+    logits = np.asarray(predictions["logits"], dtype=np.float64)
+    predicted = (logits > 0).astype(np.int64)
+    per_label: dict[str, float] = {}
+    for index, name in enumerate(label_names(truth.shape[1])):
+        per_label[f"mcc_{name}"] = float(matthews_corrcoef(truth[:, index], predicted[:, index]))
+        per_label[f"auroc_{name}"] = _auc(roc_auc_score, truth[:, index], logits[:, index])
+        per_label[f"auprc_{name}"] = _auc(average_precision_score, truth[:, index], logits[:, index])
+
+    def mean(prefix: str) -> float:
+        values = [value for key, value in per_label.items() if key.startswith(prefix) and not math.isnan(value)]
+        return float(np.mean(values)) if values else math.nan
+
+    return {
+        "mcc": mean("mcc_"), "auroc": mean("auroc_"), "auprc": mean("auprc_"),
+        "accuracy": float(np.mean(truth == predicted)),  # per label, averaged
+        "subset_accuracy": float(accuracy_score(truth, predicted)),  # every label right
+        "f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "precision": float(precision_score(truth, predicted, average="macro", zero_division=0)),
+        "recall": float(recall_score(truth, predicted, average="macro", zero_division=0)),
+        "loss": float(predictions["loss"].sum()) / max(int(predictions["count"].sum()), 1),
+        **per_label,
+    }
+
+
+OBJECTIVE = Objective(
+    KIND, num_outputs=lambda n: n, attach=lambda model: None, loss=_loss,
+    normaliser=lambda prepared, indices: sum(int(labels.numel()) for _, _, labels in prepared),
+    predict=_predict, score=score)
+
+
+# ---- the command line ----
+
+
+def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
+    if partition is not None:
+        raise SeqpeftInputError(data_path, "--partition selects records of a SignalP FASTA; this model classifies "
+                                "whole sequences from a CSV.", fix="leave out --partition.")
+    records = read_multilabel_csv(data_path, expected=predictor.num_labels)
+    return predictor.evaluate(predictor.split_for(records.sequences, records.labels, source=data_path))
+
+
+def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
+    """One row per record: id, the predicted flags (``1;0;1``) and one probability per label."""
+    from seqpeft.atomic import write_text_atomic
+    from seqpeft.sequences import read_sequences
+
+    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
+    logits = predictor.logits(predictor.split_for(sequences, np.zeros((len(sequences), predictor.num_labels)),
+                                                  source=input_path))
+    probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    names = predictor.label_names or label_names(probabilities.shape[1])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
+    for record_id, row in zip(ids, probabilities):
+        writer.writerow([record_id, ";".join("1" if p > 0.5 else "0" for p in row)] + [f"{p:.6f}" for p in row])
+    write_text_atomic(Path(output_path), buffer.getvalue())
+    return len(ids)
+
+
+# ---- demo data ----
+
+
+def write_multilabel_dna_task(out_dir: str | Path, *, seed: int, n_train: int = 1000, n_dev: int = 200,
+                              n_test: int = 300, length: int = 80, motifs: tuple[str, ...] = DEMO_MOTIFS,
+                              motif_copies: int = 2, positive_rate: float = 0.4) -> None:
+    """train/dev/test CSVs where label k is 1 exactly when the sequence holds ``motifs[k]``
+    (``motif_copies`` planted copies at random places); each label is drawn on its own, and a
+    sequence without label k never holds motif k by chance (it is redrawn)."""
+    rng = np.random.default_rng(seed)
+    bases = np.array(list("ACGT"))
+    motifs = [str(motif).upper() for motif in motifs]
+    motif_length = max(len(motif) for motif in motifs)
+    if len(set(motifs)) < len(motifs) or any(set(motif) - set("ACGT") for motif in motifs):
+        raise SeqpeftInputError(None, f"synthetic multi-label task: motifs {motifs} are not distinct words of A, C, G, T.",
+                                fix="give one distinct motif per label.")
+    if len(motifs) * motif_copies * motif_length > length:
+        raise SeqpeftInputError(None, f"synthetic multi-label task: {len(motifs)} x {motif_copies} motifs of up to "
+                                f"{motif_length} bases do not fit {length}-base sequences.",
+                                fix="raise length or lower motif_copies, or use fewer or shorter motifs.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", n_train), ("dev", n_dev), ("test", n_test)):
+        rows = ["sequence,labels"]
+        for _ in range(count):
+            flags = rng.random(len(motifs)) < positive_rate
+            while True:
+                sequence = list(rng.choice(bases, length))
+                slots = iter(rng.permutation(length // motif_length) * motif_length)
+                for motif, flag in zip(motifs, flags):
+                    for _ in range(motif_copies if flag else 0):
+                        slot = next(slots)
+                        sequence[slot:slot + len(motif)] = motif
+                text = "".join(sequence)
+                if all(flag or motif not in text for motif, flag in zip(motifs, flags)):
+                    break
+            rows.append(f"{text},{';'.join(str(int(flag)) for flag in flags)}")
+        (out_dir / f"{name}.csv").write_text("\n".join(rows) + "\n")
+
+
+MULTI_LABEL = register_task_kind(TaskKind(
+    KIND, summary="train/dev/test.csv with header sequence,labels (labels: ';'-separated 0/1 flags, one per label)",
+    partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
+    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
+    synthetic={"dna_multilabel": write_multilabel_dna_task}))

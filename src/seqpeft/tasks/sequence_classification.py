@@ -1,0 +1,108 @@
+"""Task kind ``sequence_classification``: one class per sequence (GUE-style CSVs).
+
+Files: ``train.csv``, ``dev.csv``, ``test.csv`` in the task's directory, header ``sequence,label``
+(``seqpeft.data.read_labeled_csv``). Partitions are replicate seeds. Softmax head with summed
+cross-entropy; dev MCC selects the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from seqpeft.errors import SeqpeftInputError
+from seqpeft.metrics import classification_metrics
+from seqpeft.objectives import Objective
+from seqpeft.predict import flat_predictions, predict_sequences
+from seqpeft.tasks.registry import REPLICATES, TaskKind, register_task_kind
+from seqpeft.tokenize import tokenize_csv_splits
+
+
+def _loss(model, logits, labels, attention, split, indices):
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100, reduction="sum")
+
+
+def _score(split, predictions: dict) -> dict:
+    """Without a ``selection`` key the loop selects on ``mcc``."""
+    return classification_metrics(*flat_predictions(predictions))
+
+
+OBJECTIVE = Objective(
+    "sequence_classification", num_outputs=lambda n: n, attach=lambda model: None, loss=_loss,
+    normaliser=lambda prepared, indices: sum(int((labels != -100).sum()) for _, _, labels in prepared),
+    predict=predict_sequences, score=_score)
+
+
+def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
+    from seqpeft.data import check_label_sets, read_labeled_csv
+
+    splits = {name: read_labeled_csv(Path(data_dir) / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
+    check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
+    return tokenize_csv_splits(tokenizer, splits, arrays, encode)
+
+
+def _no_partition(path: Path, partition) -> None:
+    if partition is not None:
+        raise SeqpeftInputError(path, "--partition selects records of a SignalP FASTA; this model classifies whole "
+                                "sequences from a CSV.", fix="leave out --partition.")
+
+
+def check_labels_known(predictor, records) -> None:
+    """A label the model has no output for is an input error at its line, not an IndexError in the loss."""
+    if predictor.num_labels is None or records.labels is None:
+        return
+    unknown = np.flatnonzero((records.labels < 0) | (records.labels >= predictor.num_labels))
+    if unknown.size:
+        index = int(unknown[0])
+        classes = ", ".join(str(c) for c in range(predictor.num_labels))
+        names = predictor.label_names
+        named = f" ({', '.join(f'{c} = {n}' for c, n in enumerate(names))})" if names and list(map(str, names)) != \
+            [str(c) for c in range(predictor.num_labels)] else ""
+        raise SeqpeftInputError(
+            records.path, f"label {int(records.labels[index])} is not a class of this model, which knows "
+            f"{predictor.num_labels} classes: {classes}{named} ({unknown.size} row(s) with unknown labels).",
+            fix="code the labels as the model was trained (0 .. number of classes - 1), or evaluate with a model "
+                "trained on these classes.", line=int(records.lines[index]))
+
+
+def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
+    """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``)."""
+    from seqpeft.data import read_labeled_csv
+
+    _no_partition(data_path, partition)
+    records = read_labeled_csv(Path(data_path), alphabet="dna")
+    check_labels_known(predictor, records)
+    split = predictor.split_for(records.sequences, records.labels, source=data_path)
+    return predictor.evaluate(split)
+
+
+def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
+    """One row per input record: id, predicted label and one probability column per label."""
+    import torch
+
+    from seqpeft.atomic import write_text_atomic
+    from seqpeft.sequences import read_sequences
+
+    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
+    logits = predictor.logits(predictor.split_for(sequences, None, source=input_path))
+    probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    names = predictor.label_names or [str(i) for i in range(probabilities.shape[1])]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
+    for record_id, row in zip(ids, probabilities):
+        writer.writerow([record_id, names[int(row.argmax())]] + [f"{p:.6f}" for p in row])
+    write_text_atomic(Path(output_path), buffer.getvalue())
+    return len(ids)
+
+
+SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
+    "sequence_classification", summary="train/dev/test.csv with header sequence,label (one class per sequence)",
+    partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
+    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True))
