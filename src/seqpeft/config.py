@@ -62,14 +62,39 @@ def check_config(config: dict) -> None:
     tokenizers = section(config, "tokenizers")
     models = section(config, "models")
     methods = section(config, "methods")
+    _check_names({"sources": sources, "tasks": tasks, "tokenizers": tokenizers, "models": models, "methods": methods})
+    _check_sources(sources)
+    _check_tasks(tasks, sources)
+    _check_models(models, tokenizers)
+    _check_methods(methods)
+    experiments = config.get("experiments") or []
+    _check_experiments(experiments, tasks, models, methods)
+    _check_local_paths(sources, models)
+    max_length_overrides(config)  # one input length per run
+    _check_applicability(config, models, methods, experiments)
+    check_hpo(config)
+    _check_processes(config, tasks, models, methods, experiments)
 
-    for key, entries in (("sources", sources), ("tasks", tasks), ("tokenizers", tokenizers),
-                         ("models", models), ("methods", methods)):
+    axes = ((config.get("figures") or {}).get("pareto_axes")) or []
+    for i, axis in enumerate(axes):
+        if axis not in ("params", "memory", "time"):
+            _fail(f"figures.pareto_axes[{i}]", f"unknown axis {axis!r}; known: params, memory, time.")
+
+
+# Families whose models lack past-key-values support, so peft prefix tuning cannot apply.
+NO_PREFIX_FAMILIES = ("esm",)
+MAX_GPUS_PER_JOB = 8
+
+
+def _check_names(sections: dict[str, dict]) -> None:
+    for key, entries in sections.items():
         for name in entries:
             if not NAME_RE.match(str(name)):
                 _fail(f"{key}.{name}", "names are used in file paths and may contain only letters, digits, "
                       "'_', '-' and '.', starting with a letter or digit.")
 
+
+def _check_sources(sources: dict) -> None:
     for name, spec in sources.items():
         path = f"sources.{name}"
         spec = spec or {}
@@ -84,6 +109,8 @@ def check_config(config: dict) -> None:
                 and not spec.get("filename"):
             _fail(f"{path}.filename", "a source with 'archive: none' needs the file name to save the download as.")
 
+
+def _check_tasks(tasks: dict, sources: dict) -> None:
     for name, spec in tasks.items():
         path = f"tasks.{name}"
         spec = spec or {}
@@ -109,6 +136,8 @@ def check_config(config: dict) -> None:
                 _fail(f"{path}.dsp_template", f"{spec['dsp_template']!r} {problem}",
                       f"e.g. {DEFAULT_TEMPLATE!r} (the default).")
 
+
+def _check_models(models: dict, tokenizers: dict) -> None:
     for name, spec in tokenizers.items():
         if name in models and "tokenizer" not in (models[name] or {}):
             _fail(f"tokenizers.{name}", f"the name is also a model that uses its own tokenizer, so "
@@ -134,6 +163,8 @@ def check_config(config: dict) -> None:
         if spec.get("size") is not None and spec["size"] not in SIZES:
             _fail(f"{path}.size", f"unknown size {spec['size']!r}; known: {', '.join(SIZES)}.")
 
+
+def _check_methods(methods: dict) -> None:
     for name, spec in methods.items():
         spec = spec or {}
         if spec.get("dsp") is not None and (spec["dsp"] or {}).get("encoding") not in ENCODINGS:
@@ -146,7 +177,8 @@ def check_config(config: dict) -> None:
             where = f"methods.{name}.method" if "method" in spec else f"methods.{name}"
             _unknown(where, "method", registry, METHOD_NAMES)
 
-    experiments = config.get("experiments") or []
+
+def _check_experiments(experiments: list, tasks: dict, models: dict, methods: dict) -> None:
     if not experiments:
         _fail("experiments", "lists no experiment blocks, so there is nothing to run.")
     for i, block in enumerate(experiments):
@@ -157,23 +189,6 @@ def check_config(config: dict) -> None:
             for name in names:
                 if name not in known:
                     _unknown(f"experiments[{i}].{key}", what, name, known)
-
-    _check_local_paths(sources, models)
-    max_length_overrides(config)  # one input length per run
-    _check_applicability(config, models, methods, experiments)
-    check_hpo(config)
-    _check_processes(config, tasks, models, methods, experiments)
-
-    axes = ((config.get("figures") or {}).get("pareto_axes")) or []
-    for i, axis in enumerate(axes):
-        if axis not in ("params", "memory", "time"):
-            _fail(f"figures.pareto_axes[{i}]", f"unknown axis {axis!r}; known: params, memory, time.")
-
-
-# Families whose models lack past-key-values support, so peft prefix tuning cannot apply.
-NO_PREFIX_FAMILIES = ("esm",)
-MAX_GPUS_PER_JOB = 8
-
 
 def _check_local_paths(sources: dict, models: dict) -> None:
     """Pre-staged data and local models must exist before thousands of jobs are planned on them."""
