@@ -52,23 +52,37 @@ def gold_states(residue_labels: np.ndarray, sp_type: int) -> np.ndarray:
     return np.where(labels == -100, -100, table[np.clip(labels, 0, None)])
 
 
-class SignalPeptideCRF(nn.Module):
-    """CRF with learned start/transition/end scores; forbidden moves are masked, never learned."""
+class LinearChainCRF(nn.Module):
+    """A linear-chain CRF with learned start/transition/end scores over ``num_states``; moves
+    (and first and last states) the constraints forbid are masked to a large negative score, never
+    learned. Forward-backward over left-aligned residues (``mask``); the 8-state type CRF and the
+    37-state region CRF (``seqpeft.tasks.signal_peptide.regions``) differ only in their states."""
 
-    def __init__(self):
+    def __init__(self, allowed: torch.Tensor, first_allowed: torch.Tensor | None = None,
+                 last_allowed: torch.Tensor | None = None):
         super().__init__()
-        self.start = nn.Parameter(torch.zeros(NUM_STATES))
-        self.transitions = nn.Parameter(torch.zeros(NUM_STATES, NUM_STATES))
-        self.end = nn.Parameter(torch.zeros(NUM_STATES))
-        self.register_buffer("allowed", allowed_transitions(), persistent=False)
+        num_states = allowed.shape[0]
+        self.start = nn.Parameter(torch.zeros(num_states))
+        self.transitions = nn.Parameter(torch.zeros(num_states, num_states))
+        self.end = nn.Parameter(torch.zeros(num_states))
+        every = torch.ones(num_states, dtype=torch.bool)
+        self.register_buffer("allowed", allowed, persistent=False)
+        self.register_buffer("first_allowed", every if first_allowed is None else first_allowed, persistent=False)
+        self.register_buffer("last_allowed", every if last_allowed is None else last_allowed, persistent=False)
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(start, transitions, end) with forbidden entries at a large negative score."""
+        return (self.start.masked_fill(~self.first_allowed, _FORBIDDEN),
+                self.transitions.masked_fill(~self.allowed, _FORBIDDEN),
+                self.end.masked_fill(~self.last_allowed, _FORBIDDEN))
 
     def _transitions(self) -> torch.Tensor:
-        return self.transitions.masked_fill(~self.allowed, _FORBIDDEN)
+        return self.scores()[1]
 
     def _forward_scores(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """alpha[b, t, s]: log-sum of all paths over residues 0..t ending in s."""
-        transitions = self._transitions()
-        alpha = self.start + emissions[:, 0]
+        start, transitions, _ = self.scores()
+        alpha = start + emissions[:, 0]
         alphas = [alpha]
         for t in range(1, emissions.shape[1]):
             step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]
@@ -77,8 +91,8 @@ class SignalPeptideCRF(nn.Module):
         return torch.stack(alphas, dim=1)
 
     def _backward_scores(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        transitions = self._transitions()
-        beta = self.end.expand(emissions.shape[0], NUM_STATES)
+        _, transitions, end = self.scores()
+        beta = end.expand(emissions.shape[0], end.shape[0])
         betas = [beta]
         for t in range(emissions.shape[1] - 2, -1, -1):
             step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
@@ -87,11 +101,27 @@ class SignalPeptideCRF(nn.Module):
             betas.append(beta)
         return torch.stack(betas[::-1], dim=1)
 
-    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = self._forward_scores(emissions, mask)
+    def _final(self, alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z from the forward scores: the last residue's alpha plus the end scores."""
         last = mask.sum(dim=1) - 1
-        final = alpha[torch.arange(emissions.shape[0], device=emissions.device), last]
-        return torch.logsumexp(final + self.end, dim=1)
+        return torch.logsumexp(alpha[torch.arange(alpha.shape[0], device=alpha.device), last] + self.scores()[2], dim=1)
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._final(self._forward_scores(emissions, mask), mask)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """P(state at residue t = s) for every residue, by forward-backward."""
+        alpha = self._forward_scores(emissions, mask)
+        beta = self._backward_scores(emissions, mask)
+        log_z = self._final(alpha, mask)
+        return torch.exp(alpha + beta - log_z[:, None, None]) * mask.unsqueeze(2)
+
+
+class SignalPeptideCRF(LinearChainCRF):
+    """The 8-state CRF of ``labels: types``: I, O, M and one state per SP type."""
+
+    def __init__(self):
+        super().__init__(allowed_transitions())
 
     def path_score(self, emissions: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         states = states.clamp(min=0)
@@ -108,13 +138,6 @@ class SignalPeptideCRF(nn.Module):
         over the batch, or per sequence with ``reduction="none"``."""
         per_sequence = self.log_partition(emissions, mask) - self.path_score(emissions, states, mask)
         return per_sequence if reduction == "none" else per_sequence.sum()
-
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """P(state at residue t = s) for every residue, by forward-backward."""
-        alpha = self._forward_scores(emissions, mask)
-        beta = self._backward_scores(emissions, mask)
-        log_z = self.log_partition(emissions, mask)
-        return torch.exp(alpha + beta - log_z[:, None, None]) * mask.unsqueeze(2)
 
     def type_probabilities(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[batch, len(SP_TYPES)] probabilities in SP_TYPES order, from the marginals at residue 0."""

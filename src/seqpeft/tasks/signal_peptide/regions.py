@@ -24,60 +24,18 @@ from torch import nn
 
 from seqpeft.data import SP_TYPES
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.tasks.signal_peptide.crf import LinearChainCRF
 from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
 
 
 # ---- the CRF ----
 
 
-class RegionCRF(nn.Module):
+class RegionCRF(LinearChainCRF):
     """Linear-chain CRF over the 37 region states with hard constraints and multi-tag targets."""
 
     def __init__(self):
-        super().__init__()
-        self.start = nn.Parameter(torch.zeros(NUM_REGION_STATES))
-        self.transitions = nn.Parameter(torch.zeros(NUM_REGION_STATES, NUM_REGION_STATES))
-        self.end = nn.Parameter(torch.zeros(NUM_REGION_STATES))
-        allowed, first, last = allowed_moves()
-        self.register_buffer("allowed", allowed, persistent=False)
-        self.register_buffer("first_allowed", first, persistent=False)
-        self.register_buffer("last_allowed", last, persistent=False)
-
-    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(start, transitions, end) with forbidden entries at a large negative score."""
-        return (self.start.masked_fill(~self.first_allowed, FORBIDDEN_SCORE),
-                self.transitions.masked_fill(~self.allowed, FORBIDDEN_SCORE),
-                self.end.masked_fill(~self.last_allowed, FORBIDDEN_SCORE))
-
-    def _alphas(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        start, transitions, _ = self.scores()
-        alpha = start + emissions[:, 0]
-        alphas = [alpha]
-        for t in range(1, emissions.shape[1]):
-            step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]
-            alpha = torch.where(mask[:, t:t + 1], step, alpha)
-            alphas.append(alpha)
-        return torch.stack(alphas, dim=1)
-
-    def _betas(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        _, transitions, end = self.scores()
-        beta = end.expand(emissions.shape[0], NUM_REGION_STATES)
-        betas = [beta]
-        for t in range(emissions.shape[1] - 2, -1, -1):
-            step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
-            beta = torch.where(mask[:, t + 1:t + 2], step, beta)
-            betas.append(beta)
-        return torch.stack(betas[::-1], dim=1)
-
-    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = self._alphas(emissions, mask)
-        last = mask.sum(dim=1) - 1
-        final = alpha[torch.arange(emissions.shape[0], device=emissions.device), last]
-        return torch.logsumexp(final + self.scores()[2], dim=1)
-
-    def _final(self, alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        last = mask.sum(dim=1) - 1
-        return torch.logsumexp(alpha[torch.arange(alpha.shape[0], device=alpha.device), last] + self.scores()[2], dim=1)
+        super().__init__(*allowed_moves())
 
     def nll_and_marginals(self, emissions: torch.Tensor, bitmap: torch.Tensor, mask: torch.Tensor,
                           marginals: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -88,24 +46,18 @@ class RegionCRF(nn.Module):
         """
         batch = emissions.shape[0]
         both = torch.cat([emissions, emissions.masked_fill(~bitmap, FORBIDDEN_SCORE)])
-        alpha = self._alphas(both, torch.cat([mask, mask]))
+        alpha = self._forward_scores(both, torch.cat([mask, mask]))
         log_z = self._final(alpha[:batch], mask)
         nll = log_z - self._final(alpha[batch:], mask)
         if not marginals:
             return nll, None
-        beta = self._betas(emissions, mask)
+        beta = self._backward_scores(emissions, mask)
         return nll, torch.exp(alpha[:batch] + beta - log_z[:, None, None]) * mask.unsqueeze(2)
 
     def nll(self, emissions: torch.Tensor, bitmap: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         """-log P(path inside ``bitmap`` [batch, length, states]), summed or per sequence (``"none"``)."""
         per_sequence = self.nll_and_marginals(emissions, bitmap, mask, marginals=False)[0]
         return per_sequence if reduction == "none" else per_sequence.sum()
-
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = self._alphas(emissions, mask)
-        beta = self._betas(emissions, mask)
-        log_z = self._final(alpha, mask)
-        return torch.exp(alpha + beta - log_z[:, None, None]) * mask.unsqueeze(2)
 
 
 def _group(marginals: torch.Tensor, states) -> torch.Tensor:
