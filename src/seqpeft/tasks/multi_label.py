@@ -25,7 +25,7 @@ from seqpeft.data import read_labeled_csv
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.objectives import Objective
 from seqpeft.predict import predict_sequences
-from seqpeft.tasks.registry import REPLICATES, TaskKind, register_task_kind
+from seqpeft.tasks.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
 from seqpeft.tokenize import tokenize_csv_splits
 
 KIND = "multi_label_classification"
@@ -157,9 +157,7 @@ OBJECTIVE = Objective(
 
 
 def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
-    if partition is not None:
-        raise SeqpeftInputError(data_path, "--partition selects records of a SignalP FASTA; this model classifies "
-                                "whole sequences from a CSV.", fix="leave out --partition.")
+    refuse_partition(data_path, partition)
     records = read_multilabel_csv(data_path, expected=predictor.num_labels)
     return predictor.evaluate(predictor.split_for(records.sequences, records.labels, source=data_path))
 

@@ -74,6 +74,14 @@ def _fold_splits(cache: TokenizedTask, partition: str, per_residue: bool) -> dic
 
 REPLICATES = PartitionScheme("replicates", "replicate seeds: integers >= 0, each a training run on the same "
                              "train/dev/test files", _replicate_problem, _replicate_splits, tunes_on_own_partition=False)
+def refuse_partition(path, partition) -> None:
+    """``seqpeft evaluate --partition`` picks records of a file that holds every fold; a kind whose
+    files are its splits has none to pick."""
+    if partition is not None:
+        raise SeqpeftInputError(path, "--partition selects records of a SignalP FASTA; this model classifies whole "
+                                "sequences from a CSV.", fix="leave out --partition.")
+
+
 FOLDS = PartitionScheme("folds", "cross-validation folds t{T}v{V} (test partition T, validation partition V, "
                         "train on the third)", _fold_problem, _fold_splits, tunes_on_own_partition=True)
 

@@ -17,7 +17,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.metrics import classification_metrics
 from seqpeft.objectives import Objective
 from seqpeft.predict import flat_predictions, predict_sequences
-from seqpeft.tasks.registry import REPLICATES, TaskKind, register_task_kind
+from seqpeft.tasks.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
 from seqpeft.tokenize import tokenize_csv_splits
 
 
@@ -47,12 +47,6 @@ def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
     return tokenize_csv_splits(tokenizer, splits, arrays, encode)
 
 
-def _no_partition(path: Path, partition) -> None:
-    if partition is not None:
-        raise SeqpeftInputError(path, "--partition selects records of a SignalP FASTA; this model classifies whole "
-                                "sequences from a CSV.", fix="leave out --partition.")
-
-
 def check_labels_known(predictor, records) -> None:
     """A label the model has no output for is an input error at its line, not an IndexError in the loss."""
     if predictor.num_labels is None or records.labels is None:
@@ -75,7 +69,7 @@ def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``)."""
     from seqpeft.data import read_labeled_csv
 
-    _no_partition(data_path, partition)
+    refuse_partition(data_path, partition)
     records = read_labeled_csv(Path(data_path), alphabet="dna")
     check_labels_known(predictor, records)
     split = predictor.split_for(records.sequences, records.labels, source=data_path)
