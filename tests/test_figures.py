@@ -331,3 +331,17 @@ def test_no_published_rows_for_the_task_leaves_no_baseline_and_says_so(published
         assert "SignalP 6.0 (published)" not in texts
         for ax in figure.axes:
             assert len(_bars(ax, "method-bar")) == 10 * len(SP_METHODS) - 1
+
+
+def test_two_experiments_giving_signalp6_the_same_number_are_refused_with_the_line(tmp_path):
+    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.signalp_report import published_baseline
+
+    path = tmp_path / "published.csv"
+    path.write_text("experiment,source,task,model,method,split,metric,kingdom,sp_type,value,spread,note\n"
+                    "a,paper A,demo_sp,signalp6,signalp6,test,mcc2,EUKARYA,SP,0.9,,\n"
+                    "a,paper A,demo_sp,signalp6,signalp6,test,mcc2,ARCHAEA,SP,0.8,,\n"
+                    "b,paper B,demo_sp,signalp6,signalp6,test,mcc2,EUKARYA,SP,0.95,,\n")
+    with pytest.raises(SeqpeftInputError, match=r"line 4: gives SignalP 6.0's mcc2 of demo_sp EUKARYA SP twice"):
+        published_baseline(path, "demo_sp")
+    assert published_baseline(path, "other_task") == {}

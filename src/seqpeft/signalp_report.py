@@ -98,6 +98,13 @@ def published_baseline(published_csv: str | Path, task: str) -> dict[tuple[str, 
     rows = published[(published["task"] == task) & (published["model"] == BASELINE) & (published["method"] == BASELINE)
                      & (published["split"] == "test") & ~published["kingdom"].isin(["", ALL])
                      & ~published["sp_type"].isin(["", ALL])]
+    twice = rows[rows.duplicated(["metric", "kingdom", "sp_type"], keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        raise SeqpeftInputError(published_csv, f"gives SignalP 6.0's {first['metric']} of {task} {first['kingdom']} "
+                                f"{first['sp_type']} twice (experiments {sorted(set(twice['experiment']))}).",
+                                line=int(twice.index[1]) + 2,
+                                fix="keep one experiment's SignalP 6.0 numbers per task (the figures draw one baseline).")
     return {(row.metric, row.kingdom, row.sp_type): (float(row.value), float(row.spread)) for row in rows.itertuples()}
 
 
