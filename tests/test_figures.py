@@ -20,7 +20,9 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.lines import Line2D
 
-from seqpeft.figure_style import LABEL_MAX_DISTANCE_PT, method_styles
+from matplotlib.colors import to_hex
+
+from seqpeft.figure_style import BASELINE_STYLE, LABEL_MAX_DISTANCE_PT, method_styles
 from seqpeft.plots import plot_mcc_over_time, plot_pareto
 from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES
 from seqpeft.tasks.signal_peptide.report import plot_task_figures, write_signalp_table
@@ -176,16 +178,170 @@ def test_mcc_over_time_small_multiples_with_band(figures):
     assert len(figure.legends[0].get_texts()) == len(METHODS)
 
 
+def _bars(ax, gid):
+    return [p for c in ax.containers if c.__class__.__name__ == "BarContainer" for p in c if p.get_gid() == gid]
+
+
+def _mcc_cells(ax) -> list[tuple[str, str]]:
+    """The kingdom x type of each x position, from the tick labels (kingdom, paper name, code, n)."""
+    return [(t.get_text().split("\n")[0], t.get_text().split("\n")[2]) for t in ax.get_xticklabels()]
+
+
+def _cs_cells(figure) -> list[tuple[str, str]]:
+    """The kingdom x type of each y position of the butterfly, from the first axes' tick labels."""
+    labels = [t.get_text().split("\n")[0] for t in figure.axes[0].get_yticklabels()]
+    return [(label.split(" ")[0], label.split("(")[-1].rstrip(")")) for label in labels]
+
+
+def _slot_of(ax, bar, horizontal: bool) -> tuple[int, float]:
+    """(cell index, offset in the cell) of a bar's centre."""
+    centre = bar.get_y() + bar.get_height() / 2 if horizontal else bar.get_x() + bar.get_width() / 2
+    return round(centre), centre - round(centre)
+
+
 def test_signalp_figures_titles_labels_missing_cells(figures):
-    for name in ("signalp_mcc", "signalp_cleavage_w0"):
-        figure = figures[name]
-        assert figure.get_suptitle().startswith("demo_sp: ")
+    cells = [(k, t) for k in ("EUKARYA", "ARCHAEA") for t in REPORTED_TYPES]
+    mcc = figures["signalp_mcc"]
+    assert mcc.get_suptitle().startswith("demo_sp: ") and "MCC2 and MCC1" in mcc.get_suptitle()
+    assert [ax.get_ylabel().split(" ")[0] for ax in mcc.axes] == ["MCC2", "MCC1"]
+    for ax in mcc.axes:
+        assert ax.get_title() and ax.get_xlabel()
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert "ARCHAEA\nTat/SPI\nTAT\nn=0/3" in ticks and "EUKARYA\nSec/SPI\nSP\nn=3" in ticks
+        assert "EUKARYA\nSec/SPIII*\nPILIN\nn=3" in ticks  # PEFT-SP's star: few training samples
+        assert sorted(_mcc_cells(ax)) == sorted(cells)
+    cs = figures["signalp_cleavage_w0"]
+    assert cs.get_suptitle().startswith("demo_sp: ")
+    assert sorted(_cs_cells(cs)) == sorted(cells)
+    assert "n=0/3" in cs.axes[0].get_yticklabels()[_cs_cells(cs).index(("ARCHAEA", "TAT"))].get_text()
+    for figure in (mcc, cs):
+        assert not [p for ax in figure.axes for p in _bars(ax, "published-baseline")]  # no published table: no baseline
+        assert not any("SignalP" in t.get_text() for t in figure.legends[0].get_texts())
         for ax in figure.axes:
-            assert ax.get_title() and ax.get_ylabel() and ax.get_xlabel(), name
-            ticks = [t.get_text() for t in ax.get_xticklabels()]
-            assert "ARCHAEA\nTAT\nn=0/3" in ticks and "EUKARYA\nSP\nn=3" in ticks
-            bars = [p for c in ax.containers if c.__class__.__name__ == "BarContainer" for p in c]
-            assert len(bars) == len(ticks) * len(SP_METHODS) - 1  # the undefined value: an x at 0, no bar
-            assert all(np.isfinite(b.get_height()) for b in bars)
+            bars = _bars(ax, "method-bar")
+            assert len(bars) == len(cells) * len(SP_METHODS) - 1  # the undefined value: an x at 0, no bar
+            assert all(np.isfinite(b.get_height()) and np.isfinite(b.get_width()) for b in bars)
+            horizontal = figure is cs
+            adapter_slot = -0.4 + 0.8 / len(SP_METHODS) * (SP_METHODS.index("adapter") + 0.5)
+            cell_names = _cs_cells(cs) if horizontal else _mcc_cells(ax)
+            missing = cell_names.index(("ARCHAEA", "TAT"))
+            assert not [b for b in bars if _slot_of(ax, b, horizontal) == pytest.approx((missing, adapter_slot))]
+            marks = np.concatenate([c.get_offsets() for c in ax.collections if c.get_gid() == "no-value"])
+            assert np.allclose(marks, [[0.0, missing + adapter_slot] if horizontal else [missing + adapter_slot, 0.0]])
             flat = [c for c in ax.collections if c.get_gid() == "zero-value"]
             assert len(flat) == 1 and len(flat[0].get_segments()) == 1  # the 0 of lora, EUKARYA PILIN
+
+
+def test_cleavage_butterfly_precision_left_recall_right_both_labelled(figures):
+    cs = figures["signalp_cleavage_w0"]
+    precision, recall = cs.axes
+    assert "precision" in precision.get_xlabel() and "precision" in precision.get_title()
+    assert "recall" in recall.get_xlabel() and "recall" in recall.get_title()
+    assert precision.get_xlim()[0] > precision.get_xlim()[1]  # grows to the left of the centre
+    assert recall.get_xlim()[0] < recall.get_xlim()[1]
+    assert precision.get_ylabel() and all(t.get_text() for t in precision.get_yticklabels())
+    assert not any(t.get_visible() and t.get_text() for t in recall.get_yticklabels())  # one set of cell labels
+    for ax in (precision, recall):  # horizontal bars: the value is the width
+        assert {round(b.get_height(), 6) for b in _bars(ax, "method-bar")} == {round(0.8 / len(SP_METHODS), 6)}
+    assert len(cs.legends) == 1
+
+
+PUBLISHED_ROWS = [  # (metric, kingdom, sp_type, value, spread) of SignalP 6.0 for demo_sp
+    ("mcc2", "EUKARYA", "SP", 0.958, ""),
+    ("mcc2", "ARCHAEA", "PILIN", 0.426, ""),
+    ("mcc2", "POSITIVE", "LIPO", 0.882, ""),  # a cell no run of the table has
+    ("cs_recall_w0", "ARCHAEA", "LIPO", 0.61, "0.05"),
+]
+
+
+@pytest.fixture(scope="module")
+def published_figures(results, tmp_path_factory):
+    """The signal-peptide figures with a published table that has SignalP 6.0 rows for the task,
+    rows that must not be drawn (another task, a method's own published number, the ALL mean, the
+    dev split), and one that has no rows for the task."""
+    out = tmp_path_factory.mktemp("published")
+    head = "experiment,source,task,model,method,split,metric,kingdom,sp_type,value,spread,note\n"
+    rows = [f"e,a cited source,demo_sp,signalp6,signalp6,test,{m},{k},{t},{v},{s}," for m, k, t, v, s in PUBLISHED_ROWS]
+    rows += ["e,a cited source,other_task,signalp6,signalp6,test,mcc2,EUKARYA,TAT,0.5,,",
+             "e,a cited source,demo_sp,tiny_esm,lora,test,mcc2,EUKARYA,TAT,0.5,,",
+             "e,a cited source,demo_sp,signalp6,signalp6,test,mcc2,ALL,ALL,0.7,,",
+             "e,a cited source,demo_sp,signalp6,signalp6,dev,mcc2,ARCHAEA,TAT,0.3,,"]
+    (out / "published.csv").write_text(head + "\n".join(rows) + "\n")
+    (out / "other.csv").write_text(head + rows[-4] + "\n")
+    figures = {}
+    for name in ("published", "other"):
+        figures[f"signalp_mcc_{name}"], figures[f"signalp_cleavage_w0_{name}"] = plot_task_figures(
+            results / "signalp_table.csv", "demo_sp",
+            {"mcc_png": out / f"m{name}.png", "mcc_svg": out / f"m{name}.svg", "cs_png": out / f"c{name}.png",
+             "cs_svg": out / f"c{name}.svg"}, methods=METHODS, published=out / f"{name}.csv")
+    return figures
+
+
+def test_published_figures_place_labels_without_overlap(published_figures):
+    test_point_labels_do_not_overlap_and_sit_at_their_markers(published_figures)
+
+
+def test_signalp6_baseline_bars_exactly_where_published_with_published_heights(published_figures):
+    slots = 1 + len(SP_METHODS)
+    first_slot = -0.4 + 0.8 / slots / 2  # the baseline is the first bar of each group
+    for name, horizontal in (("signalp_mcc_published", False), ("signalp_cleavage_w0_published", True)):
+        figure = published_figures[name]
+        legend = {t.get_text(): h for h, t in zip(figure.legends[0].legend_handles, figure.legends[0].get_texts())}
+        assert to_hex(legend["SignalP 6.0 (published)"].get_facecolor()) == to_hex(BASELINE_STYLE.colour)
+        assert BASELINE_STYLE.colour not in {s.colour for s in method_styles(METHODS, METHODS).values()}
+        for ax in figure.axes:
+            cells = _cs_cells(figure) if horizontal else _mcc_cells(ax)
+            assert ("POSITIVE", "LIPO") in cells if not horizontal else ("POSITIVE", "LIPO") not in cells
+            metric = ("cs_precision_w0" if "precision" in ax.get_xlabel() else "cs_recall_w0") if horizontal else \
+                ax.get_ylabel().split(" ")[0].lower()
+            expected = {(k, t): v for m, k, t, v, _ in PUBLISHED_ROWS if m == metric}
+            drawn = {}
+            for bar in _bars(ax, "published-baseline"):
+                cell, offset = _slot_of(ax, bar, horizontal)
+                assert offset == pytest.approx(first_slot)
+                drawn[cells[cell]] = bar.get_width() if horizontal else bar.get_height()
+            assert drawn == pytest.approx(expected), (name, metric)
+            # every other cell: a missing published value is an x at 0 in the baseline's slot, not a bar
+            marks = np.concatenate([c.get_offsets() for c in ax.collections if c.get_gid() == "no-value"])
+            at = {round(float(p[1] if horizontal else p[0]) - first_slot, 6) for p in marks
+                  if float(p[0] if horizontal else p[1]) == 0}
+            assert {cells.index(c) for c in cells if c not in expected} <= at
+            assert not {cells.index(c) for c in expected} & at
+            if not expected:
+                assert "no SignalP 6.0" in ax.get_title()
+            # the published cell no run defines: every method is missing there, none has a bar
+            if ("POSITIVE", "LIPO") in cells:
+                assert not [b for b in _bars(ax, "method-bar") if _slot_of(ax, b, horizontal)[0] == cells.index(("POSITIVE", "LIPO"))]
+                assert "n=0" in ax.get_xticklabels()[cells.index(("POSITIVE", "LIPO"))].get_text()
+        # the published spread (± 0.05 on ARCHAEA LIPO recall) is the baseline bar's error bar
+        if horizontal:
+            recall = figure.axes[1]
+            at = _cs_cells(figure).index(("ARCHAEA", "LIPO")) + first_slot
+            segments = [seg for c in recall.containers if isinstance(c, ErrorbarContainer)
+                        for seg in c.lines[2][0].get_segments() if np.isclose(seg[0][1], at)]
+            assert len(segments) == 1 and np.allclose(sorted(segments[0][:, 0]), [0.56, 0.66])
+
+
+def test_no_published_rows_for_the_task_leaves_no_baseline_and_says_so(published_figures):
+    for name in ("signalp_mcc_other", "signalp_cleavage_w0_other"):
+        figure = published_figures[name]
+        assert not [b for ax in figure.axes for b in _bars(ax, "published-baseline")]
+        texts = [t.get_text() for t in figure.legends[0].get_texts()]
+        assert "SignalP 6.0 (published): none for demo_sp in other.csv" in texts
+        assert "SignalP 6.0 (published)" not in texts
+        for ax in figure.axes:
+            assert len(_bars(ax, "method-bar")) == 10 * len(SP_METHODS) - 1
+
+
+def test_two_experiments_giving_signalp6_the_same_number_are_refused_with_the_line(tmp_path):
+    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.tasks.signal_peptide.report import published_baseline
+
+    path = tmp_path / "published.csv"
+    path.write_text("experiment,source,task,model,method,split,metric,kingdom,sp_type,value,spread,note\n"
+                    "a,paper A,demo_sp,signalp6,signalp6,test,mcc2,EUKARYA,SP,0.9,,\n"
+                    "a,paper A,demo_sp,signalp6,signalp6,test,mcc2,ARCHAEA,SP,0.8,,\n"
+                    "b,paper B,demo_sp,signalp6,signalp6,test,mcc2,EUKARYA,SP,0.95,,\n")
+    with pytest.raises(SeqpeftInputError, match=r"line 4: gives SignalP 6.0's mcc2 of demo_sp EUKARYA SP twice"):
+        published_baseline(path, "demo_sp")
+    assert published_baseline(path, "other_task") == {}

@@ -34,6 +34,11 @@ class MethodStyle:
     hatch: str  # for bars, where colour is the only other mark: distinct (colour, hatch) per method
 
 
+# A published baseline drawn beside the methods (SignalP 6.0 in the signal-peptide figures): grey,
+# which the palette never gives a method, with a dark outline.
+BASELINE_STYLE = MethodStyle("#A6A6A6", "s", "")
+
+
 def method_styles(methods: Sequence[str], order: Sequence[str] | None = None) -> dict[str, MethodStyle]:
     """One colour and marker per method, the same in every figure of a results set.
 

@@ -55,7 +55,7 @@ rule mcc_over_time_figure:
         "../scripts/plot_mcc_over_time.py"
 
 
-# ---- signal-peptide track: per-kingdom x type table over the 6 folds, and its two figures ----
+# ---- signal-peptide track: per-kingdom x type table over the 6 folds, and PEFT-SP's two figures ----
 
 
 rule signalp_table:
@@ -78,6 +78,8 @@ rule signalp_table:
 rule signalp_figures:
     input:
         table=f"{R}/signalp_table.csv",
+        # SignalP 6.0's published numbers, drawn beside the methods (none without `published:`)
+        published=PUBLISHED or [],
     output:
         mcc_png=report(f"{R}/figures/{{task}}/signalp_mcc.png", caption="../report/signalp_mcc.rst",
                        category=task_family, subcategory="{task}", labels={"figure": "signal peptides: MCC per kingdom x type"}),

@@ -1,4 +1,5 @@
-"""signalp_figures: MCC2/MCC1 grouped bars and cleavage-site precision vs recall (w = 0) for one task."""
+"""signalp_figures: MCC2/MCC1 grouped bars and the cleavage-site butterfly (w = 0) for one task,
+with SignalP 6.0's published numbers where the config's `published:` table has them."""
 
 from pathlib import Path
 
@@ -8,5 +9,6 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
     from seqpeft.tasks.signal_peptide.report import plot_task_figures
 
     sm = snakemake  # noqa: F821
+    published = getattr(sm.input, "published", None) or None  # an empty list without `published:`
     plot_task_figures(Path(sm.input.table), sm.wildcards.task, {key: Path(value) for key, value in sm.output.items()},
-                      methods=list(sm.config.get("methods", {})))
+                      methods=list(sm.config.get("methods", {})), published=published)
