@@ -138,7 +138,7 @@ def build_reproduction(published: pd.DataFrame, summary: pd.DataFrame, signalp_r
 
 def write_reproduction(published_csv: str | Path, summary_csv: str | Path, signalp_metrics: Sequence[str | Path],
                        out_csv: str | Path, out_png: str | Path, out_svg: str | Path) -> pd.DataFrame:
-    from seqpeft.tasks.signal_peptide.report import run_rows
+    from seqpeft.tasks.signal_peptide.metrics import run_rows
 
     published = read_published(published_csv)
     summary = pd.read_csv(summary_csv, dtype={"partition": str})

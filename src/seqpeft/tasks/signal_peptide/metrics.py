@@ -130,3 +130,28 @@ def selection_score(kingdom: np.ndarray, true_type: np.ndarray, pred_type: np.nd
     det = float(np.mean(detection))
     cs = float(np.mean(cleavage)) if cleavage else math.nan
     return {"detection_mcc": det, "cs_mcc": cs, "selection": det + cs if cleavage else det}
+
+
+def run_rows(metrics_files):
+    """Long table of the runs' ``metrics.json`` (``test.signalp``): one row per run x kingdom x SP
+    type, one column per metric."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from seqpeft.errors import SeqpeftInputError
+
+    rows = []
+    for path in metrics_files:
+        raw = json.loads(Path(path).read_text())
+        table = raw.get("test", {}).get("signalp")
+        if not isinstance(table, dict):
+            raise SeqpeftInputError(path, "has no per-kingdom signal-peptide table (test.signalp).",
+                                    fix="rerun the fine-tuning job with this version of seqpeft.")
+        for kingdom, types in table.items():
+            for sp_type, cell in types.items():
+                rows.append({"task": raw["task"], "model": raw["model"], "method": raw["method"],
+                             "partition": str(raw["partition"]), "kingdom": kingdom, "sp_type": sp_type,
+                             **{c: math.nan if cell.get(c) is None else float(cell[c]) for c in METRIC_COLUMNS}})
+    return pd.DataFrame(rows, columns=["task", "model", "method", "partition", "kingdom", "sp_type", *METRIC_COLUMNS])

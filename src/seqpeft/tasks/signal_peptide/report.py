@@ -13,7 +13,6 @@ recall to the right). A value that no run defines, or that is not published, has
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,26 +26,9 @@ from seqpeft.atomic import atomic_file
 from seqpeft.data import KINGDOMS
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.figure_style import BASELINE_STYLE, MethodStyle, method_styles, new_figure, save_figure
-from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS, REPORTED_TYPES
+from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS, REPORTED_TYPES, run_rows
 
 KEYS = ("task", "model", "method", "kingdom", "sp_type")
-
-
-def run_rows(metrics_files: Sequence[str | Path]) -> pd.DataFrame:
-    """Long table: one row per run x kingdom x SP type, one column per metric."""
-    rows = []
-    for path in metrics_files:
-        raw = json.loads(Path(path).read_text())
-        table = raw.get("test", {}).get("signalp")
-        if not isinstance(table, dict):
-            raise SeqpeftInputError(path, "has no per-kingdom signal-peptide table (test.signalp).",
-                                    fix="rerun the fine-tuning job with this version of seqpeft.")
-        for kingdom, types in table.items():
-            for sp_type, cell in types.items():
-                rows.append({"task": raw["task"], "model": raw["model"], "method": raw["method"],
-                             "partition": str(raw["partition"]), "kingdom": kingdom, "sp_type": sp_type,
-                             **{c: math.nan if cell.get(c) is None else float(cell[c]) for c in METRIC_COLUMNS}})
-    return pd.DataFrame(rows, columns=["task", "model", "method", "partition", "kingdom", "sp_type", *METRIC_COLUMNS])
 
 
 def build_signalp_table(rows: pd.DataFrame) -> pd.DataFrame:
