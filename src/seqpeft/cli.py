@@ -120,7 +120,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{name:<28} {where}")
     else:
         for name, spec in config.get("tasks", {}).items():
-            print(f"{name:<28} {spec.get('kind', 'sequence_classification'):<24} source {spec.get('source')}:{spec.get('path')}")
+            print(f"{name:<28} {spec.get('kind', '?'):<24} source {spec.get('source')}:{spec.get('path')}")
     return 0
 
 

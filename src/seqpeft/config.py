@@ -22,6 +22,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
 from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
+from seqpeft.schema import with_defaults
 from seqpeft.settings import setup_problem, world_size
 from seqpeft.tune_settings import check_hpo
 
@@ -198,7 +199,7 @@ def _check_local_paths(sources: dict, models: dict) -> None:
 
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
     """Method x model pairs that cannot work, and resource requests no job can satisfy."""
-    device = (config.get("training") or {}).get("device", "auto")
+    device = with_defaults(config.get("training"), "training")["device"]
     tasks = section(config, "tasks")
     for i, block in enumerate(experiments):
         for method in (block or {}).get("methods") or []:
@@ -234,9 +235,9 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
         for model in (block or {}).get("models") or []:
             gpus = int(size_resources(config, model)["gpu"])
             for method in (block or {}).get("methods") or []:
-                settings = training_for(config, method)
+                settings = with_defaults(training_for(config, method), "training")
                 try:
-                    world = world_size(int(settings.get("processes", 1)), gpus, str(settings.get("device", "auto")))
+                    world = world_size(int(settings["processes"]), gpus, str(settings["device"]))
                 except SeqpeftInputError as error:
                     _fail(training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
                 if world <= 1:
@@ -245,8 +246,7 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
                 entry = passthrough_method(spec["peft"]) if "peft" in spec else resolve_method(method, spec)[0]
                 for task in (block or {}).get("tasks") or []:
                     kind = str(tasks[task]["kind"])
-                    problem = setup_problem(world, int(settings.get("batch_size", world)),
-                                            str(settings.get("distributed", "ddp")), entry, kind)
+                    problem = setup_problem(world, int(settings["batch_size"]), str(settings["distributed"]), entry, kind)
                     if problem:
                         _fail(training_key(config, method, problem[0]),
                               f"{problem[1]} (model {model!r}, method {method!r}, task {task!r})", problem[2])
@@ -254,9 +254,8 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
 
 def world_size_of(config: dict, model: str, method: str) -> int:
     """Processes of the fine-tuning job of ``model`` x ``method`` (config already checked)."""
-    settings = training_for(config, method)
-    return world_size(int(settings.get("processes", 1)), int(size_resources(config, model)["gpu"]),
-                      str(settings.get("device", "auto")))
+    settings = with_defaults(training_for(config, method), "training")
+    return world_size(int(settings["processes"]), int(size_resources(config, model)["gpu"]), str(settings["device"]))
 
 
 def _key_path(parts) -> str:
