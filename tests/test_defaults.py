@@ -119,7 +119,8 @@ def _literal(node):
 
 
 def test_no_library_code_spells_a_schema_default_again():
-    """``spec.get("max_length", 512)``, ``epochs: int = 10`` in a class: a second home that drifts."""
+    """``spec.get("max_length", 512)``, ``spec.get("results") or "results"``, ``epochs: int = 10`` in a
+    class: a second home of a schema default, which drifts from it."""
     schema_defaults = _schema_defaults()
     assert schema_defaults["max_length"] == [512] and schema_defaults["on_too_long"] == ["truncate"]
     found = []
@@ -130,6 +131,10 @@ def test_no_library_code_spells_a_schema_default_again():
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
                     and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)):
                 key, (is_literal, value) = node.args[0].value, _literal(node.args[1])
+            elif (isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and len(node.values) == 2
+                  and isinstance(got := node.values[0], ast.Call) and isinstance(got.func, ast.Attribute)
+                  and got.func.attr == "get" and len(got.args) == 1 and isinstance(got.args[0], ast.Constant)):
+                key, (is_literal, value) = got.args[0].value, _literal(node.values[1])  # spec.get("key") or 512
             elif isinstance(node, ast.ClassDef):
                 for item in node.body:
                     if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None:

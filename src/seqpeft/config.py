@@ -43,7 +43,6 @@ DEFAULT_SIZE_RESOURCES: dict[str, dict[str, Any]] = {
     "large": {"gpu": 1, "mem_mb": 64000, "runtime": 720},
     "xlarge": {"gpu": 1, "mem_mb": 128000, "runtime": 1440},
 }
-DEFAULT_FINETUNE_THREADS = 2
 
 
 def _fail(path: str, problem: str, fix: str = "") -> None:
@@ -309,4 +308,4 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
 
 
 def finetune_threads(config: dict) -> int:
-    return int((config.get("resources") or {}).get("finetune_threads") or DEFAULT_FINETUNE_THREADS)
+    return int(with_defaults(config.get("resources"), "resources")["finetune_threads"])

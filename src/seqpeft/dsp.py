@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.schema import ENTRY, defaults
+from seqpeft.schema import ENTRY, default, defaults
 
-DEFAULT_TEMPLATE = defaults("tasks", ENTRY)["dsp_template"]
+DEFAULT_TEMPLATE = default("tasks", ENTRY, "dsp_template")
 ENCODINGS = ("bbpe", "nucleotide")
 NUCLEOTIDES = "ACGTN"
 TEMPLATE_FIELDS = ("domain", "sequence")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.schema import ENTRY, defaults
+from seqpeft.schema import ENTRY, default
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Predictor:
     max_length: int
     per_residue: bool
     label_names: list[str] | None
-    batch_size: int = field(default_factory=lambda: defaults("training")["eval_batch_size"])  # as runs evaluate
+    batch_size: int = field(default_factory=lambda: default("training", "eval_batch_size"))  # as runs evaluate
     num_labels: int | None = None
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
@@ -87,7 +87,7 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
     model = make_classifier(loaded, num_labels)
     model.eval()
     # the checkpoint's own position limit, else the length seqpeft gives a model entry without one
-    limit = max_length or int(config.get("max_position_embeddings") or defaults("models", ENTRY)["max_length"])
+    limit = max_length or int(config.get("max_position_embeddings") or default("models", ENTRY, "max_length"))
     return Predictor(model, loaded.tokenizer, limit, False, None, num_labels=num_labels)
 
 

@@ -76,6 +76,11 @@ def _section_defaults(section: dict) -> dict:
     return values
 
 
+def default(*path: str):
+    """The default of one config key: ``default("results")``, ``default("models", ENTRY, "max_length")``."""
+    return copy.deepcopy(_defaults(tuple(path[:-1]))[path[-1]])
+
+
 def with_defaults(values: dict | None, *path: str) -> dict:
     """``values`` with the schema's defaults of section ``path`` under the keys it lacks (one level:
     a nested section given in ``values`` is taken as it is)."""
