@@ -22,7 +22,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
 from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
-from seqpeft.schema import with_defaults
+from seqpeft.schema import default, with_defaults
 from seqpeft.settings import setup_problem, world_size
 from seqpeft.tune_settings import check_hpo
 
@@ -33,16 +33,6 @@ FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# Cluster resources per model size; ``config["resources"]["sizes"]`` overrides entries key by key.
-# mem_mb and runtime (minutes) are the first attempt's values; the workflow multiplies them by the
-# attempt number so that a retried job (out of memory, time limit) asks for more.
-DEFAULT_SIZE_RESOURCES: dict[str, dict[str, Any]] = {
-    "tiny": {"gpu": 0, "mem_mb": 4000, "runtime": 30},
-    "small": {"gpu": 1, "mem_mb": 16000, "runtime": 240},
-    "medium": {"gpu": 1, "mem_mb": 32000, "runtime": 480},
-    "large": {"gpu": 1, "mem_mb": 64000, "runtime": 720},
-    "xlarge": {"gpu": 1, "mem_mb": 128000, "runtime": 1440},
-}
 
 
 def _fail(path: str, problem: str, fix: str = "") -> None:
@@ -304,7 +294,7 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
     """gpu / mem_mb / runtime (and optional gpu_model) for jobs of ``model``."""
     size = model_size(config, model)
     overrides = ((config.get("resources") or {}).get("sizes") or {}).get(size) or {}
-    return {**DEFAULT_SIZE_RESOURCES[size], **overrides}
+    return {**default("resources", "sizes", size), **overrides}  # the sizes' table: the schema's library_default
 
 
 def finetune_threads(config: dict) -> int:

@@ -2,7 +2,7 @@
 
 Per model x method: the number of fine-tuning jobs, the GPUs (count and type) and the hours each
 asks for (the first attempt's ``runtime`` from the model's size, ``resources.sizes`` /
-``seqpeft.config.DEFAULT_SIZE_RESOURCES``; a retry asks for 2x, then 3x), the GPU-hours these add
+the schema's ``resources.sizes`` table; a retry asks for 2x, then 3x), the GPU-hours these add
 up to, and the disk their artifacts take; then the totals and the unpinned entries. Tuning trial
 jobs (methods with ``training.hpo``) are counted the same way.
 
