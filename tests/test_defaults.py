@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from helpers import finetune_job, training_settings
 from seqpeft import schema
 from seqpeft.dsp import DspSettings
-from seqpeft.schema import ENTRY, defaults
+from seqpeft.schema import ENTRY, defaults, with_defaults
 from seqpeft.settings import TrainingConfig
 from seqpeft.signalp_regions import SignalPeptideSettings
 from seqpeft.tune_settings import HpoSettings, PrunerSettings, StudySettings
@@ -71,6 +72,29 @@ def test_defaults_are_what_the_workflow_fills_in():
     assert config["hpo"] == defaults("hpo")
     assert all("on_too_long" not in spec for spec in config["models"].values())
     assert TrainingConfig.from_dict(config["training"]) == TrainingConfig.from_dict({})
+
+
+def test_library_defaults_are_valid_settings():
+    """Each ``library_default`` passes the schema it is the default of (and the schema stays a
+    valid JSON schema with the extra keyword)."""
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(schema.schema())
+    config = yaml.safe_load(DEMO.read_text())
+    config["training"] = defaults("training")
+    config["resources"] = {**config.get("resources", {}), "sizes": defaults("resources", "sizes")}
+    for section in ("tasks", "models", "methods"):
+        config[section] = {name: with_defaults(spec, section, ENTRY) for name, spec in config[section].items()}
+    for spec in config["models"].values():
+        if "build" in spec:
+            spec["build"] = with_defaults(spec["build"], "models", ENTRY, "build")
+    for name, spec in config["tasks"].items():
+        if spec["kind"] == "signal_peptide":
+            spec["signal_peptide"] = defaults("tasks", ENTRY, "signal_peptide")
+    validate(config, str(schema.SCHEMA))
+    config["training"]["distributed"] = "ring"  # what a wrong library_default would do
+    with pytest.raises(WorkflowError):
+        validate(config, str(schema.SCHEMA))
 
 
 def test_defaults_are_fresh_copies():
