@@ -1,7 +1,8 @@
 """Domain-shift prompting (DSP): a sequence-classification input wrapped in a text template.
 
-A task's template (default ``DEFAULT_TEMPLATE``, from the config schema) names the task's domain and holds the sequence;
-a method variant with ``dsp: {encoding: ...}`` trains on the templated inputs. Two encodings:
+A task's template (default ``DEFAULT_TEMPLATE``, read from the config schema) names the task's
+domain and holds the sequence; a method variant with ``dsp: {encoding: ...}`` trains on the
+templated inputs. Two encodings:
 
 - ``bbpe``: the whole templated string goes through the model's own tokenizer (for byte-level
   BPE models the sequence merges into multi-nucleotide tokens, as in pre-training on text);

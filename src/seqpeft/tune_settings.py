@@ -5,8 +5,8 @@ function of its config and seed).
 Search spaces are named in ``hpo.spaces``; a run tunes in its method family's space (see
 ``METHOD_SPACES``: full fine-tuning, low-rank, adapters, prompts, head only) unless its
 ``training.hpo`` names a space. The spaces' defaults (and every other default of ``hpo``) live in
-the workflow's JSON schema (``seqpeft.schema``), which ``HpoSettings.from_dict`` reads when it is given a
-partial section.
+the workflow's JSON schema, which ``HpoSettings.from_dict`` reads (``seqpeft.schema``) when it is
+given a partial section.
 
 Light on purpose (the workflow's config check imports it): no optuna or torch at import time.
 """
