@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from seqpeft.models import FAMILIES
+from seqpeft.schema import defaults
 from seqpeft.settings import FinetuneJob, TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,19 +38,25 @@ def shared_path(relative: str) -> Path:
     return path
 
 
+def training_settings(overrides: dict | None = None) -> dict:
+    """The one way tests make a job's ``training`` settings: every default of the config schema's
+    ``training`` section (``seqpeft.schema``, their only home), then ``overrides``."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - {f.name for f in fields(TrainingConfig)}
+    assert not unknown, f"unknown training settings {unknown}"
+    return {**defaults("training"), **overrides}
+
+
 def finetune_job(cache_path: Path, model_dir: Path, out_dir: Path, *, method: str = "full", partition: str = "0",
                  kind: str = "sequence_classification", task: str = "demo", model: str = "tiny",
                  model_spec: dict | None = None, method_spec: dict | None = None, training: dict | None = None,
                  task_spec: dict | None = None, threads: int = 1, **extra) -> FinetuneJob:
     """The one way tests build a ``FinetuneJob``: what a test does not set is what the workflow
     would pass for a small model (max_length 64, the schema's training defaults)."""
-    training = dict(training or {})
-    unknown = set(training) - {f.name for f in fields(TrainingConfig)}
-    assert not unknown, f"unknown training settings {unknown}"
     return FinetuneJob(task=task, model=model, method=method, partition=str(partition),
                        task_spec=task_spec if task_spec is not None else {"kind": kind},
                        model_spec=model_spec if model_spec is not None else {"max_length": 64},
-                       method_spec=method_spec or {}, training=training, cache_path=Path(cache_path),
+                       method_spec=method_spec or {}, training=training_settings(training), cache_path=Path(cache_path),
                        model_dir=Path(model_dir), out_dir=Path(out_dir), threads=threads, **extra)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from seqpeft.config import DEFAULT_SIZE_RESOURCES
+from seqpeft.schema import default
 from seqpeft.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_plan_of_the_full_benchmark_adds_up(tmp_path):
     assert {key: value[0] for key, value in rows.items()} == {
         key: sum(1 for r in runs if (r.model, r.method) == key) for key in {(r.model, r.method) for r in runs}}
     for (model, _), (jobs, gpus, hours, gpu_hours) in rows.items():
-        size = DEFAULT_SIZE_RESOURCES[config["models"][model]["size"]]
+        size = default("resources", "sizes", config["models"][model]["size"])
         assert (gpus, hours) == (size["gpu"], size["runtime"] / 60)
         assert abs(gpu_hours - jobs * gpus * hours) < 0.5
     total = sum(jobs * gpus * hours for jobs, gpus, hours, _ in rows.values())

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from helpers import interrupt_job_after_checkpoint, run_job_in_subprocess
+from helpers import finetune_job, interrupt_job_after_checkpoint, run_job_in_subprocess
 from seqpeft.demo_data import generate_source
 from seqpeft.tasks import tokenize_task
 from seqpeft.launch import run_finetune
@@ -28,9 +28,7 @@ def task(tmp_path_factory, tiny_model_dir):
 
 def _spec(task, method, out_dir):
     root, model_dir = task
-    return {"task": "t", "model": "tiny", "method": method, "partition": "0", "task_spec": {}, "model_spec": {"max_length": 64},
-            "method_spec": {}, "training": TRAINING, "cache_path": str(root / "cache.npz"), "model_dir": str(model_dir),
-            "out_dir": str(out_dir), "threads": 1}
+    return finetune_job(root / "cache.npz", model_dir, out_dir, task="t", method=method, task_spec={}, training=TRAINING).to_dict()
 
 
 def _history_without_time(run_dir):

@@ -27,7 +27,8 @@ from seqpeft.atomic import write_json_atomic
 from seqpeft.launch import run_finetune
 from seqpeft.settings import FinetuneJob, read_best_params
 from seqpeft.tune import run_trial, write_best_params
-from seqpeft.tune_settings import METHOD_SPACES, HpoSettings, schema_defaults
+from seqpeft.schema import defaults
+from seqpeft.tune_settings import METHOD_SPACES, HpoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -236,11 +237,11 @@ def base_config() -> dict:
 
 
 def test_every_method_family_has_its_default_space_in_the_schema():
-    defaults = schema_defaults()
+    hpo_defaults = defaults("hpo")
     hpo = HpoSettings.from_dict({})
-    assert hpo.trials == defaults["trials"] and hpo.pruner.kind == defaults["pruner"]["kind"]
+    assert hpo.trials == hpo_defaults["trials"] and hpo.pruner.kind == hpo_defaults["pruner"]["kind"]
     assert set(METHOD_NAMES) <= set(METHOD_SPACES)
-    assert set(METHOD_SPACES.values()) <= set(hpo.spaces) == set(defaults["spaces"])
+    assert set(METHOD_SPACES.values()) <= set(hpo.spaces) == set(hpo_defaults["spaces"])
     # prompts search higher learning rates than full fine-tuning
     assert hpo.spaces["prompt"]["learning_rate"][0] > hpo.spaces["full"]["learning_rate"][0]
     assert hpo.spaces["prompt"]["learning_rate"][1] > hpo.spaces["full"]["learning_rate"][1]
@@ -267,7 +268,7 @@ def test_a_method_tunes_in_its_family_space_or_the_one_it_names():
     assert study_settings(config, "lora_seed").space == "seed_optuna"
     assert study_settings(config, "loha_hpo").space == "low_rank"
     # the other defaults stay when one space is replaced
-    assert study_settings(config, "lora_hpo").learning_rate == tuple(schema_defaults()["spaces"]["low_rank"]["learning_rate"])
+    assert study_settings(config, "lora_hpo").learning_rate == tuple(defaults("hpo")["spaces"]["low_rank"]["learning_rate"])
 
 
 def test_rounds_of_trial_jobs():

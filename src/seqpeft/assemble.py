@@ -16,6 +16,7 @@ from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import load_backbone
 from seqpeft.recipe import freeze_head
+from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.tokenize import TokenizedTask
 
 
@@ -116,7 +117,7 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
     model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
                             dropout=float(model_spec.get("head_dropout", 0.1)))
-    if not method_spec.get("train_head", True):  # the Galaxy tutorial's frozen random head (seqpeft.recipe)
+    if not with_defaults(method_spec, "methods", ENTRY)["train_head"]:  # the Galaxy tutorial's frozen random head (seqpeft.recipe)
         freeze_head(model)
     return model, method, args, loaded
 
@@ -143,7 +144,7 @@ def compile_model(model, ranks) -> None:
 def count_truncated(job, cache: TokenizedTask, splits: dict, max_length: int, say: Callable) -> int:
     """Sequences longer than the model's max_length: refused (``on_too_long: refuse``) or counted."""
     truncated = int(sum((s.data.lengths > max_length).sum() for s in splits.values()))
-    if truncated and job.model_spec.get("on_too_long", "truncate") == "refuse":
+    if truncated and with_defaults(job.model_spec, "models", ENTRY)["on_too_long"] == "refuse":
         name, split = next((n, s) for n, s in splits.items() if (s.data.lengths > max_length).any())
         first = int(np.argmax(split.data.lengths > max_length))
         raise SeqpeftInputError(cache.meta.get("data", job.cache_path), f"{truncated} sequences are longer than "

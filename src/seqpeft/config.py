@@ -22,6 +22,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
 from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
+from seqpeft.schema import default, with_defaults
 from seqpeft.settings import setup_problem, world_size
 from seqpeft.tasks import TASK_KINDS
 from seqpeft.tune_settings import check_hpo
@@ -31,17 +32,6 @@ SIZES = ("tiny", "small", "medium", "large", "xlarge")
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# Cluster resources per model size; ``config["resources"]["sizes"]`` overrides entries key by key.
-# mem_mb and runtime (minutes) are the first attempt's values; the workflow multiplies them by the
-# attempt number so that a retried job (out of memory, time limit) asks for more.
-DEFAULT_SIZE_RESOURCES: dict[str, dict[str, Any]] = {
-    "tiny": {"gpu": 0, "mem_mb": 4000, "runtime": 30},
-    "small": {"gpu": 1, "mem_mb": 16000, "runtime": 240},
-    "medium": {"gpu": 1, "mem_mb": 32000, "runtime": 480},
-    "large": {"gpu": 1, "mem_mb": 64000, "runtime": 720},
-    "xlarge": {"gpu": 1, "mem_mb": 128000, "runtime": 1440},
-}
-DEFAULT_FINETUNE_THREADS = 2
 
 
 def _fail(path: str, problem: str, fix: str = "") -> None:
@@ -206,7 +196,7 @@ def _check_local_paths(sources: dict, models: dict) -> None:
 
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
     """Method x model pairs that cannot work, and resource requests no job can satisfy."""
-    device = (config.get("training") or {}).get("device", "auto")
+    device = with_defaults(config.get("training"), "training")["device"]
     tasks = section(config, "tasks")
     for i, block in enumerate(experiments):
         for method in (block or {}).get("methods") or []:
@@ -243,9 +233,9 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
         for model in (block or {}).get("models") or []:
             gpus = int(size_resources(config, model)["gpu"])
             for method in (block or {}).get("methods") or []:
-                settings = training_for(config, method)
+                settings = with_defaults(training_for(config, method), "training")
                 try:
-                    world = world_size(int(settings.get("processes", 1)), gpus, str(settings.get("device", "auto")))
+                    world = world_size(int(settings["processes"]), gpus, str(settings["device"]))
                 except SeqpeftInputError as error:
                     _fail(training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
                 if world <= 1:
@@ -254,8 +244,7 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
                 entry = passthrough_method(spec["peft"]) if "peft" in spec else resolve_method(method, spec)[0]
                 for task in (block or {}).get("tasks") or []:
                     kind = str(tasks[task]["kind"])
-                    problem = setup_problem(world, int(settings.get("batch_size", world)),
-                                            str(settings.get("distributed", "ddp")), entry, kind)
+                    problem = setup_problem(world, int(settings["batch_size"]), str(settings["distributed"]), entry, kind)
                     if problem:
                         _fail(training_key(config, method, problem[0]),
                               f"{problem[1]} (model {model!r}, method {method!r}, task {task!r})", problem[2])
@@ -263,9 +252,8 @@ def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, exp
 
 def world_size_of(config: dict, model: str, method: str) -> int:
     """Processes of the fine-tuning job of ``model`` x ``method`` (config already checked)."""
-    settings = training_for(config, method)
-    return world_size(int(settings.get("processes", 1)), int(size_resources(config, model)["gpu"]),
-                      str(settings.get("device", "auto")))
+    settings = with_defaults(training_for(config, method), "training")
+    return world_size(int(settings["processes"]), int(size_resources(config, model)["gpu"]), str(settings["device"]))
 
 
 def _key_path(parts) -> str:
@@ -315,8 +303,8 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
     """gpu / mem_mb / runtime (and optional gpu_model) for jobs of ``model``."""
     size = model_size(config, model)
     overrides = ((config.get("resources") or {}).get("sizes") or {}).get(size) or {}
-    return {**DEFAULT_SIZE_RESOURCES[size], **overrides}
+    return {**default("resources", "sizes", size), **overrides}  # the sizes' table: the schema's library_default
 
 
 def finetune_threads(config: dict) -> int:
-    return int((config.get("resources") or {}).get("finetune_threads") or DEFAULT_FINETUNE_THREADS)
+    return int(with_defaults(config.get("resources"), "resources")["finetune_threads"])

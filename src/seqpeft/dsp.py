@@ -1,7 +1,8 @@
 """Domain-shift prompting (DSP): a sequence-classification input wrapped in a text template.
 
-A task's template (default ``DEFAULT_TEMPLATE``) names the task's domain and holds the sequence;
-a method variant with ``dsp: {encoding: ...}`` trains on the templated inputs. Two encodings:
+A task's template (default ``DEFAULT_TEMPLATE``, read from the config schema) names the task's
+domain and holds the sequence; a method variant with ``dsp: {encoding: ...}`` trains on the
+templated inputs. Two encodings:
 
 - ``bbpe``: the whole templated string goes through the model's own tokenizer (for byte-level
   BPE models the sequence merges into multi-nucleotide tokens, as in pre-training on text);
@@ -20,12 +21,13 @@ while the workflow parses.
 from __future__ import annotations
 
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.schema import ENTRY, default, defaults
 
-DEFAULT_TEMPLATE = "Domain: {domain}\nSequence: {sequence}\nAnnotation:"
+DEFAULT_TEMPLATE = default("tasks", ENTRY, "dsp_template")
 ENCODINGS = ("bbpe", "nucleotide")
 NUCLEOTIDES = "ACGTN"
 TEMPLATE_FIELDS = ("domain", "sequence")
@@ -69,23 +71,31 @@ def split_template(template: str, domain: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class DspSettings:
-    """Everything that decides a DSP encoding; recorded in the cache and in a run's artifacts."""
+    """Everything that decides a DSP encoding; recorded in the cache and in a run's artifacts.
+    ``seqpeft.jobs.dsp_settings`` gives every field; ``from_dict`` fills in the config schema's
+    defaults (task template, model max_length and on_too_long) where others leave them out."""
 
     encoding: str
-    template: str = DEFAULT_TEMPLATE
-    domain: str = ""
-    max_length: int = 512
-    on_too_long: str = "truncate"
+    template: str
+    domain: str  # the workflow's default: the task name
+    max_length: int
+    on_too_long: str
     # Per-letter overrides of the tokenizer's single-character token ids (nucleotide encoding).
-    nucleotide_ids: dict[str, int] = field(default_factory=dict)
+    nucleotide_ids: dict[str, int]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DspSettings":
-        known = {name for name in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise SeqpeftInputError(None, f"unknown DSP settings {unknown}.", fix=f"use only {sorted(known)}.")
-        settings = cls(**{**values, "nucleotide_ids": dict(values.get("nucleotide_ids") or {})})
+        model = defaults("models", ENTRY)
+        values = {"template": DEFAULT_TEMPLATE, "max_length": model["max_length"], "on_too_long": model["on_too_long"],
+                  **values, "nucleotide_ids": dict(values.get("nucleotide_ids") or {})}
+        missing = sorted(known - set(values))
+        if missing:
+            raise SeqpeftInputError(None, f"DSP settings without {missing}.", fix="give the encoding and the domain.")
+        settings = cls(**values)
         if settings.encoding not in ENCODINGS:
             raise SeqpeftInputError(None, f"unknown DSP encoding {settings.encoding!r}.", fix=f"use one of {', '.join(ENCODINGS)}.")
         return settings

@@ -7,13 +7,14 @@ Mistral-DNA model. Sequences are tokenized with the model's own tokenizer in one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.schema import ENTRY, default
 from seqpeft.tasks import objective_for, task_kind
 from seqpeft.tasks.sequence_classification import SEQUENCE_CLASSIFICATION
 
@@ -26,7 +27,7 @@ class Predictor:
     task_kind: str  # what the model was trained for (seqpeft.tasks): how files are read and scored
     label_names: list[str] | None
     objective: Any  # the run's objective (seqpeft.objectives.Objective): its predictions and metrics
-    batch_size: int = 128
+    batch_size: int = field(default_factory=lambda: default("training", "eval_batch_size"))  # as runs evaluate
     num_labels: int | None = None
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
@@ -100,7 +101,8 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
                                 fix="pass a run's artifacts directory with --adapter, or a checkpoint saved as *ForSequenceClassification.")
     model = make_classifier(loaded, num_labels)
     model.eval()
-    limit = max_length or int(config.get("max_position_embeddings", 512))
+    # the checkpoint's own position limit, else the length seqpeft gives a model entry without one
+    limit = max_length or int(config.get("max_position_embeddings") or default("models", ENTRY, "max_length"))
     return Predictor(model, loaded.tokenizer, limit, SEQUENCE_CLASSIFICATION.name, None,
                      SEQUENCE_CLASSIFICATION.objective(None), num_labels=num_labels)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from seqpeft.dsp import DEFAULT_TEMPLATE
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.paths import section
+from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.settings import TUNED_KEYS
 
 
@@ -77,16 +77,17 @@ def dsp_encoding(config: dict, method: str) -> str | None:
 def dsp_settings(config: dict, task: str, model: str, encoding: str, max_length: int | None = None) -> dict:
     """Everything that decides a task's DSP encoding for one model (``seqpeft.dsp.DspSettings``):
     the task's template and domain (default: the task name), the model's max_length and
-    on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides."""
-    task_entry = section(config, "tasks")[task] or {}
-    model_entry = section(config, "models")[model] or {}
+    on_too_long, and for the nucleotide encoding the model's ``dsp_nucleotide_ids`` overrides;
+    the schema's defaults where the entries leave them out."""
+    task_entry = with_defaults(section(config, "tasks")[task], "tasks", ENTRY)
+    model_entry = with_defaults(section(config, "models")[model], "models", ENTRY)
     ids = (model_entry.get("dsp_nucleotide_ids") or {}) if encoding == "nucleotide" else {}
     return canonical({
         "encoding": encoding,
-        "template": str(task_entry.get("dsp_template") or DEFAULT_TEMPLATE),
+        "template": str(task_entry["dsp_template"]),
         "domain": str(task_entry.get("domain") or task),
         "max_length": int(max_length or model_entry["max_length"]),
-        "on_too_long": str(model_entry.get("on_too_long") or "truncate"),
+        "on_too_long": str(model_entry["on_too_long"]),
         "nucleotide_ids": {str(k): int(v) for k, v in ids.items()},
     })
 

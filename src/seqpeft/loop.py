@@ -35,6 +35,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.objectives import loss_module
 from seqpeft.predict import evaluate
 from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
+from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.tasks import TaskKind, task_kind
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -385,9 +386,9 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
         "training": asdict(training), "method_args": run.method_args,
-        "remove_top_layers": int(job.model_spec.get("remove_top_layers") or 0),
+        "remove_top_layers": int(with_defaults(job.model_spec, "models", ENTRY)["remove_top_layers"]),
         # the recipe as it reached the model: input length, head, adapter settings in effect
-        "max_length": run.max_length, "train_head": bool(job.method_spec.get("train_head", True)),
+        "max_length": run.max_length, "train_head": bool(with_defaults(job.method_spec, "methods", ENTRY)["train_head"]),
         **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
         **run.kind.settings(job.task_spec),
         **({"hpo": tuned} if tuned is not None else {}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.schema import default
 from seqpeft.tasks import task_kind
 
 RUN_PATTERN = "{results}/runs/{task}/{model}/{method}/{partition}"
@@ -31,7 +32,7 @@ def wildcard_pattern(pattern: str, config: dict) -> str:
 
 
 def results_dir(config: dict) -> str:
-    return str(config.get("results") or "results")
+    return str(config.get("results") or default("results"))
 
 
 def tokenizer_of(config: dict, model: str) -> str:

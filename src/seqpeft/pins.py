@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.schema import ENTRY, default
 
 PINS_FILENAME = "pins.yaml"
 # Written by prepare_model into a hub model's directory, and by download_source into a source's.
 MODEL_RECORD = "seqpeft-pin.json"
 SOURCE_RECORD = ".seqpeft-source.json"
-DEFAULT_BRANCH = "main"
+DEFAULT_BRANCH = default("models", ENTRY, "branch")  # resolved while a hub model has no revision
 _HEADER = """\
 # Pins resolved by `seqpeft pin`: review, then commit this file beside the config.
 # The workflow merges it into the config it sits next to; an entry applies only while the config
@@ -95,7 +96,7 @@ def unpinned_entries(config: dict, used_only: bool = True) -> list[Unpinned]:
 
 
 def allow_unpinned(config: dict) -> bool:
-    return bool(config.get("allow_unpinned", False))
+    return bool(config["allow_unpinned"])  # the schema defaults it
 
 
 def refuse_unpinned(config: dict, kind: str, name: str, spec: dict) -> None:

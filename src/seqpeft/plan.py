@@ -2,7 +2,7 @@
 
 Per model x method: the number of fine-tuning jobs, the GPUs (count and type) and the hours each
 asks for (the first attempt's ``runtime`` from the model's size, ``resources.sizes`` /
-``seqpeft.config.DEFAULT_SIZE_RESOURCES``; a retry asks for 2x, then 3x), the GPU-hours these add
+the schema's ``resources.sizes`` table; a retry asks for 2x, then 3x), the GPU-hours these add
 up to, and the disk their artifacts take; then the totals and the unpinned entries. Tuning trial
 jobs (methods with ``training.hpo``) are counted the same way.
 
@@ -49,12 +49,13 @@ def load_config(configfile: Path) -> tuple[dict, Path | None]:
     from seqpeft.config import check_config
     from seqpeft.errors import SeqpeftInputError
     from seqpeft.pins import merge_pins_file
+    from seqpeft.schema import SCHEMA
 
     if not configfile.is_file():
         raise SeqpeftInputError(configfile, "config file not found.", fix="pass --configfile config/config.yaml.")
     config = yaml.safe_load(configfile.read_text()) or {}
     pins = merge_pins_file(config, [configfile])
-    validate(config, str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"))
+    validate(config, str(SCHEMA))
     check_config(config)
     return config, pins
 

@@ -10,6 +10,7 @@ from seqpeft.atomic import atomic_directory
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.hub import download_hub_model
 from seqpeft.models import FAMILIES, register_native_architectures
+from seqpeft.schema import ENTRY, with_defaults
 
 
 def prepare_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
@@ -36,8 +37,8 @@ def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path 
 
     if tokenizer_dir is None:
         raise SeqpeftInputError(None, f"built model {name!r} has no tokenizer.", fix="set models.<name>.tokenizer.")
-    build = dict(spec["build"])
-    family_name = build.get("family", "llama")
+    build = with_defaults(spec["build"], "models", ENTRY, "build")
+    family_name = build["family"]  # the schema requires it
     if family_name not in FAMILIES:
         raise SeqpeftInputError(None, f"models.{name}.build.family: unknown family {family_name!r}.",
                                 fix=f"use one of {sorted(FAMILIES)}.")
@@ -50,9 +51,9 @@ def _build_tiny_model(name: str, spec: dict, out_dir: Path, tokenizer_dir: Path 
         "mask": tokenizer.mask_token_id,
     }
     # Room for the longest input plus virtual tokens of prompt methods.
-    max_positions = int(spec.get("max_length", 512)) + 128
+    max_positions = int(spec["max_length"]) + 128
     config = FAMILIES[family_name].build_config(build, len(tokenizer), special, max_positions)
-    torch.manual_seed(int(build.get("seed", 0)))
+    torch.manual_seed(int(build["seed"]))
     model = AutoModel.from_config(config, **dict(FAMILIES[family_name].load_kwargs))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

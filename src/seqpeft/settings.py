@@ -9,12 +9,13 @@ script read these classes.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.recipe import SELECT_ON
+from seqpeft.schema import with_defaults
 from seqpeft.tasks import task_kind as get_task_kind
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -24,31 +25,35 @@ TUNED_KEYS = ("learning_rate", "batch_size")  # what a study chooses; the config
 
 @dataclass
 class TrainingConfig:
-    """Optimisation settings shared by every job (a method entry may override any of them)."""
+    """Optimisation settings shared by every job (a method entry may override any of them).
 
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    patience: int = 3
-    evals_per_epoch: int = 1
-    seed: int = 0
-    device: str = "auto"
-    max_train_samples: int | None = None
-    bucket_size: int = 64  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
-    checkpoint_minutes: float = 10.0  # besides every evaluation; SIGTERM also saves one
-    hpo: bool | str = False  # learning_rate and batch_size from the tuning study's best_params.json (a space name, or true)
-    processes: int = 1  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
-    distributed: str = "ddp"  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
-    precision: str = "auto"  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
-    compile: bool = False  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
-    optimizer: str = "AdamW"  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
-    optimizer_args: dict = field(default_factory=dict)  # further arguments of that class (betas, eps, ...)
-    scheduler: str = "linear"  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
-    select_on: str = "mcc"  # model selection and early stopping on dev MCC (or the objective's score), or dev loss
+    No defaults here: every field's default is in the config schema's ``training`` section
+    (``seqpeft.schema``), which ``from_dict`` fills in where the settings lack a key.
+    """
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float
+    patience: int
+    evals_per_epoch: int
+    seed: int
+    device: str
+    max_train_samples: int | None
+    bucket_size: int  # batches per length-sorted bucket: large enough for tight padding, small enough to mix
+    checkpoint_minutes: float  # besides every evaluation; SIGTERM also saves one
+    hpo: bool | str  # learning_rate and batch_size from the tuning study's best_params.json (a space name, or true)
+    processes: int  # data-parallel CPU processes of one job; a job with several GPUs runs one per GPU instead
+    distributed: str  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
+    precision: str  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
+    compile: bool  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+    optimizer: str  # any torch.optim class (seqpeft.recipe); PEFT-SP: Adamax
+    optimizer_args: dict  # further arguments of that class (betas, eps, ...)
+    scheduler: str  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)
+    select_on: str  # model selection and early stopping on dev MCC (or the objective's score), or dev loss
 
     def __post_init__(self) -> None:
         if self.distributed not in MODES:
@@ -62,11 +67,13 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
+        """A job's ``training`` settings (``seqpeft.jobs.training_for``), the schema's defaults under
+        the keys they lack: the ``library_default`` ones in a workflow job, any of them elsewhere."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise SeqpeftInputError(None, f"unknown training settings {unknown}.", fix=f"use only {sorted(known)}.")
-        return cls(**values)
+        return cls(**with_defaults(values, "training"))
 
 
 @dataclass

@@ -5,30 +5,28 @@ function of its config and seed).
 Search spaces are named in ``hpo.spaces``; a run tunes in its method family's space (see
 ``METHOD_SPACES``: full fine-tuning, low-rank, adapters, prompts, head only) unless its
 ``training.hpo`` names a space. The spaces' defaults (and every other default of ``hpo``) live in
-the workflow's JSON schema, which ``HpoSettings.from_dict`` reads when it is given a partial section.
+the workflow's JSON schema, which ``HpoSettings.from_dict`` reads (``seqpeft.schema``) when it is
+given a partial section.
 
 Light on purpose (the workflow's config check imports it): no optuna or torch at import time.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any, Callable
 
+from seqpeft import schema
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.jobs import canonical, method_spec, training_for, training_key
 from seqpeft.recipe import selection_score
-from seqpeft.settings import TUNED_KEYS, TrainingConfig
+from seqpeft.settings import TUNED_KEYS
 
 DIRECTION = "maximize"
 METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides; minus dev loss under select_on: loss)"
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 # The default search space of each registry method: which family of learning rates suits it.
 # A peft pass-through (``peft: LoHaConfig`` ...) tunes in the low-rank space.
@@ -41,32 +39,6 @@ METHOD_SPACES = {
     "deep_prompt": "prompt",
 }
 PASSTHROUGH_SPACE = "low_rank"
-
-
-@functools.cache
-def schema_defaults() -> dict:
-    """The ``hpo`` section's defaults, read from the workflow's JSON schema (their only home)."""
-    import yaml
-
-    try:
-        schema = yaml.safe_load(SCHEMA.read_text())["properties"]["hpo"]
-    except (OSError, KeyError, TypeError) as error:
-        raise SeqpeftInputError(SCHEMA, f"cannot read the hpo defaults ({type(error).__name__}: {error}).",
-                                fix="run from a checkout of the repository (the schema is part of the workflow), "
-                                    "or give the hpo section in full.") from error
-    return _defaults(schema)
-
-
-def _defaults(schema: dict) -> dict:
-    values = {}
-    for key, sub in (schema.get("properties") or {}).items():
-        if "default" not in sub:
-            continue
-        value = copy.deepcopy(sub["default"])
-        if isinstance(value, dict) and sub.get("properties"):
-            value = {**_defaults(sub), **value}
-        values[key] = value
-    return values
 
 
 def _pruner_median(settings: "PrunerSettings"):
@@ -178,7 +150,7 @@ class HpoSettings:
             fix = (f"search ranges live in named spaces now: hpo.spaces.<name>.{unknown[0]} (see the README)."
                    if unknown[0] in ("learning_rate", "batch_sizes") else f"use only {sorted(known)}.")
             raise SeqpeftInputError(f"{where}.{unknown[0]}", "unknown key.", fix=fix)
-        defaults = schema_defaults()
+        defaults = schema.defaults("hpo")
         merged = {**defaults, **given}
         merged["pruner"] = {**defaults["pruner"], **dict(given.get("pruner") or {})}
         merged["spaces"] = {**defaults["spaces"], **dict(given.get("spaces") or {})}
@@ -347,5 +319,5 @@ def trial_training(training: dict, study: StudySettings, learning_rate: float, b
     """A trial's training settings: the run's own, with the trial's values and the space's epochs."""
     values = {**training, "learning_rate": float(learning_rate), "batch_size": int(batch_size), "hpo": False}
     if study.epochs is not None:
-        values["epochs"] = min(study.epochs, int(training.get("epochs", TrainingConfig.epochs)))
+        values["epochs"] = min(study.epochs, int(training["epochs"]))
     return values

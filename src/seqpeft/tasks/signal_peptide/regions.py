@@ -24,6 +24,7 @@ from torch import nn
 
 from seqpeft.data import SP_TYPES
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.tasks.signal_peptide.crf import LinearChainCRF
 from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
 
@@ -127,10 +128,10 @@ def one_hot_residues(sequences: list[str], length: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SignalPeptideSettings:
-    """A signal-peptide task's ``signal_peptide:`` block (defaults as in the config schema)."""
+    """A signal-peptide task's ``signal_peptide:`` block (its defaults: the config schema's)."""
 
-    labels: str = "types"
-    region_regularization_alpha: float = 0.5
+    labels: str
+    region_regularization_alpha: float
 
     @classmethod
     def from_task(cls, task_spec: dict | None) -> "SignalPeptideSettings":
@@ -139,7 +140,7 @@ class SignalPeptideSettings:
         if unknown:
             raise SeqpeftInputError(f"signal_peptide.{unknown[0]}", "unknown key.",
                                     fix="use labels and region_regularization_alpha.")
-        settings = cls(**values)
+        settings = cls(**with_defaults(values, "tasks", ENTRY, "signal_peptide"))
         if settings.labels not in ("types", "regions"):
             raise SeqpeftInputError("signal_peptide.labels", f"{settings.labels!r} is not a label scheme.",
                                     fix="use types (8 states) or regions (SignalP 6.0's 37 region states).")
