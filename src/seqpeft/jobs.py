@@ -169,10 +169,13 @@ def training_key(config: dict, method: str, key: str) -> str:
 
 
 def model_params(config: dict, model: str) -> dict:
-    """The model's spec minus ``size`` (a scheduling hint that must not force retraining) and its
-    DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``)."""
+    """The model's spec minus ``size`` (a scheduling hint that must not force retraining), its
+    DSP nucleotide ids (they reach DSP jobs through ``dsp_settings``) and the schema's default
+    ``head: seqpeft`` (absent means it, so runs made before the setting existed stay current)."""
     spec = dict(section(config, "models")[model] or {})
     spec.pop("size", None)
+    if spec.get("head") == "seqpeft":
+        spec.pop("head")
     for key in MODEL_DSP_KEYS:
         spec.pop(key, None)
     return canonical(spec)
