@@ -41,10 +41,11 @@ def check_applicable(model_name: str, model_dir: Path, model_spec: dict, method_
                      method, per_residue: bool) -> None:
     """Refuse, naming ``models.<name>.head`` and the fix, what the family's own head cannot train."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
-    from seqpeft import dnabert2
-    from seqpeft.models import family_of, register_native_architectures
+    from seqpeft import dnabert2  # importing it registers seqpeft's DNABERT-2 with AutoConfig
 
     key = f"models.{model_name}.head"
     fix = f"set {key}: seqpeft (the default), whose classifier works for every family, task and method"
@@ -54,7 +55,6 @@ def check_applicable(model_name: str, model_dir: Path, model_spec: dict, method_
     import json
 
     raw = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").is_file() else {}
-    register_native_architectures()
     if dnabert2.is_published_config(raw):
         model_type = raw.get("model_type", "bert (DNABERT-2)")
         have_class = False
@@ -70,7 +70,9 @@ def check_applicable(model_name: str, model_dir: Path, model_spec: dict, method_
         raise SeqpeftInputError(None, f"{key}: transformers, but method {method_name!r} ({method.name}) is seqpeft's own "
                                 "wrapper around the backbone, which the transformers head does not see.",
                                 fix=f"{fix}, or train a peft method (lora, adalora, ia3, ...), full or frozen on this model.")
-    if registry_name in EMBEDDING_PROMPTS and family_of(model_type).decoder:
+    # a decoder: transformers knows it as a causal language model and not as a masked one (as seqpeft.models.family_of)
+    decoder = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if registry_name in EMBEDDING_PROMPTS and decoder:
         raise SeqpeftInputError(None, f"{key}: transformers, but method {method_name!r} prepends virtual tokens as "
                                 f"inputs_embeds, and the {model_type} head then pools the last position, a pad in a "
                                 "padded batch.", fix=f"{fix}, or use prefix_tuning / lora on this model.")
@@ -121,6 +123,18 @@ def prepare_config(config, num_labels: int, tokenizer_pad_id: int | None) -> dic
         config.pad_token_id = int(tokenizer_pad_id)
         extra["pad_token_id"] = int(tokenizer_pad_id)
     return extra
+
+
+def head_description(model, loaded, model_spec: dict) -> dict:
+    """seqpeft.json's head fields: the mode, and under ``head: transformers`` the class and what
+    the one-line ``AutoPeftModelForSequenceClassification`` load needs beyond the base config."""
+    description = {"head": head_mode(model_spec)}
+    if loaded.head_modules:
+        backbone = model.backbone
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        description.update({"transformers_class": type(base).__name__, "head_modules": list(loaded.head_modules),
+                            "from_pretrained_kwargs": dict(loaded.from_pretrained_kwargs)})
+    return description
 
 
 def _build_class():

@@ -32,7 +32,7 @@ from seqpeft.classifier import count_parameters
 from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.hf_head import head_mode
+from seqpeft.hf_head import head_description, head_mode
 from seqpeft.objectives import loss_module, objective_for
 from seqpeft.predict import evaluate
 from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
@@ -348,7 +348,7 @@ def finish(run: Run, tuned: dict | None) -> dict:
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": run.cache.kind,
             "num_labels": run.num_labels, "label_names": run.cache.meta.get("label_names"), "pooling": run.core.pooling,
             "max_length": run.max_length, "per_residue": run.per_residue, "dsp": run.cache.meta.get("dsp"),
-            "signal_peptide": job.task_spec.get("signal_peptide"), **head_description(run),
+            "signal_peptide": job.task_spec.get("signal_peptide"), **head_description(run.core, run.loaded, job.model_spec),
         }, trainable_only=run.method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -356,17 +356,6 @@ def finish(run: Run, tuned: dict | None) -> dict:
     run.say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
             f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
     return metrics
-
-
-def head_description(run: Run) -> dict:
-    """seqpeft.json's head fields: the mode, and under ``head: transformers`` the class and what
-    the one-line ``AutoPeftModelForSequenceClassification`` load needs beyond the base config."""
-    description = {"head": head_mode(run.job.model_spec)}
-    if run.loaded.head_modules:
-        base = run.core.backbone.get_base_model() if hasattr(run.core.backbone, "get_base_model") else run.core.backbone
-        description.update({"transformers_class": type(base).__name__, "head_modules": list(run.loaded.head_modules),
-                            "from_pretrained_kwargs": dict(run.loaded.from_pretrained_kwargs)})
-    return description
 
 
 def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
