@@ -40,6 +40,7 @@ def seqpeft_predict(artifacts: Path, tmp: Path) -> np.ndarray:
                              "--input", str(source), "--output", str(tmp / "pred.csv")],
                             cwd=tmp, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # the class's new head is no news (seqpeft.quiet)
     with open(tmp / "pred.csv") as handle:
         rows = list(csv.DictReader(handle))
     return np.array([[float(row[key]) for key in row if key.startswith("prob_")] for row in rows])

@@ -10,6 +10,7 @@ sequence whether it is alone or in a padded batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +253,7 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     from seqpeft.hf_head import missing_head_modules, prepare_config, uses_transformers_head
+    from seqpeft.quiet import new_head_expected
 
     spec = spec or {}
     model_dir = Path(model_dir)
@@ -293,7 +295,8 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         kwargs["attn_implementation"] = family.attn_implementation
     quantization = _plan_quantization(kwargs, model_class, config, family, trust)
     try:
-        backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
+        with new_head_expected() if transformers_head else contextlib.nullcontext():
+            backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
         text = f"{type(error).__name__} {error}".lower()
         if "safetensor" in text or "header" in text or "deserializ" in text:
