@@ -58,10 +58,11 @@ def padded_batch(tokenizer_dir: Path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
     """LoRA runs in transformers-head mode on a tiny BERT (pooler + classifier, the pooler absent
-    from the checkpoint) and a tiny Llama (last non-pad token, bias-free score)."""
+    from the checkpoint), a tiny Llama (last non-pad token, bias-free score) and a tiny ESM (its
+    classification head, whose dense layer LoRA's "dense" target must leave to modules_to_save)."""
     root = tmp_path_factory.mktemp("hf_head")
     runs = {}
-    for family in ("bert", "llama"):
+    for family in ("bert", "llama", "esm"):
         model_dir = tiny_model_dir(family)
         cache = motif_task(root / family, model_dir, n_train=96, n_dev=32, n_test=32)
         job = finetune_job(cache, model_dir, root / family / "lora", method="lora", method_spec={"r": 4},
@@ -70,7 +71,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     return runs
 
 
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "llama", "esm"])
 def test_copied_lora_artifact_loads_in_one_line_and_matches_seqpeft_predict(trained, family, tmp_path, monkeypatch):
     import torch
     from peft import AutoPeftModelForSequenceClassification, PeftModelForSequenceClassification

@@ -327,7 +327,7 @@ def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, t
     import sys
 
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from seqpeft import qlora
 
