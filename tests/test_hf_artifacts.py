@@ -121,7 +121,10 @@ def test_other_methods_train_save_and_reload_in_the_mode(tmp_path, tiny_model_di
     assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)
     artifacts = tmp_path / "run" / "artifacts"
     if method == "frozen":
-        assert not (artifacts / "adapter").exists() and (artifacts / "head.safetensors").is_file()
+        # a linear probe saves its head alone, not the whole model around it
+        assert json.loads((artifacts / "seqpeft.json").read_text())["weights"] == "frozen"
+        assert not (artifacts / "adapter").exists() and not (artifacts / "backbone").exists()
+        assert (artifacts / "head.safetensors").is_file()
         return
     monkeypatch.chdir(tmp_path / "data")
     model = AutoPeftModelForSequenceClassification.from_pretrained(str(artifacts / "adapter")).eval()

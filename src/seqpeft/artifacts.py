@@ -35,7 +35,7 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             model.backbone.save_pretrained(tmp / "adapter")
             point_adapter_at_base(tmp / "adapter", description)
             backbone_kind = "adapter"
-        elif any(p.requires_grad for p in model.backbone.parameters()):
+        elif any(p.requires_grad for name, p in model.backbone.named_parameters() if not _in_head(model, name)):
             model.backbone.save_pretrained(tmp / "backbone")
             backbone_kind = "backbone"
         # under head: transformers the head is its modules by path, also inside the adapter or backbone
@@ -47,6 +47,11 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             save_file({k: v.detach().cpu().contiguous() for k, v in model.pooler.state_dict().items()}, str(tmp / "pooler.safetensors"))
         tokenizer.save_pretrained(tmp / "tokenizer")
         write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
+
+
+def _in_head(model, name: str) -> bool:
+    """A parameter of the head inside a transformers-head backbone (saved in head.safetensors)."""
+    return any(name == head or name.startswith(head + ".") for head in getattr(model, "head_names", ()))
 
 
 def write_history(path: Path, rows: list[dict]) -> None:

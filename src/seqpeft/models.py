@@ -5,7 +5,9 @@ heads pool differently per family and break under prompt methods (a decoder give
 ``inputs_embeds`` pools the last *position*, which is a pad in a right-padded batch; an encoder's
 first token becomes a virtual token). ``SequenceClassifier`` pools from our own attention mask
 after dropping prepended virtual tokens, so every method x family gives the same logits for a
-sequence whether it is alone or in a padded batch.
+sequence whether it is alone or in a padded batch. ``head: transformers`` opts into the family's
+own class instead, for artifacts that peft's ``AutoPeftModelForSequenceClassification`` loads
+(``seqpeft.hf_head``, with what it refuses).
 """
 
 from __future__ import annotations
