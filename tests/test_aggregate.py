@@ -28,6 +28,8 @@ def make_metrics(task="promoter", model="nt-50m", method="lora", partition="0", 
         "total_params": 100000,
         "peak_memory_mb": 512.0,
         "memory_device": "cpu",
+        "memory_measure": "cpu_peak_rss_since_model_load",
+        "head": "seqpeft",
         "train_seconds": 60.0,
         "best_epoch": 2,
         "best_step": 200,
@@ -120,6 +122,9 @@ def test_write_summary_values_sorting_and_table(tmp_path):
     assert math.isnan(summary.loc[1, "test_mcc"])
     assert summary.loc[0, "trainable_fraction"] == pytest.approx(1.0)
     assert "dev_mcc" in summary.columns and "seed" in summary.columns
+    # what peak_memory_mb means, beside it, for every run
+    assert list(summary.columns[list(summary.columns).index("memory_device"):][:3]) == ["memory_device", "memory_measure", "head"]
+    assert (summary.memory_measure == "cpu_peak_rss_since_model_load").all() and (summary["head"] == "seqpeft").all()
 
     parquet = pd.read_parquet(out / "summary.parquet")
     assert len(parquet) == 7 and list(parquet.columns) == list(summary.columns)

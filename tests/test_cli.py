@@ -128,6 +128,16 @@ def test_only_a_head_only_load_report_is_silenced():
     missing = head.replace("Notes:", "layers.0.mlp.weight | MISSING |  | \n\nNotes:")
     assert not harmless_load_report(missing)
     assert not harmless_load_report("some other warning")
+    # a new head's MISSING keys only while a transformers-head model loads (seqpeft.hf_head)
+    from seqpeft.quiet import new_head_expected
+
+    new_head = head.replace("UNEXPECTED", "MISSING")
+    assert not harmless_load_report(new_head)
+    with new_head_expected():
+        assert harmless_load_report(new_head)
+        assert harmless_load_report(new_head.replace("score.weight", "bert.pooler.dense.weight"))
+        assert not harmless_load_report(missing.replace("UNEXPECTED", "MISSING"))
+    assert not harmless_load_report(new_head)
 
 
 def predictions(path: Path) -> list[list[str]]:

@@ -88,3 +88,42 @@ def test_demo_compares_its_runs_with_the_published_table(demo_run):
     # (the target first: --forcerun takes every word up to the next option)
     jobs = job_stats(demo_run.snakemake((results / "reproduction.csv").relative_to(demo_run.workdir), "-n", "--forcerun", "reproduction"))
     assert jobs == {"reproduction": 1}, jobs
+
+
+def test_demo_lora_artifact_loads_in_one_line_from_a_copy(demo_run, tmp_path, monkeypatch):
+    """The demo's transformers-head model (tiny_llama_bytes): its LoRA artifacts, copied, load with
+    peft's AutoPeftModelForSequenceClassification from another directory and give the
+    probabilities of ``seqpeft predict``."""
+    import csv
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    assert demo_run.config["models"]["tiny_llama_bytes"]["head"] == "transformers"
+    copied = tmp_path / "copy" / "artifacts"
+    shutil.copytree(demo_run.results / "runs" / "demo_tf" / "tiny_llama_bytes" / "lora" / "0" / "artifacts", copied)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with open(demo_run.results / "sources" / "demo_dna" / "test.csv") as handle:
+        sequences = [row["sequence"][:length] for row, length in zip(csv.DictReader(handle), (50, 31, 44, 12, 50, 27))]
+    (elsewhere / "in.csv").write_text("sequence\n" + "\n".join(sequences) + "\n")
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "predict", "--model", str(copied), "--input", "in.csv",
+                             "--output", "out.csv"], cwd=elsewhere, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with open(elsewhere / "out.csv") as handle:
+        expected = np.array([[float(v) for k, v in row.items() if k.startswith("prob_")] for row in csv.DictReader(handle)])
+
+    model = AutoPeftModelForSequenceClassification.from_pretrained(str(copied / "adapter")).eval()
+    batch = AutoTokenizer.from_pretrained(str(copied / "tokenizer"))(sequences, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**batch).logits, dim=-1).numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)

@@ -26,9 +26,10 @@ def task(tmp_path_factory, tiny_model_dir):
     return root, model_dir
 
 
-def _spec(task, method, out_dir):
+def _spec(task, method, out_dir, head="seqpeft"):
     root, model_dir = task
-    return finetune_job(root / "cache.npz", model_dir, out_dir, task="t", method=method, task_spec={}, training=TRAINING).to_dict()
+    return finetune_job(root / "cache.npz", model_dir, out_dir, task="t", method=method, task_spec={}, training=TRAINING,
+                        model_spec={"max_length": 64, "head": head}).to_dict()
 
 
 def _history_without_time(run_dir):
@@ -40,15 +41,18 @@ def _interrupt(spec, run_dir, sig):
     return interrupt_job_after_checkpoint(spec, sig)
 
 
-@pytest.mark.parametrize(("method", "sig"), [("lora", signal.SIGTERM), ("adalora", signal.SIGKILL), ("adalora_rs", signal.SIGTERM)],
-                         ids=["lora-sigterm", "adalora-sigkill", "adalora_rs-sigterm"])
-def test_killed_run_resumes_to_identical_metrics(task, tmp_path, method, sig):
-    reference = run_finetune(FinetuneJob.from_dict(_spec(task, method, tmp_path / "reference")))
+@pytest.mark.parametrize(("method", "sig", "head"), [("lora", signal.SIGTERM, "seqpeft"), ("adalora", signal.SIGKILL, "seqpeft"),
+                                                     ("adalora_rs", signal.SIGTERM, "seqpeft"),
+                                                     # the family's own head (seqpeft.hf_head): a SEQ_CLS peft model
+                                                     ("adalora", signal.SIGTERM, "transformers")],
+                         ids=["lora-sigterm", "adalora-sigkill", "adalora_rs-sigterm", "adalora-transformers-head-sigterm"])
+def test_killed_run_resumes_to_identical_metrics(task, tmp_path, method, sig, head):
+    reference = run_finetune(FinetuneJob.from_dict(_spec(task, method, tmp_path / "reference", head)))
     run_dir = tmp_path / "interrupted"
-    output = _interrupt(_spec(task, method, run_dir), run_dir, sig)
+    output = _interrupt(_spec(task, method, run_dir, head), run_dir, sig)
     if sig == signal.SIGTERM:
         assert "checkpoint saved" in output
-    resumed = run_job_in_subprocess(_spec(task, method, run_dir))
+    resumed = run_job_in_subprocess(_spec(task, method, run_dir, head))
     assert "resuming from step" in resumed
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"] == reference["test"]

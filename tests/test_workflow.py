@@ -106,7 +106,8 @@ def test_misspelt_nested_key_fails_with_key_path(tmp_path):
 
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_profiles_parse(profile, tmp_path):
-    code, out = run("-n", "--profile", ROOT / "profiles" / profile, "--configfile", DEMO,
+    # both profiles hide rule blocks (quiet: [rules, host]); --quiet host shows them, to read the resources
+    code, out = run("-n", "--profile", ROOT / "profiles" / profile, "--quiet", "host", "--configfile", DEMO,
                     "--config", f"results={tmp_path}")
     assert code == 0, out[-3000:]
     assert job_stats(out)["finetune"] == len(expand_runs(load(DEMO, tmp_path)))

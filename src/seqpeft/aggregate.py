@@ -47,6 +47,8 @@ SUMMARY_COLUMNS = (
     "seed",
     "task_kind",
     "memory_device",
+    "memory_measure",  # what peak_memory_mb measures (seqpeft.assemble: CUDA allocator peak or a CPU RSS peak)
+    "head",  # the classifier: seqpeft's own, or the family's transformers class (seqpeft.hf_head)
     "world_size",  # processes (GPUs) of the job: train_seconds x world_size is its device time
 )
 

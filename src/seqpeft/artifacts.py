@@ -12,7 +12,8 @@ from pathlib import Path
 
 from seqpeft.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.methods import MethodContext, resolve_method
+from seqpeft.hf_head import uses_transformers_head
+from seqpeft.methods import resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import load_backbone
 from seqpeft.tasks import objective_for
@@ -34,16 +35,23 @@ def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description
             model.backbone.save_pretrained(tmp / "adapter")
             point_adapter_at_base(tmp / "adapter", description)
             backbone_kind = "adapter"
-        elif any(p.requires_grad for p in model.backbone.parameters()):
+        elif any(p.requires_grad for name, p in model.backbone.named_parameters() if not _in_head(model, name)):
             model.backbone.save_pretrained(tmp / "backbone")
             backbone_kind = "backbone"
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        # under head: transformers the head is its modules by path, also inside the adapter or backbone
+        head = model.head_state() if hasattr(model, "head_state") else model.head.state_dict()
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.items()}, str(tmp / "head.safetensors"))
         if getattr(model, "crf", None) is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
         if getattr(model, "pooler", None) is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in model.pooler.state_dict().items()}, str(tmp / "pooler.safetensors"))
         tokenizer.save_pretrained(tmp / "tokenizer")
         write_json_atomic(tmp / "seqpeft.json", {**description, "weights": backbone_kind, "format": 1})
+
+
+def _in_head(model, name: str) -> bool:
+    """A parameter of the head inside a transformers-head backbone (saved in head.safetensors)."""
+    return any(name == head or name.startswith(head + ".") for head in getattr(model, "head_names", ()))
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -105,6 +113,8 @@ def resolve_base_model(artifacts_dir: Path, description: dict) -> Path:
 def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate)."""
     import torch
+
+    from seqpeft.assemble import method_context
     from safetensors.torch import load_file
 
     artifacts_dir = Path(artifacts_dir)
@@ -118,7 +128,9 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         base = artifacts_dir / "backbone"
     method, args = resolve_method(description["method"], description.get("method_spec") or {})
     extra = method.load_kwargs(args) if method.load_kwargs is not None else None
-    loaded = load_backbone(base, description.get("model_spec"), extra_kwargs=extra, tokenizer_dir=artifacts_dir / "tokenizer")
+    num_labels = int(description["num_labels"]) if uses_transformers_head(description.get("model_spec")) else None
+    loaded = load_backbone(base, description.get("model_spec"), num_labels=num_labels, extra_kwargs=extra,
+                           tokenizer_dir=artifacts_dir / "tokenizer")
     if description["weights"] == "adapter":
         from peft import PeftModel
 
@@ -127,7 +139,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
         else:
             loaded.backbone = PeftModel.from_pretrained(loaded.backbone, str(artifacts_dir / "adapter"))
     if description["weights"] == "trainable":
-        loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, 1, description.get("model", "")))
+        loaded.backbone = method.apply(loaded.backbone, args, method_context(loaded, 1, description.get("model", "")))
         trained = load_file(str(artifacts_dir / "trainable.safetensors"))
         unknown = set(trained) - {name for name, _ in loaded.backbone.named_parameters()}
         if unknown:
@@ -135,6 +147,12 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
                                     fix="load the run with the seqpeft version that trained it.")
         loaded.backbone.load_state_dict(trained, strict=False)
     head = load_file(str(artifacts_dir / "head.safetensors"))
+    if loaded.head_modules:  # head: transformers (seqpeft.hf_head)
+        model = make_classifier(loaded, description["num_labels"])
+        with torch.no_grad():
+            model.load_head_state(head)
+        model.eval()
+        return model, loaded, description
     loaded.pretrained_head = {}
     model = make_classifier(loaded, description["num_labels"], pooling=description["pooling"],
                             per_residue=description["per_residue"])

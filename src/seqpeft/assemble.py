@@ -12,6 +12,7 @@ import numpy as np
 
 from seqpeft.dsp import DspSettings
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.hf_head import HEAD_ATTRIBUTES, check_applicable, check_prefix_support, uses_transformers_head
 from seqpeft.methods import MethodContext, resolve_method
 from seqpeft.classifier import make_classifier
 from seqpeft.models import load_backbone
@@ -112,14 +113,29 @@ def build_model(job_model_dir: Path, model_spec: dict, method_name: str, method_
     """Backbone + method + head; returns (classifier, method, method_args, loaded)."""
     reuse_head = bool(model_spec.get("reuse_pretrained_head", False))
     method, args = resolve_method(method_name, method_spec)
+    transformers_head = uses_transformers_head(model_spec)
+    if transformers_head:
+        check_applicable(model_name, job_model_dir, model_spec, method_name, method_spec, method, per_residue)
     extra = method.load_kwargs(args) if method.load_kwargs is not None else None
-    loaded = load_backbone(job_model_dir, model_spec, num_labels=num_labels if reuse_head else None, extra_kwargs=extra)
-    loaded.backbone = method.apply(loaded.backbone, args, MethodContext(loaded.family, total_steps, model_name))
+    loaded = load_backbone(job_model_dir, model_spec, num_labels=num_labels if reuse_head or transformers_head else None,
+                           extra_kwargs=extra)
+    if transformers_head:
+        check_prefix_support(loaded.backbone, model_name, method_name, method_spec, method)
+    loaded.backbone = method.apply(loaded.backbone, args, method_context(loaded, total_steps, model_name))
     model = make_classifier(loaded, num_labels, pooling=model_spec.get("pooling"), per_residue=per_residue,
                             dropout=float(model_spec.get("head_dropout", 0.1)))
     if not with_defaults(method_spec, "methods", ENTRY)["train_head"]:  # the Galaxy tutorial's frozen random head (seqpeft.recipe)
         freeze_head(model)
     return model, method, args, loaded
+
+
+def method_context(loaded, total_steps: int, model_name: str) -> MethodContext:
+    """What a method needs beyond its arguments; under ``head: transformers`` peft wraps the
+    ``*ForSequenceClassification`` model as SEQ_CLS and saves its head modules with the adapter."""
+    if not loaded.head_modules:
+        return MethodContext(loaded.family, total_steps, model_name)
+    extra = tuple(name for name in loaded.head_modules if name not in HEAD_ATTRIBUTES)  # peft adds these itself
+    return MethodContext(loaded.family, total_steps, model_name, task_type="SEQ_CLS", modules_to_save=extra)
 
 
 def compile_model(model, ranks) -> None:

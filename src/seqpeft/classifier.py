@@ -72,6 +72,10 @@ def make_classifier(loaded, num_labels: int, pooling: str | None = None,
     """Wrap a ``seqpeft.models.LoadedBackbone`` into ``SequenceClassifier``, reusing a published head if one was found."""
     import torch
 
+    if loaded.head_modules:  # head: transformers (seqpeft.hf_head): the family's own pooling and head
+        from seqpeft.hf_head import make_transformers_classifier
+
+        return make_transformers_classifier(loaded)
     global _CLASSIFIER_CLASS
     if _CLASSIFIER_CLASS is None:
         _CLASSIFIER_CLASS = _build_classifier_class()
@@ -93,7 +97,8 @@ def make_classifier(loaded, num_labels: int, pooling: str | None = None,
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; peft's frozen base weights count in the total only."""
+    """(trainable, total) parameter counts; peft's frozen base weights count in the total only,
+    and the frozen originals of the modules peft trains a copy of (``modules_to_save``) not at all."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for name, p in model.named_parameters() if ".original_module." not in name)
     return trainable, total

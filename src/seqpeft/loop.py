@@ -32,6 +32,7 @@ from seqpeft.classifier import count_parameters
 from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.hf_head import head_description, head_mode
 from seqpeft.objectives import loss_module
 from seqpeft.predict import evaluate
 from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
@@ -350,7 +351,7 @@ def finish(run: Run, tuned: dict | None) -> dict:
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": run.cache.kind,
             "num_labels": run.num_labels, "label_names": run.cache.meta.get("label_names"), "pooling": run.core.pooling,
             "max_length": run.max_length, "per_residue": run.per_residue, "dsp": run.cache.meta.get("dsp"),
-            **run.kind.settings(job.task_spec),
+            **run.kind.settings(job.task_spec), **head_description(run.core, run.loaded, job.model_spec),
         }, trainable_only=run.method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
         write_json_atomic(out_dir / "metrics.json", metrics)
@@ -389,6 +390,7 @@ def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
         "remove_top_layers": int(with_defaults(job.model_spec, "models", ENTRY)["remove_top_layers"]),
         # the recipe as it reached the model: input length, head, adapter settings in effect
         "max_length": run.max_length, "train_head": bool(with_defaults(job.method_spec, "methods", ENTRY)["train_head"]),
+        "head": head_mode(job.model_spec),
         **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
         **run.kind.settings(job.task_spec),
         **({"hpo": tuned} if tuned is not None else {}),

@@ -21,6 +21,18 @@ class MethodContext:
     family: Any  # seqpeft.models.ModelFamily
     total_steps: int
     model_name: str = ""
+    # head: transformers (seqpeft.hf_head): SEQ_CLS, with the head modules the checkpoint lacks
+    # beyond peft's own (classifier, score) in modules_to_save
+    task_type: str = "FEATURE_EXTRACTION"
+    modules_to_save: tuple[str, ...] = ()
+
+    def peft_config(self, config_cls, options: dict):
+        """``config_cls(**options)`` with this context's task type (and head modules to save)."""
+        options = dict(options)
+        if self.modules_to_save and "modules_to_save" in getattr(config_cls, "__dataclass_fields__", {}):
+            options["modules_to_save"] = list(dict.fromkeys([*(options.get("modules_to_save") or []),
+                                                             *self.modules_to_save]))
+        return config_cls(task_type=self.task_type, **options)
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def _lora(backbone, args: dict, ctx: MethodContext):
         # with one the user chooses (target_parameters: [] keeps dropout on the modules only).
         options["target_parameters"] = list(ctx.family.lora_target_parameters)
         options["lora_dropout"] = args.get("lora_dropout", 0.0)
-    return _peft_wrap(backbone, LoraConfig(task_type="FEATURE_EXTRACTION", **options))
+    return _peft_wrap(backbone, ctx.peft_config(LoraConfig, options))
 
 
 def adalora_schedule(total_steps: int, args: dict) -> dict:
@@ -148,7 +160,7 @@ def _adalora(backbone, args: dict, ctx: MethodContext):
     options = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args}
     options.update(adalora_schedule(ctx.total_steps, args))
     options["target_modules"] = targets
-    return _peft_wrap(backbone, AdaLoraConfig(task_type="FEATURE_EXTRACTION", **options))
+    return _peft_wrap(backbone, ctx.peft_config(AdaLoraConfig, options))
 
 
 def _adalora_step(model, global_step: int) -> None:
@@ -240,7 +252,7 @@ def _prompt_learning(config_name: str, defaults: dict) -> Callable:
                 fix="remove prefix_tuning for this model from the experiments, or use prompt_tuning / p_tuning.",
             )
         options = {**defaults, **args}
-        return _peft_wrap(backbone, getattr(peft, config_name)(task_type="FEATURE_EXTRACTION", **options))
+        return _peft_wrap(backbone, ctx.peft_config(getattr(peft, config_name), options))
 
     return apply
 
@@ -251,8 +263,8 @@ def _ia3(backbone, args: dict, ctx: MethodContext):
     targets = _targets(args, ctx.family.ia3_targets)
     feedforward = _targets(args, ctx.family.ia3_feedforward, "feedforward_modules")
     _check_targets(backbone, targets, "ia3", ctx.model_name)
-    return _peft_wrap(backbone, IA3Config(task_type="FEATURE_EXTRACTION", **{**args, "target_modules": targets,
-                                                                               "feedforward_modules": feedforward}))
+    return _peft_wrap(backbone, ctx.peft_config(IA3Config, {**args, "target_modules": targets,
+                                                                "feedforward_modules": feedforward}))
 
 
 register(Method("full", "Full fine-tuning: every backbone weight and the head train.", _full, uses_peft=False))
@@ -313,7 +325,7 @@ def passthrough_method(config_class: str) -> Method:
             options["target_modules"] = _targets({}, ctx.family.lora_targets)
         if options.get("target_modules") is not None:
             _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
-        return _peft_wrap(backbone, config_cls(task_type="FEATURE_EXTRACTION", **options))
+        return _peft_wrap(backbone, ctx.peft_config(config_cls, options))
 
     return Method(config_class, f"peft pass-through: {config_class}", apply)
 

@@ -5,11 +5,14 @@ heads pool differently per family and break under prompt methods (a decoder give
 ``inputs_embeds`` pools the last *position*, which is a pad in a right-padded batch; an encoder's
 first token becomes a virtual token). ``SequenceClassifier`` pools from our own attention mask
 after dropping prepended virtual tokens, so every method x family gives the same logits for a
-sequence whether it is alone or in a padded batch.
+sequence whether it is alone or in a padded batch. ``head: transformers`` opts into the family's
+own class instead, for artifacts that peft's ``AutoPeftModelForSequenceClassification`` loads
+(``seqpeft.hf_head``, with what it refuses).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +226,10 @@ class LoadedBackbone:
     # from_pretrained's missing/unexpected/mismatched keys (seqpeft.hub.verify_weights checks them)
     loading_info: dict[str, Any] = field(default_factory=dict)
     quantization: dict | None = None  # QLoRA: which layers got 4-bit weights (seqpeft.qlora)
+    # head: transformers (seqpeft.hf_head): the class's head modules, and the from_pretrained
+    # arguments the one-line load needs beyond the base model's config.json
+    head_modules: tuple[str, ...] = ()
+    from_pretrained_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def load_tokenizer(model_dir: Path):
@@ -241,9 +248,14 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     A published DNABERT-2 directory loads into seqpeft's own implementation: its remote code
     never runs, whatever ``trust_remote_code`` says. ``extra_kwargs`` come from the method
     (QLoRA's quantization config); ``tokenizer_dir`` is for weights saved without their tokenizer
-    (a run's fully fine-tuned ``artifacts/backbone``).
+    (a run's fully fine-tuned ``artifacts/backbone``). With ``head: transformers`` in ``spec``
+    the model loads as its family's ``*ForSequenceClassification`` with ``num_labels`` outputs
+    (``seqpeft.hf_head``).
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    from seqpeft.hf_head import missing_head_modules, prepare_config, uses_transformers_head
+    from seqpeft.quiet import new_head_expected
 
     spec = spec or {}
     model_dir = Path(model_dir)
@@ -260,6 +272,12 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     else:
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
         model_class = AutoModel
+    transformers_head = uses_transformers_head(spec)
+    tokenizer, load_extra = None, {}
+    if transformers_head:  # seqpeft.hf_head.check_applicable refused the rest before
+        model_class = AutoModelForSequenceClassification
+        tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+        load_extra = prepare_config(config, int(num_labels or 2), tokenizer.pad_token_id)
     family = family_of(config.model_type)
     declared = spec.get("family") or (spec.get("build") or {}).get("family")
     if declared and declared != family.name:
@@ -271,22 +289,23 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
                                 fix="convert the weights to safetensors, or set allow_pickle: true for this model if you trust the files.")
     if not weights:
         weights = sorted(model_dir.glob("*.bin"))
-    kwargs = {"config": config, "use_safetensors": not spec.get("allow_pickle"), **dict(family.load_kwargs),
-              **(extra_kwargs or {})}
+    family_kwargs = {} if transformers_head else dict(family.load_kwargs)
+    kwargs = {"config": config, "use_safetensors": not spec.get("allow_pickle"), **family_kwargs, **(extra_kwargs or {})}
     if trust:
         kwargs["trust_remote_code"] = True
     if family.attn_implementation:
         kwargs["attn_implementation"] = family.attn_implementation
     quantization = _plan_quantization(kwargs, model_class, config, family, trust)
     try:
-        backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
+        with new_head_expected() if transformers_head else contextlib.nullcontext():
+            backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
         text = f"{type(error).__name__} {error}".lower()
         if "safetensor" in text or "header" in text or "deserializ" in text:
             raise SeqpeftInputError(model_dir, f"its weights could not be read ({error}).",
                                     fix="the safetensors file is corrupt or truncated: delete the directory and prepare it again.") from error
         raise
-    if model_class is not AutoModel and loading.get("missing_keys"):
+    if model_class not in (AutoModel, AutoModelForSequenceClassification) and loading.get("missing_keys"):
         # Our own implementation must receive every weight: a renamed key would silently stay random.
         raise SeqpeftInputError(model_dir, f"weights {sorted(loading['missing_keys'])[:5]} are missing from the checkpoint.",
                                 fix="the directory does not hold a DNABERT-2 checkpoint of this configuration.")
@@ -294,9 +313,13 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         from seqpeft.recipe import drop_top_layers
 
         drop_top_layers(backbone, int(spec["remove_top_layers"]), model_dir)
-    head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels else {}
-    return LoadedBackbone(backbone, family, int(config.hidden_size), load_tokenizer(tokenizer_dir or model_dir), head,
-                          dict(loading), quantization.as_dict() if quantization else None)
+    head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels and not transformers_head else {}
+    loaded = LoadedBackbone(backbone, family, int(config.hidden_size), tokenizer or load_tokenizer(tokenizer_dir or model_dir), head,
+                            dict(loading), quantization.as_dict() if quantization else None)
+    if transformers_head:
+        loaded.head_modules = missing_head_modules(backbone, loading)
+        loaded.from_pretrained_kwargs = load_extra
+    return loaded
 
 
 def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, trust: bool):
@@ -306,12 +329,14 @@ def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, t
     import sys
 
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from seqpeft import qlora
 
     with torch.device("meta"):
-        if model_class is AutoModel:
+        if model_class is AutoModelForSequenceClassification:
+            skeleton = model_class.from_config(config, trust_remote_code=trust)
+        elif model_class is AutoModel:
             skeleton = AutoModel.from_config(config, trust_remote_code=trust, **dict(family.load_kwargs))
         else:
             skeleton = model_class(config, **dict(family.load_kwargs))

@@ -11,12 +11,17 @@ Each filter names one message and why it is harmless here; every other warning s
   without its head on purpose, and seqpeft reads those very weights itself
   (``seqpeft.models.load_backbone``: ``pretrained_head``). A report that also lists MISSING or
   MISMATCH keys, or other unexpected keys, is shown whole.
+* under ``head: transformers`` (seqpeft.hf_head), a LOAD REPORT whose only entries are MISSING
+  keys of the ``*ForSequenceClassification`` class's head (``score.*``, ``classifier.*``, a
+  pooler the checkpoint lacks), while ``new_head_expected()`` is in effect: the head is new by
+  design, and seqpeft trains it or loads the run's own right after.
 * transformers' FutureWarning "`is_gradient_checkpointing` is deprecated", raised by peft's own
   call into transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -32,8 +37,24 @@ def _plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+_NEW_HEAD_EXPECTED = False
+
+
+@contextlib.contextmanager
+def new_head_expected():
+    """While loading a model as ``*ForSequenceClassification`` for seqpeft.hf_head: its head's
+    MISSING keys are no news."""
+    global _NEW_HEAD_EXPECTED
+    before, _NEW_HEAD_EXPECTED = _NEW_HEAD_EXPECTED, True
+    try:
+        yield
+    finally:
+        _NEW_HEAD_EXPECTED = before
+
+
 def harmless_load_report(message: str) -> bool:
-    """True for a LOAD REPORT whose every row is an UNEXPECTED key of a classification head."""
+    """True for a LOAD REPORT whose every row is an UNEXPECTED key of a classification head (or,
+    under ``new_head_expected()``, a MISSING one)."""
     text = _plain(message)
     if "LOAD REPORT" not in text:
         return False
@@ -44,7 +65,8 @@ def harmless_load_report(message: str) -> bool:
         if status:
             key = line.split("|")[0].strip() if "|" in line else line[:status.start()].strip()
             rows.append((key, status.group(1)))
-    return bool(rows) and all(status == "UNEXPECTED" and key.startswith(HEAD_PREFIXES) for key, status in rows)
+    allowed = ("UNEXPECTED", "MISSING") if _NEW_HEAD_EXPECTED else ("UNEXPECTED",)
+    return bool(rows) and all(status in allowed and key.startswith(HEAD_PREFIXES) for key, status in rows)
 
 
 class _DropKnown(logging.Filter):
