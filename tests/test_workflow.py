@@ -49,14 +49,15 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    # + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the byte-level llama
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 9
-    assert stats["tune_trials"] == 6 and stats["tune"] == 1  # lora_hpo's one study: 6 trials, one job each
-    assert stats["generate_demo_source"] == 2
+    # demo_tf: 8 methods x 2 models, + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the
+    # byte-level llama; demo_marks (multi-label): the same 11 methods on llama and the 2 DSP variants; demo_sp: 9
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 13 + 9
+    assert stats["tune_trials"] == 12 and stats["tune"] == 2  # lora_hpo's study per task: 6 trials, one job each
+    assert stats["generate_demo_source"] == 3
     assert stats["build_tokenizer"] == 3
     assert stats["prepare_model"] == 4
-    assert stats["tokenize"] == 3  # one cache per task x tokenizer, shared by the two char-level DNA models
-    assert stats["tokenize_dsp"] == 2  # one per task x model x DSP encoding
+    assert stats["tokenize"] == 4  # one cache per task x tokenizer, shared by the two char-level DNA models
+    assert stats["tokenize_dsp"] == 4  # one per task x model x DSP encoding
     assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
     # a --configfile replaces config/config.yaml instead of being merged into it
     assert "sources/gue" not in out and "download_source" not in out
@@ -181,7 +182,7 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     stats = job_stats(out)
-    assert stats["finetune"] == 4  # demo_tf x 3 DNA models + demo_sp x tiny_esm
+    assert stats["finetune"] == 5  # demo_tf x 3 DNA models + demo_marks x tiny_llama_dna + demo_sp x tiny_esm
     assert {"build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp", "generate_demo_source"}.isdisjoint(stats)
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora"}
@@ -201,7 +202,8 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
-    assert {method for _, _, method, _ in rerun} == {"lora_dsp_nt"} and job_stats(out)["tokenize_dsp"] == 1
+    # demo_tf's and demo_marks' nucleotide-encoded caches and runs
+    assert {method for _, _, method, _ in rerun} == {"lora_dsp_nt"} and job_stats(out)["tokenize_dsp"] == 2
 
 
 # Last, so that the background dry run of the full benchmark overlaps the tests above.

@@ -21,10 +21,9 @@ from typing import Any, Callable
 import numpy as np
 
 from seqpeft import progress
-from seqpeft.artifacts import save_artifacts, write_history
-from seqpeft.artifacts import base_model_reference
-from seqpeft.assemble import (CUDA_PEAK, apply_precision, build_model, check_dsp_cache, compile_model, count_truncated,
-                              cpu_peak_mb, reset_cpu_peak, resolve_device, resolve_precision)
+from seqpeft.artifacts import base_model_reference, save_artifacts, write_history
+from seqpeft.assemble import (apply_precision, build_model, check_dsp_cache, compile_model, count_truncated, reset_cpu_peak,
+                              resolve_device, resolve_precision)
 from seqpeft.atomic import write_json_atomic
 from seqpeft.batching import Split, length_bucketed_batches
 from seqpeft.step import step_with_oom_retry
@@ -32,11 +31,11 @@ from seqpeft.classifier import count_parameters
 from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.hf_head import head_description, head_mode
+from seqpeft.hf_head import head_description
 from seqpeft.objectives import loss_module
+from seqpeft.outcome import dev_best, run_metrics
 from seqpeft.predict import evaluate
-from seqpeft.recipe import adapter_settings, make_optimizer, make_scheduler, selection_score
-from seqpeft.schema import ENTRY, with_defaults
+from seqpeft.recipe import make_optimizer, make_scheduler, selection_score
 from seqpeft.tasks import TaskKind, task_kind
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -315,14 +314,10 @@ def evaluate_dev(run: Run) -> None:
         run.on_evaluate(len(state.history), dev)
 
 
-def _dev_best(run: Run) -> dict:
-    return {key: value for key, value in run.state.best.items() if key not in ("step", "epoch")}
-
-
 def dev_result(run: Run) -> dict:
     """A dev-only run's outcome (a tuning trial): best dev metrics and the history; nothing written."""
     best = run.state.best
-    return {"dev": _dev_best(run), "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
+    return {"dev": dev_best(run), "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
             "steps": run.state.step, "history": run.state.history, "training": asdict(run.training)}
 
 
@@ -358,45 +353,4 @@ def finish(run: Run, tuned: dict | None) -> dict:
         run.checkpointer.clear()
     run.say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
             f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
-    return metrics
-
-
-def run_metrics(run: Run, test: dict, tuned: dict | None) -> dict:
-    """``metrics.json``: test and best dev metrics, costs (parameters, memory, time) and settings."""
-    import torch
-
-    job, ranks, state, training, device = run.job, run.ranks, run.state, run.training, run.device
-    if device.type == "cuda":
-        peak_mb, memory_device, memory_measure = torch.cuda.max_memory_allocated(device) / 2**20, "cuda", CUDA_PEAK
-    else:  # the whole process's peak from model load on (interpreter and libraries included)
-        peak_mb, memory_device, memory_measure = cpu_peak_mb(), "cpu", run.memory_measure
-    peak_mb = max(ranks.gather(peak_mb))  # the largest process's: what one GPU (or process) must hold
-    best = state.best
-    metrics = {
-        "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
-        "task_kind": run.cache.kind, "test": test, "dev": _dev_best(run),
-        "trainable_params": run.trainable, "total_params": run.total,
-        "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device, "memory_measure": memory_measure,
-        "train_seconds": round(state.train_seconds, 3),
-        "train_samples_per_second": round(state.samples / max(state.train_seconds, 1e-9), 2),
-        "best_epoch": int(best.get("epoch", 0)), "best_step": int(best.get("step", 0)),
-        "epochs_run": math.ceil(state.step / run.steps_per_epoch), "steps": state.step, "seed": run.seed,
-        "truncated_sequences": run.truncated, "device": str(device),
-        "world_size": ranks.world_size, "distributed": ranks.mode, "precision": run.precision,
-        "micro_batch_size": state.micro_batch_size,
-        "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
-        "oom_events": state.oom_events,
-        "training": asdict(training), "method_args": run.method_args,
-        "remove_top_layers": int(with_defaults(job.model_spec, "models", ENTRY)["remove_top_layers"]),
-        # the recipe as it reached the model: input length, head, adapter settings in effect
-        "max_length": run.max_length, "train_head": bool(with_defaults(job.method_spec, "methods", ENTRY)["train_head"]),
-        "head": head_mode(job.model_spec),
-        **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
-        **run.kind.settings(job.task_spec),
-        **({"hpo": tuned} if tuned is not None else {}),
-        **({"quantization": run.loaded.quantization} if run.loaded.quantization else {}),
-    }
-    if job.dsp is not None:
-        metrics["dsp"] = {"encoding": job.dsp["encoding"], "domain": job.dsp["domain"],
-                          "template_tokens": run.cache.meta["dsp"]["template_tokens"]}
     return metrics
