@@ -36,6 +36,13 @@ def test_demo_writes_tables_and_figures_and_learns(demo_run):
         assert dna[(model, "full")] >= 0.5, dna
     # the tuned LoRA (a deterministic study of 6 full-length trials) does at least as well as the hand-set one
     assert dna[("tiny_llama_dna", "lora_hpo")] >= dna[("tiny_llama_dna", "lora")], dna
+    # the multi-label task: every method the DNA task runs, and every label learnt by LoRA and full fine-tuning
+    marks = summary[summary.task == "demo_marks"].set_index(["model", "method"])
+    assert set(marks.index.get_level_values("method")) == set(summary[summary.task == "demo_tf"].method)
+    for method in ("lora", "full"):
+        per_label = marks.loc[("tiny_llama_dna", method), ["test_mcc_label0", "test_mcc_label1", "test_mcc_label2"]]
+        assert (per_label >= 0.5).all(), per_label
+    assert marks["test_auroc"].notna().all() and (marks["task_kind"] == "multi_label_classification").all()
     frozen = summary[summary.method == "frozen"]
     assert (frozen.trainable_params < frozen.total_params / 50).all()
     signalp = pd.read_csv(results / "signalp_table.csv")
@@ -77,8 +84,8 @@ def test_demo_compares_its_runs_with_the_published_table(demo_run):
     results = demo_run.results
     table = pd.read_csv(results / "reproduction.csv", keep_default_na=False)
     summary = pd.read_csv(results / "summary.csv", dtype={"partition": str})
-    run = summary[(summary.model == "tiny_llama_dna") & (summary.method == "lora")].iloc[0]
-    lora = table[(table.model == "tiny_llama_dna") & (table.method == "lora")].iloc[0]
+    run = summary[(summary.task == "demo_tf") & (summary.model == "tiny_llama_dna") & (summary.method == "lora")].iloc[0]
+    lora = table[(table.task == "demo_tf") & (table.model == "tiny_llama_dna") & (table.method == "lora")].iloc[0]
     assert float(lora.reproduced_mean) == pytest.approx(run.test_mcc) and int(lora.reproduced_n) == 1
     assert str(lora.within) == str(abs(run.test_mcc - 0.95) <= 0.05)
     assert "tiny_opt_dna" not in set(table.model)  # a model the demo does not run
