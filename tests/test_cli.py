@@ -51,6 +51,17 @@ def test_closed_pipe_ends_without_traceback():
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 1 and not result.stderr, result
 
 
+def test_list_kinds_names_every_registered_kind_and_its_partitions():
+    from seqpeft.tasks import TASK_KINDS
+
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "list", "kinds"], cwd=REPO, env=ENV,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(TASK_KINDS)
+    assert "sequence,labels" in lines[1] and "t{T}v{V}" in lines[2]
+
+
 def test_evaluate_reproduces_the_run_and_prints_no_third_party_noise(dna_run):
     run_dir, test_csv, metrics = dna_run
     result = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", test_csv)
