@@ -79,7 +79,7 @@ def _check_splits(splits: dict) -> None:
     for index, name in enumerate(label_names(train.labels.shape[1])):
         present = int(train.labels[:, index].sum())
         if present in (0, len(train)):
-            raise SeqpeftInputError(train.path, f"{name} (flag {index + 1} of each row) is {present and 1 or 0} in every "
+            raise SeqpeftInputError(train.path, f"{name} (flag {index + 1} of each row) is {int(present > 0)} in every "
                                     "training row, so nothing can be learnt about it.",
                                     fix="drop that flag from every file, or add training rows with and without it.")
 
