@@ -15,7 +15,6 @@ Partitions are replicate seeds.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from seqpeft.errors import SeqpeftInputError
 from seqpeft.objectives import Objective
 from seqpeft.predict import predict_sequences
 from seqpeft.tasks.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
+from seqpeft.tasks.sequence_classification import write_sequence_predictions
 from seqpeft.tokenize import tokenize_csv_splits
 
 KIND = "multi_label_classification"
@@ -164,21 +164,10 @@ def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
 
 def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     """One row per record: id, the predicted flags (``1;0;1``) and one probability per label."""
-    from seqpeft.atomic import write_text_atomic
-    from seqpeft.sequences import read_sequences
-
-    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
-    logits = predictor.logits(predictor.split_for(sequences, np.zeros((len(sequences), predictor.num_labels)),
-                                                  source=input_path))
-    probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    names = predictor.label_names or label_names(probabilities.shape[1])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
-    for record_id, row in zip(ids, probabilities):
-        writer.writerow([record_id, ";".join("1" if p > 0.5 else "0" for p in row)] + [f"{p:.6f}" for p in row])
-    write_text_atomic(Path(output_path), buffer.getvalue())
-    return len(ids)
+    return write_sequence_predictions(
+        predictor, input_path, output_path, lambda n: np.zeros((n, predictor.num_labels)),
+        lambda logits: 1.0 / (1.0 + np.exp(-logits.astype(np.float64))),
+        lambda row, names: ";".join("1" if p > 0.5 else "0" for p in row), label_names)
 
 
 # ---- demo data ----

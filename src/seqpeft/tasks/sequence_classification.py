@@ -76,24 +76,37 @@ def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     return predictor.evaluate(split)
 
 
-def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
-    """One row per input record: id, predicted label and one probability column per label."""
-    import torch
-
+def write_sequence_predictions(predictor, input_path: Path, output_path: Path, placeholder_labels, probabilities,
+                               prediction, default_names) -> int:
+    """The CSV every whole-sequence kind's ``seqpeft predict`` writes: ``id``, ``prediction`` (from
+    a row of probabilities) and one ``prob_<name>`` per output. ``probabilities`` maps logits."""
     from seqpeft.atomic import write_text_atomic
     from seqpeft.sequences import read_sequences
 
     ids, sequences = read_sequences(Path(input_path), alphabet="dna")
-    logits = predictor.logits(predictor.split_for(sequences, None, source=input_path))
-    probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-    names = predictor.label_names or [str(i) for i in range(probabilities.shape[1])]
+    split = predictor.split_for(sequences, placeholder_labels(len(sequences)), source=input_path)
+    rows = probabilities(predictor.logits(split))
+    names = predictor.label_names or default_names(rows.shape[1])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
-    for record_id, row in zip(ids, probabilities):
-        writer.writerow([record_id, names[int(row.argmax())]] + [f"{p:.6f}" for p in row])
+    for record_id, row in zip(ids, rows):
+        writer.writerow([record_id, prediction(row, names)] + [f"{p:.6f}" for p in row])
     write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    import torch
+
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+
+def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
+    """One row per input record: id, predicted label and one probability column per label."""
+    return write_sequence_predictions(predictor, input_path, output_path, lambda n: None, _softmax,
+                                      lambda row, names: names[int(row.argmax())],
+                                      lambda count: [str(i) for i in range(count)])
 
 
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
