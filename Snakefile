@@ -15,9 +15,9 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-from seqpeft.config import check_config, config_error_message
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.pins import merge_pins_file, pins_outputs, resolved_pins_inputs, unpinned_entries
+from seqpeft.preflight.check import check_config, config_error_message
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.config.pins import merge_pins_file, pins_outputs, resolved_pins_inputs, unpinned_entries
 
 
 # config/config.yaml is the default; a --configfile replaces it instead of being merged into it,

@@ -120,9 +120,9 @@ def _quantize_linears(model) -> None:
 
 
 def seqpeft_model(case: Case, steps: int, dtype):
-    from seqpeft.methods import MethodContext, resolve_method
-    from seqpeft.classifier import make_classifier
-    from seqpeft.models import FAMILIES, LoadedBackbone
+    from seqpeft.methods.registry import MethodContext, resolve_method
+    from seqpeft.models.classifier import make_classifier
+    from seqpeft.models.families import FAMILIES, LoadedBackbone
 
     family = FAMILIES[case.family]
     backbone = build_backbone(case, dtype)
@@ -137,9 +137,9 @@ def seqpeft_model(case: Case, steps: int, dtype):
 def run_seqpeft(case: Case, steps: int) -> dict:
     import torch
 
-    from seqpeft.tokenize import TokenizedSplit
-    from seqpeft.batching import Split, length_bucketed_batches
-    from seqpeft.step import training_step
+    from seqpeft.data.tokenize import TokenizedSplit
+    from seqpeft.core.batching import Split, length_bucketed_batches
+    from seqpeft.training.step import training_step
 
     model, method = seqpeft_model(case, steps, torch.bfloat16)
     n = steps * case.batch_size

@@ -1,6 +1,6 @@
 """Padding waste: the fraction of processed token positions that are padding.
 
-seqpeft batches with ``seqpeft.batching.length_bucketed_batches`` and pads each batch only to its
+seqpeft batches with ``seqpeft.core.batching.length_bucketed_batches`` and pads each batch only to its
 own longest sequence (``collate``); the seed recipe pads every sequence of the data set to the
 longest one (``padding="longest"`` over the whole split). Counted over one training epoch of the
 real training sets, with the tokenizers the jobs use (Mistral-DNA BPE for GUE, the ESM vocabulary
@@ -22,7 +22,7 @@ from _common import CHECKPOINT, GUE_PROM_CORE_ALL, GUE_TF0, SIGNALP, print_table
 
 def padding_fractions(lengths: np.ndarray, batch_size: int, bucket_size: int, max_length: int, seed: int = 0) -> tuple[float, float]:
     """(seqpeft, seed recipe) padding fractions of one epoch over sequences of these token lengths."""
-    from seqpeft.batching import length_bucketed_batches
+    from seqpeft.core.batching import length_bucketed_batches
 
     lengths = np.minimum(lengths, max_length)
     real = int(lengths.sum())
@@ -34,7 +34,7 @@ def padding_fractions(lengths: np.ndarray, batch_size: int, bucket_size: int, ma
 
 def task_lengths(name: str, work: Path) -> np.ndarray:
     """Token lengths of the training split of a task, through seqpeft's tokenized cache."""
-    from seqpeft.tokenize import build_tokenizer, load_cache
+    from seqpeft.data.tokenize import build_tokenizer, load_cache
     from seqpeft.tasks import tokenize_task
     from seqpeft.tasks import fold_indices
 

@@ -9,7 +9,7 @@ the model's kernels cost:
   sequence (whole-dataset ``padding="longest"``), ``torch.optim.AdamW`` with the for-each kernel
   (the seeds' ``optim="adamw_torch"``);
 - ``seqpeft_shape``: seqpeft's length-bucketed batches padded to their own longest sequence,
-  fused AdamW (what ``seqpeft.loop`` uses);
+  fused AdamW (what ``seqpeft.training.loop`` uses);
 - ``seqpeft_shape_compiled`` (``--compile``): the same with ``Module.compile(dynamic=True)``,
   compile time excluded (warm-up steps).
 
@@ -46,9 +46,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from seqpeft.tokenize import load_cache
+    from seqpeft.data.tokenize import load_cache
     from seqpeft.tasks import tokenize_task
-    from seqpeft.batching import collate, length_bucketed_batches
+    from seqpeft.core.batching import collate, length_bucketed_batches
     from seqpeft.tasks import task_splits
 
     torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ re-initialised head, Hugging Face ``Trainer`` with the seeds' own ``TrainingArgu
 checkpoint per evaluation with ``load_best_model_at_end``, as in the published run's
 ``trainer_state.json``), evaluation every epoch.
 
-seqpeft: ``seqpeft.launch.run_finetune`` on the same checkpoint (re-initialised head) and the same
+seqpeft: ``seqpeft.training.launch.run_finetune`` on the same checkpoint (re-initialised head) and the same
 training subset from the tokenized cache: length-bucketed batches, dynamic padding,
 inference-mode evaluation.
 
@@ -118,8 +118,8 @@ def seqpeft_path(data: Path, cache: Path, training: dict, threads: int, out_dir:
     """seqpeft's own training path, ``run_finetune``, on the cached tokenized subset."""
     import time
 
-    from seqpeft.launch import run_finetune
-    from seqpeft.settings import FinetuneJob
+    from seqpeft.training.launch import run_finetune
+    from seqpeft.config.settings import FinetuneJob
 
     job = FinetuneJob(task="tf_0", model="mistral_dna", method="full", partition="0", task_spec={},
                       model_spec={"max_length": 512}, method_spec={}, training=training, cache_path=cache,

@@ -1,6 +1,6 @@
 """Tokenize-once cache: time to tokenize a task from its files vs to load it from the cache.
 
-Tokenizing is what ``seqpeft.tokenize.tokenize_task`` does once per task x tokenizer (read and
+Tokenizing is what ``seqpeft.data.tokenize.tokenize_task`` does once per task x tokenizer (read and
 validate the CSVs, batch-encode with the fast tokenizer, write the .npz); every fine-tuning job of
 that task then only calls ``load_cache``. Both are timed end to end, alternating, medians of the
 repeats; the load includes building the per-split arrays a job uses.
@@ -28,7 +28,7 @@ def main() -> None:
         args.repeats = 1
     require(CHECKPOINT, GUE_TF0)
 
-    from seqpeft.tokenize import load_cache
+    from seqpeft.data.tokenize import load_cache
     from seqpeft.tasks import tokenize_task
 
     with tempfile.TemporaryDirectory(prefix="seqpeft-cache-") as work:

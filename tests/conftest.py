@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Build (once per session) a tiny model directory of a family, with its tokenizer."""
-    from seqpeft.prepare import prepare_model
-    from seqpeft.tokenize import build_tokenizer
+    from seqpeft.models.prepare import prepare_model
+    from seqpeft.data.tokenize import build_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_models")
     built: dict[tuple, Path] = {}

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from seqpeft.models import FAMILIES
-from seqpeft.schema import defaults
-from seqpeft.settings import FinetuneJob, TrainingConfig
+from seqpeft.models.families import FAMILIES
+from seqpeft.config.schema import defaults
+from seqpeft.config.settings import FinetuneJob, TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BAD_INPUTS = Path(__file__).resolve().parent / "data" / "bad_inputs"
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "seed": 0}
-# Layer widths that every bitsandbytes 4-bit kernel takes (seqpeft.qlora.kernels_accept): QLoRA
+# Layer widths that every bitsandbytes 4-bit kernel takes (seqpeft.methods.qlora.kernels_accept): QLoRA
 # tests use them so that every Linear layer is quantized; TINY's widths leave most unquantized.
 QLORA_TINY = {"hidden_size": 64, "intermediate_size": 128}
 # the tokenizer a tiny model of each registered family is built with: ESM's own, else the nucleotide one
@@ -40,7 +40,7 @@ def shared_path(relative: str) -> Path:
 
 def training_settings(overrides: dict | None = None) -> dict:
     """The one way tests make a job's ``training`` settings: every default of the config schema's
-    ``training`` section (``seqpeft.schema``, their only home), then ``overrides``."""
+    ``training`` section (``seqpeft.config.schema``, their only home), then ``overrides``."""
     overrides = dict(overrides or {})
     unknown = set(overrides) - {f.name for f in fields(TrainingConfig)}
     assert not unknown, f"unknown training settings {unknown}"
@@ -146,7 +146,7 @@ BAD_CASES: dict[str, tuple[str, int | None, str | None]] = {
 def motif_task(root: Path, model_dir: Path, **source) -> Path:
     """A small planted-motif DNA task under ``root/data``, tokenized for ``model_dir`` into
     ``root/cache.npz``; ``source`` overrides the generator's settings (seed, split sizes, ...)."""
-    from seqpeft.demo_data import generate_source
+    from seqpeft.tasks.demo_data import generate_source
     from seqpeft.tasks import tokenize_task
 
     generate_source({"synthetic": "dna", "seed": 3, "n_train": 400, "n_dev": 64, "n_test": 64, "length": 40,
@@ -169,7 +169,7 @@ def assert_reloaded_run_predicts_its_test_accuracy(run_dir: Path, test_csv: Path
 
     import numpy as np
 
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     predict_file(load_predictor(run_dir / "artifacts"), test_csv, tmp / "pred.csv")
     with open(tmp / "pred.csv") as handle:
@@ -181,8 +181,8 @@ def assert_reloaded_run_predicts_its_test_accuracy(run_dir: Path, test_csv: Path
 
 _JOB_RUNNER = """
 import json, sys
-from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
+from seqpeft.training.launch import run_finetune
+from seqpeft.config.settings import FinetuneJob
 run_finetune(FinetuneJob.from_dict(json.loads(sys.argv[1])))
 """
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
-from seqpeft.assemble import build_model
+from seqpeft.training.assemble import build_model
 
 TOTAL_STEPS = 40
 SPEC = {"init_r": 6, "target_r": 2, "tinit": 4, "tfinal": 10, "deltaT": 2}
@@ -82,7 +82,7 @@ def test_adalora_rs_with_probability_zero_is_plain_adalora(adalora_run, tiny_mod
 
 
 def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
-    from seqpeft.launch import run_finetune
+    from seqpeft.training.launch import run_finetune
 
     model_dir = tiny_model_dir("llama")
     motif_task(tmp_path, model_dir)

@@ -1,4 +1,4 @@
-"""Tests for seqpeft.aggregate on hand-written run directories."""
+"""Tests for seqpeft.results.aggregate on hand-written run directories."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqpeft.aggregate import SUMMARY_COLUMNS, load_run_metrics, write_summary
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.results.aggregate import SUMMARY_COLUMNS, load_run_metrics, write_summary
+from seqpeft.util.errors import SeqpeftInputError
 
 
 def make_metrics(task="promoter", model="nt-50m", method="lora", partition="0", mcc=0.7, **extra):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqpeft.config import check_config
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.preflight.check import check_config
+from seqpeft.util.errors import SeqpeftInputError
 from helpers import BAD_CASES, BAD_INPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_impossible_configs_are_refused_before_any_job(changes, fragment):
 def test_trust_remote_code_without_pinned_revision_is_refused_before_download(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from seqpeft.prepare import prepare_model
+    from seqpeft.models.prepare import prepare_model
 
     downloads = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kwargs: downloads.append(kwargs))
@@ -105,7 +105,7 @@ def test_trust_remote_code_without_pinned_revision_is_refused_before_download(tm
 def test_corrupt_safetensors_names_the_model_directory(tiny_model_dir, tmp_path):
     import shutil
 
-    from seqpeft.models import load_backbone
+    from seqpeft.models.families import load_backbone
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir("llama"), broken)
@@ -117,7 +117,7 @@ def test_corrupt_safetensors_names_the_model_directory(tiny_model_dir, tmp_path)
 
 
 def test_missing_model_directory_is_named(tmp_path):
-    from seqpeft.models import load_backbone
+    from seqpeft.models.families import load_backbone
 
     with pytest.raises(SeqpeftInputError, match="no config.json"):
         load_backbone(tmp_path / "nowhere")

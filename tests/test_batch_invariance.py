@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers import QLORA_TINY
-from seqpeft.assemble import build_model
-from seqpeft.methods import METHOD_NAMES
-from seqpeft.models import FAMILIES as FAMILY_REGISTRY
+from seqpeft.training.assemble import build_model
+from seqpeft.methods.registry import METHOD_NAMES
+from seqpeft.models.families import FAMILIES as FAMILY_REGISTRY
 
 # every family seqpeft can build a tiny model of, from the registry
 FAMILIES = sorted(name for name, family in FAMILY_REGISTRY.items() if family.build_config is not None)
@@ -67,7 +67,7 @@ def test_qlora_logits_alone_equal_logits_in_padded_batch(tiny_model_dir, family,
     is checked with fp32 compute on the same 4-bit weights. The packed fused kernel computes in bf16
     whatever the compute dtype (bitsandbytes 0.50), so there the bound is bf16's: a masking or
     pooling error moves logits by far more."""
-    from seqpeft import qlora
+    from seqpeft.methods import qlora
 
     spec = {"pooling": pooling} if pooling else {}
     model, _, _, loaded = build_model(tiny_model_dir(family, **QLORA_TINY), spec, "qlora", {"compute_dtype": "float32"}, 3,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import finetune_job, motif_task
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
@@ -59,7 +59,8 @@ def test_list_kinds_names_every_registered_kind_and_its_partitions():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(TASK_KINDS)
-    assert "sequence,labels" in lines[1] and "t{T}v{V}" in lines[2]
+    by_kind = {line.split()[0]: line for line in lines}
+    assert "sequence,labels" in by_kind["multi_label_classification"] and "t{T}v{V}" in by_kind["signal_peptide"]
 
 
 def test_evaluate_reproduces_the_run_and_prints_no_third_party_noise(dna_run):
@@ -100,7 +101,7 @@ def test_path_errors_give_command_line_advice(dna_run, tmp_path):
 
 
 def test_evaluate_signal_peptide_artifacts_reproduce_the_run(tmp_path, tiny_model_dir):
-    from seqpeft.demo_data import generate_source
+    from seqpeft.tasks.demo_data import generate_source
     from seqpeft.tasks import tokenize_task
 
     generate_source({"synthetic": "signalp", "seed": 2, "n_per_partition": 40}, tmp_path / "data")
@@ -129,7 +130,7 @@ def test_evaluate_signal_peptide_artifacts_reproduce_the_run(tmp_path, tiny_mode
 
 
 def test_only_a_head_only_load_report_is_silenced():
-    from seqpeft.quiet import harmless_load_report
+    from seqpeft.util.quiet import harmless_load_report
 
     head = ("\x1b[1mMixtralModel LOAD REPORT\x1b[0m from: m\nKey          | Status     |  | \n"
             "-------------+------------+--+-\nscore.weight | \x1b[33mUNEXPECTED\x1b[0m |  | \n\nNotes:\n"
@@ -139,8 +140,8 @@ def test_only_a_head_only_load_report_is_silenced():
     missing = head.replace("Notes:", "layers.0.mlp.weight | MISSING |  | \n\nNotes:")
     assert not harmless_load_report(missing)
     assert not harmless_load_report("some other warning")
-    # a new head's MISSING keys only while a transformers-head model loads (seqpeft.hf_head)
-    from seqpeft.quiet import new_head_expected
+    # a new head's MISSING keys only while a transformers-head model loads (seqpeft.models.hf_head)
+    from seqpeft.util.quiet import new_head_expected
 
     new_head = head.replace("UNEXPECTED", "MISSING")
     assert not harmless_load_report(new_head)
@@ -193,7 +194,7 @@ def test_artifacts_are_relocatable(tmp_path, tiny_model_dir):
                                           str(copied / "adapter")).eval()
     finally:
         os.chdir(previous)
-    from seqpeft.artifacts import load_trained
+    from seqpeft.training.artifacts import load_trained
 
     ours = load_trained(copied)[0]
     ids = torch.randint(4, 8, (2, 12))

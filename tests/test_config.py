@@ -1,4 +1,4 @@
-"""Tests for seqpeft.config (cross-reference checks), seqpeft.jobs (matrix expansion) and seqpeft.paths."""
+"""Tests for seqpeft.preflight.check (cross-reference checks), seqpeft.config.jobs (matrix expansion) and seqpeft.config.paths."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqpeft import config as sc
-from seqpeft import jobs, paths
-from seqpeft.config import check_config
-from seqpeft.jobs import Run, expand_runs
-from seqpeft.paths import model_dir, source_dir, tokenizer_of
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.preflight import check as sc
+from seqpeft.config import jobs, paths
+from seqpeft.preflight.check import check_config
+from seqpeft.config.jobs import Run, expand_runs
+from seqpeft.config.paths import model_dir, source_dir, tokenizer_of
+from seqpeft.util.errors import SeqpeftInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ def test_peft_pass_through_accepts_any_name():
 
 
 def test_hub_model_without_revision_is_unpinned_not_invalid():
-    from seqpeft.pins import unpinned_entries
+    from seqpeft.config.pins import unpinned_entries
 
     config = base_config()
     del config["models"]["mistral_dna"]["revision"]
@@ -183,7 +183,7 @@ def test_sources_need_a_kind():
     assert problem(config).startswith("sources.gue: needs 'url'")
     config = base_config()
     del config["sources"]["gue"]["sha256"]
-    check_config(config)  # unpinned (seqpeft.pins lists it), not invalid
+    check_config(config)  # unpinned (seqpeft.config.pins lists it), not invalid
     config = base_config()
     config = base_config()
     config["sources"]["demo_dna"]["local"] = "/data/demo"
@@ -335,10 +335,10 @@ def test_config_error_message_from_schema_errors():
 
 
 def test_module_is_light():
-    """The workflow imports seqpeft.config at parse time in every job: no torch, no peft."""
+    """The workflow imports seqpeft.preflight.check at parse time in every job: no torch, no peft."""
     import subprocess
 
-    code = "import sys, seqpeft.config; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    code = "import sys, seqpeft.preflight.check; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqpeft.data import (
+from seqpeft.data.readers import (
     KINGDOMS,
     RESIDUE_LABELS,
     SIGNALP_PARTITIONS,
@@ -17,10 +17,10 @@ from seqpeft.data import (
     check_label_sets,
     read_labeled_csv,
 )
-from seqpeft.sequences import read_fasta, read_sequences
-from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta, signalp_split
+from seqpeft.data.sequences import read_fasta, read_sequences
+from seqpeft.data.signalp import read_signalp_fasta, signalp_split
 from helpers import BAD_CASES, BAD_INPUTS, shared_path
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.util.errors import SeqpeftInputError
 
 
 

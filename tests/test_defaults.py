@@ -1,4 +1,4 @@
-"""Config defaults have one home, the workflow's JSON schema (seqpeft.schema): the settings classes
+"""Config defaults have one home, the workflow's JSON schema (seqpeft.config.schema): the settings classes
 have none, and no library code spells a schema default again."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from helpers import finetune_job, training_settings
-from seqpeft import schema
-from seqpeft.dsp import DspSettings
-from seqpeft.schema import ENTRY, defaults, with_defaults
-from seqpeft.settings import TrainingConfig
+from seqpeft.config import schema
+from seqpeft.methods.dsp import DspSettings
+from seqpeft.config.schema import ENTRY, defaults, with_defaults
+from seqpeft.config.settings import TrainingConfig
 from seqpeft.tasks.signal_peptide.regions import SignalPeptideSettings
-from seqpeft.tune_settings import HpoSettings, PrunerSettings, StudySettings
+from seqpeft.config.tune_settings import HpoSettings, PrunerSettings, StudySettings
 
 SRC = Path(schema.__file__).resolve().parent
 DEMO = SRC.parents[1] / "config" / "demo.yaml"
@@ -170,4 +170,4 @@ def test_no_library_code_spells_a_schema_default_again():
                 continue
             if is_literal and _same(value, schema_defaults.get(key, [])):
                 found.append(f"{path.name}:{node.lineno} .get({key!r}, {value!r})")
-    assert found == [], "defaults repeated outside the schema (read them with seqpeft.schema):\n" + "\n".join(found)
+    assert found == [], "defaults repeated outside the schema (read them with seqpeft.config.schema):\n" + "\n".join(found)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from seqpeft.data import check_label_sets, read_labeled_csv
-from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta, signalp_split
-from seqpeft.demo_data import SIGNALP_PAIRS, generate_source, write_dna_task, write_signalp_fasta
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.data.readers import check_label_sets, read_labeled_csv
+from seqpeft.data.signalp import read_signalp_fasta, signalp_split
+from seqpeft.tasks.demo_data import SIGNALP_PAIRS, generate_source, write_dna_task, write_signalp_fasta
+from seqpeft.util.errors import SeqpeftInputError
 
 MOTIF = "TATAAAAGGC"
 SMALL = {"n_train": 200, "n_dev": 41, "n_test": 40}

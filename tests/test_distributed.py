@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from helpers import finetune_job, interrupt_job_after_checkpoint, motif_task
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.training.launch import run_finetune
+from seqpeft.config.settings import FinetuneJob
 
 # 196 = 13 x 15 + 1: every batch splits unevenly (8/7 rows) and the last batch of an epoch leaves
 # rank 1 without a row; dev (51) and test (49) do not split evenly either.
@@ -61,7 +61,7 @@ def _assert_same_training(run_dir, reference_dir) -> None:
 
 
 def test_two_processes_train_like_one(task, tmp_path, capfd):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     lora = {"lora_dropout": 0.0}
     run_finetune(_job(task, "lora", tmp_path / "one", method_spec=lora))
@@ -102,7 +102,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_with_adalora(task, tmp
 
 
 def test_fsdp_full_fine_tuning_trains_like_one_process(task, tmp_path):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     run_finetune(_job(task, "full", tmp_path / "one", epochs=1))
     metrics = run_finetune(_job(task, "full", tmp_path / "two", processes=2, distributed="fsdp", epochs=1))

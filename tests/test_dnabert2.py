@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from helpers import finetune_job, motif_task as build_motif_task
-from seqpeft.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.classifier import make_classifier
-from seqpeft.models import FAMILIES, load_backbone
-from seqpeft.assemble import build_model
-from seqpeft.launch import run_finetune
+from seqpeft.models.dnabert2 import MODEL_TYPE, Dnabert2Model, alibi_bias, alibi_slopes
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.models.classifier import make_classifier
+from seqpeft.models.families import FAMILIES, load_backbone
+from seqpeft.training.assemble import build_model
+from seqpeft.training.launch import run_finetune
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS = 32, 64, 2, 4  # conftest.TINY
 REMOTE_AUTO_MAP = {
@@ -163,8 +163,8 @@ def test_published_masked_lm_checkpoint_loads_offline_without_remote_code(tiny, 
 
 def test_published_bin_checkpoint_is_converted_to_safetensors_without_allow_pickle(tiny, tmp_path):
     """DNABERT-2's pinned commit ships only pytorch_model.bin (with the MLM decoder tied to the word
-    embeddings): prepare_model's conversion (seqpeft.hub) makes it load without allow_pickle."""
-    from seqpeft.hub import convert_pickled_weights, verify_weights
+    embeddings): prepare_model's conversion (seqpeft.models.hub) makes it load without allow_pickle."""
+    from seqpeft.models.hub import convert_pickled_weights, verify_weights
 
     model_dir, model = tiny
     state = {f"bert.{k}": v.clone() for k, v in model.state_dict().items()}
@@ -209,7 +209,7 @@ def published_classifier(tiny, tmp_path_factory):
 
 
 def test_published_classifier_head_evaluates_as_trained(tiny, published_classifier):
-    from seqpeft.evaluate import load_predictor
+    from seqpeft.training.evaluate import load_predictor
 
     model_dir, model = tiny
     published, head = published_classifier
@@ -228,7 +228,7 @@ def test_published_classifier_head_evaluates_as_trained(tiny, published_classifi
 
 
 def test_run_reusing_the_published_head_saves_and_reloads_its_pooler(published_classifier, motif_task, tmp_path):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     published, head = published_classifier
     job = finetune_job(motif_task / "cache.npz", published, tmp_path / "run", model="dnabert2", method="frozen",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from seqpeft.download import download, fetch_source, git_blob_of, sha256_of, unpack
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.data.download import download, fetch_source, git_blob_of, sha256_of, unpack
+from seqpeft.util.errors import SeqpeftInputError
 
 TRAIN_CSV = b"sequence,label\nACGT,1\nTTTT,0\n"
 DEV_CSV = b"sequence,label\nACGA,1\n"
@@ -376,7 +376,7 @@ def test_bad_specs_are_named(tmp_path):
 
 
 def test_placeholder_checksum_is_refused_before_any_download(tmp_path):
-    from seqpeft.download import fetch_source
+    from seqpeft.data.download import fetch_source
 
     spec = {"url": "http://127.0.0.1:9/GUE.zip", "sha256": "0" * 64, "archive": "zip"}
     with pytest.raises(SeqpeftInputError, match="placeholder"):

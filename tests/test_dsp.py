@@ -15,18 +15,18 @@ import pytest
 import torch
 import yaml
 
-from seqpeft import config as sc
-from seqpeft import jobs
-from seqpeft.demo_data import generate_source
-from seqpeft.dsp import DEFAULT_TEMPLATE, DspEncoder, DspSettings, split_template, template_problem
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import TokenizedSplit, build_tokenizer, load_cache
+from seqpeft.preflight import check as sc
+from seqpeft.config import jobs
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.methods.dsp import DEFAULT_TEMPLATE, DspEncoder, DspSettings, split_template, template_problem
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.data.tokenize import TokenizedSplit, build_tokenizer, load_cache
 from seqpeft.tasks import tokenize_dsp_task, tokenize_task
-from seqpeft.assemble import build_model
-from seqpeft.batching import Split, collate
-from seqpeft.launch import run_finetune
-from seqpeft.predict import predict_split
-from seqpeft.settings import FinetuneJob
+from seqpeft.training.assemble import build_model
+from seqpeft.core.batching import Split, collate
+from seqpeft.training.launch import run_finetune
+from seqpeft.training.predict import predict_split
+from seqpeft.config.settings import FinetuneJob
 
 from helpers import TINY, finetune_job, shared_path
 
@@ -39,7 +39,7 @@ PREFIX, SUFFIX = f"Domain: {DOMAIN}\nSequence: ", "\nAnnotation:"
 @pytest.fixture(scope="module")
 def bytes_model(tmp_path_factory):
     """A tiny Llama whose byte-level BPE tokenizer merges A/C/G/T runs into 4-mers."""
-    from seqpeft.prepare import prepare_model
+    from seqpeft.models.prepare import prepare_model
 
     root = tmp_path_factory.mktemp("bytes_model")
     build_tokenizer({"kind": "bytes", "dna_merges": True}, root / "tokenizer")
@@ -255,7 +255,7 @@ def test_dsp_settings_reach_only_dsp_jobs():
 
 
 def test_dsp_key_never_reaches_the_method():
-    from seqpeft.methods import resolve_method
+    from seqpeft.methods.registry import resolve_method
 
     method, args = resolve_method("lora_dsp", {"method": "lora", "r": 4, "dsp": {"encoding": "bbpe"}})
     assert method.name == "lora" and args == {"r": 4}
@@ -296,7 +296,7 @@ def test_dsp_cache_has_the_plain_layout_and_the_settings(dsp_task, tokenizer):
 
 
 def test_dsp_run_learns_and_reloads_with_the_same_template(dsp_task, bytes_model, tmp_path):
-    from seqpeft.evaluate import evaluate_file, load_predictor
+    from seqpeft.training.evaluate import evaluate_file, load_predictor
 
     root, dsp = dsp_task
     spec = {"method": "lora", "r": 8, "lora_alpha": 16, "dsp": dsp}

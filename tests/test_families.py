@@ -7,9 +7,9 @@ import torch
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig, GPT2Config
 
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.models import FAMILIES
-from seqpeft.assemble import build_model
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.models.families import FAMILIES
+from seqpeft.training.assemble import build_model
 
 
 def test_mixtral_lora_adapts_the_fused_expert_weights(tiny_model_dir):

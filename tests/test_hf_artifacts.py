@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from helpers import assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.launch import run_finetune
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.training.launch import run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
@@ -40,7 +40,7 @@ def seqpeft_predict(artifacts: Path, tmp: Path) -> np.ndarray:
                              "--input", str(source), "--output", str(tmp / "pred.csv")],
                             cwd=tmp, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "LOAD REPORT" not in result.stderr, result.stderr  # the class's new head is no news (seqpeft.quiet)
+    assert "LOAD REPORT" not in result.stderr, result.stderr  # the class's new head is no news (seqpeft.util.quiet)
     with open(tmp / "pred.csv") as handle:
         rows = list(csv.DictReader(handle))
     return np.array([[float(row[key]) for key in row if key.startswith("prob_")] for row in rows])
@@ -197,8 +197,8 @@ def test_what_the_transformers_head_cannot_train_is_refused(tmp_path, tiny_model
 
 
 def test_signal_peptide_task_is_refused(tmp_path, tiny_model_dir):
-    from seqpeft.hf_head import check_applicable
-    from seqpeft.methods import resolve_method
+    from seqpeft.models.hf_head import check_applicable
+    from seqpeft.methods.registry import resolve_method
 
     method, _ = resolve_method("lora", {})
     with pytest.raises(SeqpeftInputError, match="models.esm_sp.head: transformers classifies whole sequences"):

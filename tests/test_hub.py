@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from hub_server import FakeHub, HubServer, hub_env, published_llama
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.util.errors import SeqpeftInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_bin_checkpoint_becomes_safetensors_and_loads_whole(published, tmp_path)
     import torch
     from safetensors.torch import load_file
 
-    from seqpeft.hub import convert_pickled_weights, verify_weights
+    from seqpeft.models.hub import convert_pickled_weights, verify_weights
 
     model_dir = write_files(tmp_path / "m", published)
     original = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
@@ -61,8 +61,8 @@ def test_bin_checkpoint_becomes_safetensors_and_loads_whole(published, tmp_path)
 def test_sharded_bin_checkpoint_and_its_index_are_converted(published, tmp_path):
     import torch
 
-    from seqpeft.hub import convert_pickled_weights, verify_weights
-    from seqpeft.models import load_backbone
+    from seqpeft.models.hub import convert_pickled_weights, verify_weights
+    from seqpeft.models.families import load_backbone
 
     state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
     keys = sorted(state)
@@ -95,7 +95,7 @@ class _Payload:
 def test_pickle_carrying_code_is_refused_and_never_runs(published, tmp_path):
     import torch
 
-    from seqpeft.hub import convert_pickled_weights
+    from seqpeft.models.hub import convert_pickled_weights
 
     marker = tmp_path / "PWNED"
     model_dir = write_files(tmp_path / "m", {k: v for k, v in published.items() if k != "pytorch_model.bin"})
@@ -113,7 +113,7 @@ def test_pickle_carrying_code_is_refused_and_never_runs(published, tmp_path):
 
 
 def test_directory_without_weights_fails_clearly(published, tmp_path):
-    from seqpeft.hub import verify_weights
+    from seqpeft.models.hub import verify_weights
 
     model_dir = write_files(tmp_path / "m", {k: v for k, v in published.items() if k != "pytorch_model.bin"})
     with pytest.raises(SeqpeftInputError, match=r"has no loadable weights .*files: README.md, config.json"):
@@ -125,17 +125,17 @@ def test_missing_tensor_is_named(published, tmp_path, monkeypatch, device):
     import torch
     from safetensors.torch import save_file
 
-    from seqpeft.hub import verify_weights
+    from seqpeft.models.hub import verify_weights
 
     model_dir = write_files(tmp_path / "m", {k: v for k, v in published.items() if k != "pytorch_model.bin"})
     state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
     del state["model.layers.1.mlp.down_proj.weight"]
     save_file({k: v.contiguous() for k, v in state.items()}, str(model_dir / "model.safetensors"))
     if device == "meta":  # as for a checkpoint over 2 GiB: names and shapes only, no memory
-        import seqpeft.hub
-        from seqpeft.hub import convert_pickled_weights
+        import seqpeft.models.hub
+        from seqpeft.models.hub import convert_pickled_weights
 
-        monkeypatch.setattr(seqpeft.hub, "META_BYTES", 0)
+        monkeypatch.setattr(seqpeft.models.hub, "META_BYTES", 0)
         whole = write_files(tmp_path / "whole", published)
         convert_pickled_weights(whole)
         verify_weights(whole, {"family": "llama"})  # the whole checkpoint passes on the meta device too
@@ -148,7 +148,7 @@ def test_missing_tensor_is_named(published, tmp_path, monkeypatch, device):
 
 def dna_archive(tmp_path: Path) -> bytes:
     """A tar.gz of a small planted-motif DNA task (train/dev/test.csv under one top-level folder)."""
-    from seqpeft.demo_data import generate_source
+    from seqpeft.tasks.demo_data import generate_source
 
     generate_source({"synthetic": "dna", "seed": 3, "n_train": 96, "n_dev": 24, "n_test": 24, "length": 30,
                      "motif_copies": 2}, tmp_path / "gen")
@@ -271,8 +271,8 @@ def test_prepare_model_checks_what_the_hub_serves(published, tmp_path):
         "none": hub.publish("acme/none", no_bin),
     }
     script = (
-        "import sys\nfrom pathlib import Path\nfrom seqpeft.errors import SeqpeftInputError\n"
-        "from seqpeft.prepare import prepare_model\n"
+        "import sys\nfrom pathlib import Path\nfrom seqpeft.util.errors import SeqpeftInputError\n"
+        "from seqpeft.models.prepare import prepare_model\n"
         f"for name, commit in {commits!r}.items():\n"
         "    try:\n"
         f"        prepare_model(name, {{'hub': f'acme/{{name}}', 'revision': commit}}, Path({str(tmp_path)!r}) / name)\n"

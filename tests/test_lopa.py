@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
-from seqpeft.assemble import build_model
-from seqpeft.launch import run_finetune
+from seqpeft.training.assemble import build_model
+from seqpeft.training.launch import run_finetune
 
 
 def test_lopa_prompt_depends_on_the_input_and_has_the_low_rank_gate(tiny_model_dir):

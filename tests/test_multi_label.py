@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from helpers import TINY, finetune_job
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.tasks import TASK_KINDS, task_kind, tokenize_task
 from seqpeft.tasks.multi_label import DEMO_MOTIFS, read_multilabel_csv, score, write_multilabel_dna_task
-from seqpeft.tokenize import load_cache
+from seqpeft.data.tokenize import load_cache
 
 KIND = "multi_label_classification"
 
@@ -94,7 +94,7 @@ def test_score_per_label_and_macro_means():
 
 @pytest.fixture(scope="module")
 def marks(tmp_path_factory, tiny_model_dir):
-    from seqpeft.prepare import prepare_model
+    from seqpeft.models.prepare import prepare_model
 
     root = tmp_path_factory.mktemp("marks")
     write_multilabel_dna_task(root / "data", seed=7, n_train=800, n_dev=200, n_test=300)
@@ -108,8 +108,8 @@ def marks(tmp_path_factory, tiny_model_dir):
 def test_lora_and_full_learn_every_label_and_predict_reproduces_the_run(marks, tmp_path, method, method_spec):
     """The demo's settings (config/demo.yaml): MCC >= 0.5 on every label; `seqpeft evaluate` on the
     artifacts gives the run's test metrics and `seqpeft predict` one probability per label."""
-    from seqpeft.evaluate import evaluate_file, load_predictor, predict_file
-    from seqpeft.launch import run_finetune
+    from seqpeft.training.evaluate import evaluate_file, load_predictor, predict_file
+    from seqpeft.training.launch import run_finetune
 
     root, spec = marks
     cache = load_cache(root / "cache.npz")

@@ -7,11 +7,11 @@ import pytest
 from helpers import finetune_job
 import torch
 
-import seqpeft.loop as loop
-from seqpeft.demo_data import generate_source
-from seqpeft.errors import SeqpeftInputError
+import seqpeft.training.loop as loop
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.tasks import tokenize_task
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 4e-3}
 

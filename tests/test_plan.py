@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from seqpeft.schema import default
-from seqpeft.jobs import expand_runs
+from seqpeft.config.schema import default
+from seqpeft.config.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seqpeft import progress
+from seqpeft.util import progress
 
 
 def test_bars_are_silent_when_not_a_terminal(monkeypatch, capsys):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from helpers import QLORA_TINY, TINY, assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
-from seqpeft.assemble import build_model
-from seqpeft.launch import run_finetune
+from seqpeft.training.assemble import build_model
+from seqpeft.training.launch import run_finetune
 
 
 def _linear4bit(model) -> dict:
@@ -39,7 +39,7 @@ def test_qlora_backbone_is_4bit_nf4_with_lora_on_top(tiny_model_dir):
 def test_layers_the_4bit_kernels_cannot_take_stay_unquantized_and_are_named(tiny_model_dir, bnb_cpu_path, capfd):
     """Widths 32 and 64: only down_proj (64 -> 32) fits the kernels. On an AVX512-BF16 CPU the others
     crashed in bitsandbytes' weight repacking at the first evaluation."""
-    from seqpeft import qlora
+    from seqpeft.methods import qlora
 
     model, _, _, loaded = build_model(tiny_model_dir("llama", **TINY), {}, "qlora", {"r": 4}, 2, False,
                                       total_steps=10, model_name="llama")
@@ -95,7 +95,7 @@ def _probabilities(path) -> np.ndarray:
 def test_qlora_trains_reloads_and_predicts_alike_on_both_cpu_paths(tiny_model_dir, tmp_path, bnb_cpu_path, monkeypatch):
     from bitsandbytes.nn import modules as bnb_modules
 
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     model_dir = tiny_model_dir("llama", **QLORA_TINY)
     motif_task(tmp_path, model_dir)
@@ -120,7 +120,7 @@ def test_qlora_trains_reloads_and_predicts_alike_on_both_cpu_paths(tiny_model_di
 def test_qlora_without_working_bitsandbytes_fails_at_once(tiny_model_dir, monkeypatch):
     import sys
 
-    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.util.errors import SeqpeftInputError
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine without it
     with pytest.raises(SeqpeftInputError, match="qlora needs bitsandbytes"):

@@ -41,7 +41,7 @@ def _slice_csv(source, destination, rows, seed):
 @pytest.mark.slow
 def test_lora_on_real_backbone_beats_frozen_baseline(tmp_path):
     from seqpeft.tasks import tokenize_task
-    from seqpeft.launch import run_finetune
+    from seqpeft.training.launch import run_finetune
 
     model_dir = shared_path(MODEL)
     data = tmp_path / "prom_core_all"

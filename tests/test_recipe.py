@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import TINY, finetune_job, motif_task
-from seqpeft.demo_data import generate_source
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.methods import MethodContext, resolve_method
-from seqpeft.models import FAMILIES, load_backbone
-from seqpeft.recipe import last_layers, make_optimizer, make_scheduler
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods.registry import MethodContext, resolve_method
+from seqpeft.models.families import FAMILIES, load_backbone
+from seqpeft.config.recipe import last_layers, make_optimizer, make_scheduler
 from seqpeft.tasks import tokenize_task
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 PEFT_SP_LORA = {"method": "lora", "r": 8, "lora_alpha": 8, "lora_dropout": 0.1,
                 "target_modules": ["query", "key", "value", "attention.output.dense"]}
@@ -85,7 +85,7 @@ def test_peft_sp_recipe_trains_head_and_crf_under_lora(tmp_path, tiny_model_dir)
     assert metrics["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5}
     crf = load_file(str(tmp_path / "run" / "artifacts" / "crf.safetensors"))
     assert any(float(value.abs().sum()) > 0 for value in crf.values())  # the CRF starts at zeros: it trained
-    from seqpeft.evaluate import load_predictor
+    from seqpeft.training.evaluate import load_predictor
 
     predictor = load_predictor(tmp_path / "run" / "artifacts")
     layers = [n for n, _ in predictor.model.backbone.named_modules() if n.endswith(("encoder.layer.0", "encoder.layer.1"))]
@@ -126,7 +126,7 @@ def test_select_on_loss_restores_the_lowest_dev_loss_and_stops_on_it(tmp_path, t
 
 
 def test_train_head_false_leaves_the_head_at_its_random_initialisation(tmp_path, tiny_model_dir):
-    from seqpeft.assemble import build_model
+    from seqpeft.training.assemble import build_model
 
     model_dir = tiny_model_dir("llama")
     torch.manual_seed(0)  # the job's seed (training.seed 0 + partition 0), as train() seeds before building
@@ -146,8 +146,8 @@ def test_train_head_false_leaves_the_head_at_its_random_initialisation(tmp_path,
 
 
 def test_selection_score_is_what_runs_and_tuning_trials_maximise():
-    from seqpeft.recipe import selection_score
-    from seqpeft.tune import selection_value
+    from seqpeft.config.recipe import selection_score
+    from seqpeft.training.tune import selection_value
 
     dev = {"mcc": 0.5, "loss": 0.3}
     assert selection_score(dev, "mcc") == selection_value(dev) == 0.5

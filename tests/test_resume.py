@@ -9,10 +9,10 @@ import signal
 import pytest
 
 from helpers import finetune_job, interrupt_job_after_checkpoint, run_job_in_subprocess
-from seqpeft.demo_data import generate_source
+from seqpeft.tasks.demo_data import generate_source
 from seqpeft.tasks import tokenize_task
-from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob
+from seqpeft.training.launch import run_finetune
+from seqpeft.config.settings import FinetuneJob
 
 TRAINING = {"epochs": 4, "batch_size": 16, "learning_rate": 4e-3, "patience": 10, "evals_per_epoch": 3}
 
@@ -43,7 +43,7 @@ def _interrupt(spec, run_dir, sig):
 
 @pytest.mark.parametrize(("method", "sig", "head"), [("lora", signal.SIGTERM, "seqpeft"), ("adalora", signal.SIGKILL, "seqpeft"),
                                                      ("adalora_rs", signal.SIGTERM, "seqpeft"),
-                                                     # the family's own head (seqpeft.hf_head): a SEQ_CLS peft model
+                                                     # the family's own head (seqpeft.models.hf_head): a SEQ_CLS peft model
                                                      ("adalora", signal.SIGTERM, "transformers")],
                          ids=["lora-sigterm", "adalora-sigkill", "adalora_rs-sigterm", "adalora-transformers-head-sigterm"])
 def test_killed_run_resumes_to_identical_metrics(task, tmp_path, method, sig, head):

@@ -73,7 +73,7 @@ TINY_RUNS = {
 }
 TOKENIZERS = {"nucleotide": {"kind": "nucleotide"}, "esm": {"kind": "esm"}, "bytes_dna": {"kind": "bytes", "dna_merges": True}}
 TOKENIZER_OF = {"llama": "bytes_dna", "opt": "bytes_dna", "mixtral": "nucleotide", "esm": "esm", "dnabert2": "nucleotide"}
-# bitsandbytes' 4-bit kernels take these widths (seqpeft.qlora.kernels_accept)
+# bitsandbytes' 4-bit kernels take these widths (seqpeft.methods.qlora.kernels_accept)
 BUILD_OF = {"mixtral": {**TINY, **QLORA_TINY, "num_local_experts": 2, "num_experts_per_tok": 1},
             "llama": {**TINY, **QLORA_TINY}, "opt": TINY, "esm": {**TINY, "hidden_size": 64, "intermediate_size": 128},
             "dnabert2": TINY}
@@ -84,7 +84,7 @@ N_TRAIN = {"galaxy_mistral_dna": 48, "lingo": 660, "peft_sp": 40}
 def tiny_overlay(name: str, tmp_path: Path) -> Path:
     """The seed config with hub models replaced by tiny config-built ones of the same family (every
     other model key kept), local tiny data in place of the downloads, CPU, one matrix block per run."""
-    from seqpeft.demo_data import generate_source
+    from seqpeft.tasks.demo_data import generate_source
 
     config = yaml.safe_load((SEEDS / f"{name}.yaml").read_text())
     config["results"] = str(tmp_path / "results")
@@ -122,7 +122,7 @@ def tiny_overlay(name: str, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
 def test_each_seed_recipe_reaches_its_fine_tuning_job(name, tmp_path):
-    from seqpeft.jobs import finetune_method_params, run_max_length, training_for
+    from seqpeft.config.jobs import finetune_method_params, run_max_length, training_for
 
     overlay = tiny_overlay(name, tmp_path)
     config = yaml.safe_load(overlay.read_text())

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from helpers import finetune_job, shared_path
-from seqpeft.data import SP_TYPES
+from seqpeft.data.readers import SP_TYPES
 from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS
 from seqpeft.tasks import tokenize_task
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 FOLDS = ("t0v1", "t0v2", "t1v0", "t1v2", "t2v0", "t2v1")
 PER_CELL = 3  # records per partition x kingdom x type: every cell present in the file is represented
@@ -68,7 +68,7 @@ def test_every_fold_writes_the_kingdom_by_type_table(cv_runs):
 
 
 def test_aggregated_table_and_figures(cv_runs, tmp_path):
-    from seqpeft.tasks.signal_peptide.report import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
+    from seqpeft.results.signal_peptide import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
 
     root, _, _ = cv_runs
     table = write_signalp_table([root / "runs" / f / "metrics.json" for f in FOLDS], tmp_path / "signalp_table.csv")
@@ -85,7 +85,7 @@ def test_aggregated_table_and_figures(cv_runs, tmp_path):
 
 
 def test_predict_round_trips_on_a_fasta(cv_runs, tmp_path):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     root, count, _ = cv_runs
     fasta = tmp_path / "proteins.fasta"

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from helpers import TINY, finetune_job
-from seqpeft.data import SP_TYPES
-from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
-from seqpeft.demo_data import generate_source
-from seqpeft.methods import MethodContext, resolve_method
-from seqpeft.classifier import make_classifier
-from seqpeft.models import FAMILIES, load_backbone
+from seqpeft.data.readers import SP_TYPES
+from seqpeft.data.signalp import read_signalp_fasta
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.methods.registry import MethodContext, resolve_method
+from seqpeft.models.classifier import make_classifier
+from seqpeft.models.families import FAMILIES, load_backbone
 from seqpeft.tasks import tokenize_task
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 HIDDEN, LAYERS = TINY["hidden_size"], TINY["num_hidden_layers"]
 
@@ -105,7 +105,7 @@ def sp_task(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("method", ["adapter", "deep_prompt", "prompt_tuning", "frozen"])
 def test_sp_runs_train_the_crf_and_reload_for_predict(sp_task, tiny_model_dir, tmp_path, method):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", task="sp", model="tiny_esm",
                        method=method, partition="t0v1", kind="signal_peptide", model_spec={"max_length": 96},

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers import shared_path
-from seqpeft.data import SP_TYPES
-from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.data.readers import SP_TYPES
+from seqpeft.data.signalp import read_signalp_fasta
+from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.tasks.signal_peptide.region_labels import (
     NUM_REGION_STATES, REGION_STATES, STATE, allowed_moves, bitmap_admits_a_path, hydrophobic_centre, region_bitmap,
     twin_arginine,

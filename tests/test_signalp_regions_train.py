@@ -7,14 +7,14 @@ import csv
 import numpy as np
 import pytest
 
-from seqpeft.data import SP_TYPES
-from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
-from seqpeft.demo_data import generate_source
+from seqpeft.data.readers import SP_TYPES
+from seqpeft.data.signalp import read_signalp_fasta
+from seqpeft.tasks.demo_data import generate_source
 from seqpeft.tasks.signal_peptide.region_labels import NUM_REGION_STATES
 from seqpeft.tasks.signal_peptide.regions import RegionCRF
 from seqpeft.tasks import tokenize_task
 from helpers import finetune_job
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def sp_task(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("method", ["frozen", "lora"])
 def test_region_runs_train_reload_and_predict(sp_task, tiny_model_dir, tmp_path, method):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": "regions", "region_regularization_alpha": 0.5}}
     job = finetune_job(sp_task / "cache.npz", tiny_model_dir("esm"), tmp_path / "run", method=method, partition="t0v1",
@@ -70,7 +70,7 @@ README_LABELS = [
 def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, tiny_model_dir, tmp_path, labels):
     import json
 
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
     from seqpeft.tasks.signal_peptide.kind import PEFT_SP_COLUMNS
 
     task_spec = {"kind": "signal_peptide", "signal_peptide": {"labels": labels}}
@@ -102,9 +102,9 @@ def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, t
 
 
 def test_a_cache_without_residue_sequences_names_the_fix(sp_task):
-    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.util.errors import SeqpeftInputError
     from seqpeft.tasks.signal_peptide.regions import _bitmaps
-    from seqpeft.tokenize import load_cache
+    from seqpeft.data.tokenize import load_cache
     from seqpeft.tasks import task_splits
 
     split = task_splits(load_cache(sp_task / "cache.npz"), "t0v1")["train"]

@@ -77,8 +77,8 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 def test_the_graph_sees_function_local_imports():
     graph = import_graph()
     # artifacts.load_trained imports torch inside the function, but its seqpeft imports count wherever they are
-    assert "seqpeft.settings" in graph["seqpeft.loop"]
-    assert graph["seqpeft.errors"] == set()
+    assert "seqpeft.config.settings" in graph["seqpeft.training.loop"]
+    assert graph["seqpeft.util.errors"] == set()
 
 
 def test_no_import_cycle_among_seqpeft_modules():

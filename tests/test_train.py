@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from helpers import dev_losses, finetune_job, motif_task
-from seqpeft.demo_data import generate_source
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.tokenize import load_cache
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.data.tokenize import load_cache
 from seqpeft.tasks import tokenize_task
-from seqpeft.batching import length_bucketed_batches
+from seqpeft.core.batching import length_bucketed_batches
 from seqpeft.tasks import fold_indices
-from seqpeft.launch import run_finetune
+from seqpeft.training.launch import run_finetune
 
 TRAINING = {"epochs": 3, "batch_size": 32, "learning_rate": 4e-3, "patience": 3}
 
@@ -33,7 +33,7 @@ def _job(root, method, out, method_spec=None, training=None, model_dir=None, mod
 
 
 def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_model_dir, tmp_path):
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     model_dir = tiny_model_dir("llama")
     metrics = run_finetune(_job(dna_task, "lora", tmp_path / "run", model_dir=model_dir))
@@ -63,7 +63,7 @@ def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_mode
 def test_cpu_peak_memory_is_the_runs_own(dna_task, tiny_model_dir, tmp_path):
     """peak_memory_mb on CPU is the process's peak from the run's model load on: a larger peak the
     process had before the run does not leak into it, and it is an absolute peak, not a difference."""
-    from seqpeft.assemble import CPU_PEAK_SINCE_RESET, cpu_peak_mb
+    from seqpeft.training.assemble import CPU_PEAK_SINCE_RESET, cpu_peak_mb
 
     ballast = np.ones(400 * 2**20 // 8)  # a 400 MB peak before the run
     ballast[::512] = 2.0
@@ -155,7 +155,7 @@ def test_signal_peptide_cache_aligns_residue_labels(tmp_path, tiny_model_dir):
 def test_precision_bf16_runs_forward_in_bf16_and_auto_is_fp32_on_cpu(dna_task, tiny_model_dir, tmp_path):
     import torch
 
-    from seqpeft.assemble import apply_precision, resolve_precision
+    from seqpeft.training.assemble import apply_precision, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision(torch, "auto", cpu) == "fp32"

@@ -1,4 +1,4 @@
-"""Hyper-parameter search (seqpeft.tune): a deterministic study of real trials on a tiny model,
+"""Hyper-parameter search (seqpeft.training.tune): a deterministic study of real trials on a tiny model,
 rounds and their order, pruning against earlier rounds, a killed trial, tuned fine-tuning runs,
 search spaces, config errors and the workflow's rules."""
 
@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import yaml
 
-from seqpeft.config import check_config
-from seqpeft.demo_data import generate_source
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.methods import METHOD_NAMES
+from seqpeft.preflight.check import check_config
+from seqpeft.tasks.demo_data import generate_source
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods.registry import METHOD_NAMES
 from seqpeft.tasks import tokenize_task
 from helpers import finetune_job
-from seqpeft.atomic import write_json_atomic
-from seqpeft.launch import run_finetune
-from seqpeft.settings import FinetuneJob, read_best_params
-from seqpeft.tune import run_trial, write_best_params
-from seqpeft.schema import defaults
-from seqpeft.tune_settings import METHOD_SPACES, HpoSettings
+from seqpeft.util.atomic import write_json_atomic
+from seqpeft.training.launch import run_finetune
+from seqpeft.config.settings import FinetuneJob, read_best_params
+from seqpeft.training.tune import run_trial, write_best_params
+from seqpeft.config.schema import defaults
+from seqpeft.config.tune_settings import METHOD_SPACES, HpoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -191,10 +191,10 @@ def test_a_trial_needs_the_earlier_rounds_of_its_own_study(ordered, task, tiny_m
 TRIAL = """
 import json, sys
 from pathlib import Path
-from seqpeft.atomic import write_json_atomic
-from seqpeft.settings import FinetuneJob
-from seqpeft.tune import run_trial
-from seqpeft.tune_settings import StudySettings
+from seqpeft.util.atomic import write_json_atomic
+from seqpeft.config.settings import FinetuneJob
+from seqpeft.training.tune import run_trial
+from seqpeft.config.tune_settings import StudySettings
 args = json.loads(sys.argv[1])
 job = FinetuneJob(**{**args["job"], "cache_path": Path(args["job"]["cache_path"]), "model_dir": Path(args["job"]["model_dir"]),
                      "out_dir": Path(args["job"]["out_dir"])})
@@ -254,7 +254,7 @@ def test_the_seed_search_is_a_named_space():
 
 
 def test_a_method_tunes_in_its_family_space_or_the_one_it_names():
-    from seqpeft.tune_settings import study_settings
+    from seqpeft.config.tune_settings import study_settings
 
     config = base_config()
     config["methods"]["prompt_hpo"] = {"method": "prompt_tuning", "training": {"hpo": True}}

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import OFFLINE, finish, job_stats, run, snakemake_cmd, start
-from seqpeft.jobs import expand_runs
+from seqpeft.config.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
@@ -232,27 +232,3 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     assert stats["mcc_over_time_figure"] == len(tasks)
     assert stats["aggregate"] == 1
     assert not any(results.iterdir()), "a dry run must not write results"
-
-
-def test_the_resource_evaluate_declaration_still_fits_snakemake():
-    """common.smk declares Resource.evaluate's parameters once (a measured 1.5 s CPU of the
-    5,000-job dry run). That is only right while Snakemake's class and helpers keep this shape:
-    when a Snakemake release changes them, this test fails and the declaration must be revisited."""
-    import inspect
-
-    import snakemake
-    from snakemake.common import get_function_params, overwrite_function_params
-    from snakemake.resources import Resource
-
-    assert snakemake.__version__.split(".")[0] == "9", "common.smk applies the declaration to Snakemake 9 only"
-    parameters = inspect.signature(Resource.evaluate).parameters
-    assert [(p.name, p.kind) for p in parameters.values()] == [
-        ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), ("args", inspect.Parameter.VAR_POSITIONAL),
-        ("kwargs", inspect.Parameter.VAR_KEYWORD)]
-
-    def probe(wildcards, attempt):
-        return attempt
-
-    overwrite_function_params(probe, inspect.signature(Resource.evaluate).parameters)
-    assert get_function_params(probe) is not inspect.signature(probe).parameters
-    assert list(get_function_params(probe)) == ["self", "args", "kwargs"]

@@ -7,12 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.util.errors import SeqpeftInputError
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from seqpeft.evaluate import evaluate_file, load_predictor
-    from seqpeft.atomic import write_json_atomic
+    from seqpeft.training.evaluate import evaluate_file, load_predictor
+    from seqpeft.util.atomic import write_json_atomic
 
     model, adapter = _model_args(args)
     data = _input_file(args.data, "--data")
@@ -44,7 +44,7 @@ def _print_signalp_table(table: dict) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from seqpeft.evaluate import load_predictor, predict_file
+    from seqpeft.training.evaluate import load_predictor, predict_file
 
     model, adapter = _model_args(args)
     source = _input_file(args.input, "--input")
@@ -95,7 +95,7 @@ def _model_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seqpeft.sequences import validate_file
+    from seqpeft.data.sequences import validate_file
 
     for path in args.files:
         count = validate_file(Path(path), args.alphabet)
@@ -105,7 +105,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     if args.what == "methods":
-        from seqpeft.methods import METHODS
+        from seqpeft.methods.registry import METHODS
 
         for name, method in METHODS.items():
             print(f"{name:<15} {method.description}")
@@ -114,9 +114,9 @@ def _list(args: argparse.Namespace) -> int:
               "wraps each sequence in the task's dsp_template (sequence classification)")
         return 0
     if args.what == "kinds":
-        from seqpeft.tasks import TASK_KINDS
+        from seqpeft.tasks import task_kinds
 
-        for name, kind in TASK_KINDS.items():
+        for name, kind in task_kinds().items():
             print(f"{name:<28} {kind.summary}; partitions: {kind.partitions.meaning}")
         return 0
     config = _load_config(args.config)
@@ -131,7 +131,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _view_report(args: argparse.Namespace) -> int:
-    from seqpeft.report_view import view_figures
+    from seqpeft.results.report_view import view_figures
 
     views = view_figures(Path(args.report), Path(args.screenshots) if args.screenshots else None, args.chromium)
     for view in views:
@@ -147,7 +147,7 @@ def _view_report(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
-    from seqpeft.pins import pin_config
+    from seqpeft.config.pins import pin_config
 
     path, new = pin_config(Path(args.configfile), used_only=not args.all)
     count = len(new["models"]) + len(new["sources"])
@@ -156,7 +156,7 @@ def _pin(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from seqpeft.plan import print_plan
+    from seqpeft.preflight.plan import print_plan
 
     print_plan(Path(args.configfile), Path(args.profile) if args.profile else None)
     return 0
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from seqpeft.quiet import quiet_third_party
+    from seqpeft.util.quiet import quiet_third_party
 
     quiet_third_party()
     try:

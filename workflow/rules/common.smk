@@ -2,8 +2,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-from seqpeft.config import finetune_threads, size_resources, world_size_of
-from seqpeft.jobs import (
+from seqpeft.preflight.check import finetune_threads, size_resources, world_size_of
+from seqpeft.config.jobs import (
     canonical,
     download_sources,
     dsp_cache_name,
@@ -17,7 +17,7 @@ from seqpeft.jobs import (
     task_params,
     tune_trials_spec,
 )
-from seqpeft.paths import (
+from seqpeft.config.paths import (
     RUN_PATTERN,
     TUNING_PATTERN,
     model_dir,
@@ -29,9 +29,9 @@ from seqpeft.paths import (
     tuning_dir,
     wildcard_pattern,
 )
-from seqpeft.tasks import TASK_KINDS
-from seqpeft.tune_settings import study_settings
-from seqpeft.dsp import ENCODINGS
+from seqpeft.core.registry import task_kind
+from seqpeft.config.tune_settings import study_settings
+from seqpeft.methods.dsp import ENCODINGS
 
 R = results_dir(config)
 RUNS = expand_runs(config)
@@ -39,7 +39,7 @@ RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
-TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.paths)
+TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.config.paths)
 # Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
 PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
 
@@ -155,7 +155,7 @@ def _trial_files(wildcards, trials):
 
 def tune_trial_input(wildcards):
     """tune_trials: what training needs, and the results of every trial of the earlier rounds
-    (the barrier that makes a study independent of timing, see seqpeft.tune)."""
+    (the barrier that makes a study independent of timing, see seqpeft.training.tune)."""
     earlier = _study(wildcards.method).earlier_trials(int(wildcards.trial))
     return {**training_input(wildcards), "earlier": _trial_files(wildcards, earlier)}
 
@@ -190,7 +190,7 @@ def all_outputs():
     ]
     # what a task's kind adds (seqpeft.tasks: TaskKind.outputs), e.g. the signal-peptide table and figures
     by_kind = [f"{R}/{output.format(task=task)}" for task in RUN_TASKS
-               for output in TASK_KINDS[config["tasks"][task]["kind"]].outputs]
+               for output in task_kind(config["tasks"][task]["kind"]).outputs]
     return tables + figures + list(dict.fromkeys(by_kind)) + reproduction_outputs()
 
 
@@ -240,22 +240,3 @@ FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
 def task_family(wildcards):
     """The report category of a task's figures: its family (DNA or protein)."""
     return FAMILY_TITLES.get(config["tasks"][wildcards.task].get("family"), "other tasks")
-
-
-# ---- Snakemake's own per-resource cost, measured (benchmarks/dag_scale.py, 5,542 jobs): for every
-# resource of every job Snakemake takes inspect.signature of its Resource.evaluate (*args, **kwargs)
-# twice, about 1.5 s of CPU of the dry run. Its public overwrite_function_params declares the
-# parameters once. Guarded to the Snakemake major version it was measured on; tests/test_workflow.py
-# fails when that class or helper changes shape.
-def _declare_resource_evaluate_params():
-    from inspect import signature
-
-    from snakemake import __version__
-    from snakemake.common import overwrite_function_params
-    from snakemake.resources import Resource
-
-    if __version__.split(".")[0] == "9":
-        overwrite_function_params(Resource.evaluate, signature(Resource.evaluate).parameters)
-
-
-_declare_resource_evaluate_params()

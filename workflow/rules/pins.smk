@@ -1,5 +1,5 @@
 # What an allow_unpinned run used: the commit of every hub model and the checksums of every
-# downloaded source (seqpeft.pins); a ready-made pins file to review.
+# downloaded source (seqpeft.config.pins); a ready-made pins file to review.
 
 
 rule resolved_pins:

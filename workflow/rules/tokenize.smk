@@ -63,7 +63,7 @@ rule tokenize_dsp:
 
 
 # The same for the runs of an experiment block that sets its own max_length (DSP inputs are
-# encoded for one length; seqpeft.jobs.dsp_cache_name names the file).
+# encoded for one length; seqpeft.config.jobs.dsp_cache_name names the file).
 use rule tokenize_dsp as tokenize_dsp_length with:
     output:
         f"{R}/tokenized/{{task}}/{{model}}.dsp-{{encoding}}.len{{length}}.npz",

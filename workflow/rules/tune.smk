@@ -1,4 +1,4 @@
-# Hyper-parameter search for runs whose training sets hpo (seqpeft.tune): a deterministic study in
+# Hyper-parameter search for runs whose training sets hpo (seqpeft.training.tune): a deterministic study in
 # rounds of hpo.trial_jobs trials. Each trial is one job; its inputs are the results of every trial
 # of the earlier rounds (the round barrier), from which it replays the study and draws its own
 # parameters with the round's seeded sampler, so a study depends on its config and seed only,
@@ -22,7 +22,7 @@ rule tune_trials:
     resources:
         gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
-        # a tuning trial trains in one process, whatever training.processes says (seqpeft.launch.run_finetune)
+        # a tuning trial trains in one process, whatever training.processes says (seqpeft.training.launch.run_finetune)
         mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
         # one trial trains at most the run's epochs: a fine-tuning job's time
         runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,

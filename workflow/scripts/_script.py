@@ -36,7 +36,7 @@ def logged(snakemake, mode: str = "w"):
         try:
             yield
         except Exception as error:  # noqa: BLE001 - report every failure in the log, exit 1
-            from seqpeft.errors import SeqpeftInputError
+            from seqpeft.util.errors import SeqpeftInputError
 
             traceback.print_exc()
             if isinstance(error, SeqpeftInputError):
@@ -75,9 +75,9 @@ def done_line(snakemake, started: float) -> str:
 
 
 def finetune_job(snakemake, out_dir: Path, **extra):
-    """The ``seqpeft.settings.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
+    """The ``seqpeft.config.settings.FinetuneJob`` of a fine-tuning or tuning-trial job: its wildcards, its
     params.spec (task, model, method, training), its tokenized cache and model directory, its threads."""
-    from seqpeft.settings import FinetuneJob
+    from seqpeft.config.settings import FinetuneJob
 
     wildcards, spec = snakemake.wildcards, snakemake.params.spec
     return FinetuneJob(

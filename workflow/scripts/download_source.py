@@ -5,8 +5,8 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.download import fetch_source
-    from seqpeft.pins import SOURCE_RECORD, allow_unpinned, refuse_unpinned
+    from seqpeft.data.download import fetch_source
+    from seqpeft.config.pins import SOURCE_RECORD, allow_unpinned, refuse_unpinned
 
     sm = snakemake  # noqa: F821
     spec = dict(sm.params.spec)

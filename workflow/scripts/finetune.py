@@ -8,8 +8,8 @@ from pathlib import Path
 from _script import finetune_job, logged
 
 with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
-    from seqpeft.launch import run_finetune
-    from seqpeft.pins import add_revision_to_metrics, refuse_unpinned
+    from seqpeft.training.launch import run_finetune
+    from seqpeft.config.pins import add_revision_to_metrics, refuse_unpinned
 
     sm = snakemake  # noqa: F821
     refuse_unpinned(sm.config, "model", sm.wildcards.model, dict(sm.params.spec["model"]))

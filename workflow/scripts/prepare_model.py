@@ -6,8 +6,8 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.prepare import prepare_model
-    from seqpeft.pins import refuse_unpinned
+    from seqpeft.models.prepare import prepare_model
+    from seqpeft.config.pins import refuse_unpinned
 
     sm = snakemake  # noqa: F821
     spec = dict(sm.params.spec)

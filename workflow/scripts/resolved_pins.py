@@ -3,7 +3,7 @@
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.pins import write_resolved
+    from seqpeft.config.pins import write_resolved
 
     sm = snakemake  # noqa: F821
     models = {key[len("model_"):]: path for key, path in sm.input.items() if key.startswith("model_")}

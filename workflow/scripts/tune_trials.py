@@ -1,5 +1,5 @@
 """tune_trials: one trial of the deterministic study of a task x model x method (x fold), from the
-results of the earlier rounds' trials (seqpeft.tune.run_trial). The log is appended to, so that it
+results of the earlier rounds' trials (seqpeft.training.tune.run_trial). The log is appended to, so that it
 keeps the story of a trial across retries."""
 
 from pathlib import Path
@@ -7,10 +7,10 @@ from pathlib import Path
 from _script import finetune_job, logged
 
 with logged(snakemake, mode="a"):  # noqa: F821 - injected by Snakemake
-    from seqpeft.atomic import write_json_atomic
-    from seqpeft.pins import refuse_unpinned
-    from seqpeft.tune import run_trial
-    from seqpeft.tune_settings import StudySettings
+    from seqpeft.util.atomic import write_json_atomic
+    from seqpeft.config.pins import refuse_unpinned
+    from seqpeft.training.tune import run_trial
+    from seqpeft.config.tune_settings import StudySettings
 
     sm = snakemake  # noqa: F821
     refuse_unpinned(sm.config, "model", sm.wildcards.model, dict(sm.params.spec["model"]))

@@ -1,82 +1,24 @@
-"""Task kinds, one module each, found by name (like peft's tuners and seqpeft's methods).
+"""Task kinds, one module (or folder) each: the plugins of ``seqpeft.core.registry``.
 
-``seqpeft.tasks.registry`` says what a kind declares; importing this package registers every
-kind below. The functions here are what the rules' scripts and the training loop call: they look
-the kind up and never branch on its name.
+Each module here calls ``register_task_kind`` when imported; this package imports all of them, so
+the first lookup of a kind (``seqpeft.core.registry.task_kinds``) finds every one, and a new kind
+needs no line here. Kinds never import each other (an import-linter contract): what two kinds
+share lives below them (``seqpeft.core``, ``seqpeft.training.predict``).
+
+The names below are re-exported for the workflow's scripts and for users.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import pkgutil
 
-import numpy as np
+from seqpeft.core.registry import (FOLDS, REPLICATES, TASK_KINDS, PartitionScheme, TaskKind, fold_indices,
+                                   objective_for, task_kind, task_kinds, task_splits, tokenize_task)
+from seqpeft.methods.dsp import tokenize_dsp_task
 
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.tasks.registry import FOLDS, REPLICATES, TASK_KINDS, PartitionScheme, TaskKind, fold_indices, task_kind
-# Importing a kind's module registers it; the order is the order of `seqpeft list kinds`.
-from seqpeft.tasks import sequence_classification  # noqa: F401,E402
-from seqpeft.tasks import multi_label  # noqa: F401,E402
-from seqpeft.tasks.signal_peptide import kind as _signal_peptide  # noqa: F401,E402
-from seqpeft.tokenize import TokenizedTask, cache_meta, save_cache
+for _module in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
+    importlib.import_module(_module.name)
 
 __all__ = ["FOLDS", "REPLICATES", "TASK_KINDS", "PartitionScheme", "TaskKind", "fold_indices", "objective_for",
-           "task_kind", "task_splits", "tokenize_dsp_task", "tokenize_task"]
-
-
-def objective_for(kind: str, task_spec: dict | None = None):
-    """The training objective of a task of ``kind`` (its settings may pick a variant, e.g. region labels)."""
-    return task_kind(kind).objective(task_spec)
-
-
-def task_splits(cache: TokenizedTask, partition: str) -> dict:
-    """train/dev/test ``Split``s of a cached task for one partition wildcard value."""
-    return task_kind(cache.kind, where=cache.meta.get("data")).splits(cache, partition)
-
-
-def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
-    """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
-    from transformers import AutoTokenizer
-
-    kind = task_kind(task_spec["kind"])
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    arrays: dict[str, np.ndarray] = {}
-    meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
-    save_cache(Path(out_path), arrays, meta)
-
-
-def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp: dict, out_path: Path,
-                      model: str = "") -> None:
-    """Tokenize a task with a DSP template (``seqpeft.dsp``) into a cache.
-
-    Same layout as ``tokenize_task`` (training reads it unchanged); ``meta["dsp"]`` records the
-    settings and the ids used, ``meta["dsp_truncated"]`` how many sequences lost nucleotides.
-    """
-    from transformers import AutoTokenizer
-
-    from seqpeft.dsp import DspEncoder, DspSettings
-
-    kind = task_kind(task_spec["kind"])
-    if not kind.text_template:
-        raise SeqpeftInputError(None, f"domain-shift prompting does not apply to {kind.name} tasks.",
-                                fix="drop the dsp method variants from this task's experiments.")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    encoder = DspEncoder(tokenizer, DspSettings.from_dict(dsp), model)
-    unknown = encoder.template_unknown_tokens()
-    print(f"[seqpeft] DSP {encoder.settings.encoding}: template is {encoder.template_tokens} tokens"
-          + (f", {unknown} of them unknown to the tokenizer (text its vocabulary cannot spell)" if unknown else ""))
-    truncated: dict[str, int] = {}
-
-    def encode(sequences: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
-        ids, offsets, cut = encoder.encode(sequences, source=path)
-        truncated[Path(path).stem] = len(cut)
-        return ids, offsets
-
-    arrays: dict[str, np.ndarray] = {}
-    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "dsp": encoder.description()}
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, encode))
-    meta["dsp_truncated"] = truncated
-    if any(truncated.values()):
-        print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "
-              f"template: {truncated}")
-    save_cache(Path(out_path), arrays, meta)
+           "task_kind", "task_kinds", "task_splits", "tokenize_dsp_task", "tokenize_task"]

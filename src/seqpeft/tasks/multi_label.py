@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpeft.data import read_labeled_csv
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.objectives import Objective
-from seqpeft.predict import predict_sequences
-from seqpeft.tasks.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
-from seqpeft.tasks.sequence_classification import write_sequence_predictions
-from seqpeft.tokenize import tokenize_csv_splits
+from seqpeft.data.readers import read_labeled_csv
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.core.objectives import Objective
+from seqpeft.training.predict import predict_sequences, write_sequence_predictions
+from seqpeft.core.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
+from seqpeft.data.tokenize import tokenize_csv_splits
 
 KIND = "multi_label_classification"
 # The demo's three labels: motifs of different composition (a tiny model reads them apart in 10 epochs).

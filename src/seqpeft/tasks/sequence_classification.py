@@ -1,24 +1,22 @@
 """Task kind ``sequence_classification``: one class per sequence (GUE-style CSVs).
 
 Files: ``train.csv``, ``dev.csv``, ``test.csv`` in the task's directory, header ``sequence,label``
-(``seqpeft.data.read_labeled_csv``). Partitions are replicate seeds. Softmax head with summed
+(``seqpeft.data.readers.read_labeled_csv``). Partitions are replicate seeds. Softmax head with summed
 cross-entropy; dev MCC selects the checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.metrics import classification_metrics
-from seqpeft.objectives import Objective
-from seqpeft.predict import flat_predictions, predict_sequences
-from seqpeft.tasks.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
-from seqpeft.tokenize import tokenize_csv_splits
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.training.metrics import classification_metrics
+from seqpeft.core.objectives import Objective
+from seqpeft.training.predict import flat_predictions, predict_sequences, write_sequence_predictions
+from seqpeft.core.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
+from seqpeft.data.tokenize import tokenize_csv_splits
 
 
 def _loss(model, logits, labels, attention, split, indices):
@@ -40,7 +38,7 @@ OBJECTIVE = Objective(
 
 
 def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
-    from seqpeft.data import check_label_sets, read_labeled_csv
+    from seqpeft.data.readers import check_label_sets, read_labeled_csv
 
     splits = {name: read_labeled_csv(Path(data_dir) / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
     check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
@@ -67,33 +65,13 @@ def check_labels_known(predictor, records) -> None:
 
 def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     """Accuracy, F1, MCC, precision, recall and loss on a labelled CSV (``sequence,label``)."""
-    from seqpeft.data import read_labeled_csv
+    from seqpeft.data.readers import read_labeled_csv
 
     refuse_partition(data_path, partition)
     records = read_labeled_csv(Path(data_path), alphabet="dna")
     check_labels_known(predictor, records)
     split = predictor.split_for(records.sequences, records.labels, source=data_path)
     return predictor.evaluate(split)
-
-
-def write_sequence_predictions(predictor, input_path: Path, output_path: Path, placeholder_labels, probabilities,
-                               prediction, default_names) -> int:
-    """The CSV every whole-sequence kind's ``seqpeft predict`` writes: ``id``, ``prediction`` (from
-    a row of probabilities) and one ``prob_<name>`` per output. ``probabilities`` maps logits."""
-    from seqpeft.atomic import write_text_atomic
-    from seqpeft.sequences import read_sequences
-
-    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
-    split = predictor.split_for(sequences, placeholder_labels(len(sequences)), source=input_path)
-    rows = probabilities(predictor.logits(split))
-    names = predictor.label_names or default_names(rows.shape[1])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "prediction"] + [f"prob_{name}" for name in names])
-    for record_id, row in zip(ids, rows):
-        writer.writerow([record_id, prediction(row, names)] + [f"{p:.6f}" for p in row])
-    write_text_atomic(Path(output_path), buffer.getvalue())
-    return len(ids)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

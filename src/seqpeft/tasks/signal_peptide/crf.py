@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqpeft.data import RESIDUE_LABELS, SP_TYPES
+from seqpeft.data.readers import RESIDUE_LABELS, SP_TYPES
 
 MATURE_STATES = ("I", "O", "M")
 SP_STATE_TYPES = tuple(t for t in SP_TYPES if t != "NO_SP")
@@ -211,7 +211,7 @@ def predict_in_split_order(model, split, pad_id: int, max_length: int, batch_siz
     """Run a CRF classifier over a split in length-sorted batches and return per-sequence arrays in
     split order. ``score_batch(indices, logits, labels, attention, emissions, mask)`` turns one
     batch into ``{name: array}`` (type, site, probabilities, and the NLL where the split has labels)."""
-    from seqpeft.batching import collate
+    from seqpeft.core.batching import collate
 
     model.eval()
     order = np.argsort(-split.data.lengths, kind="stable")

@@ -1,7 +1,7 @@
 """Registration of the ``signal_peptide`` task kind: SignalP 6.0 three-line FASTA (``>ACC|KINGDOM|TYPE|PARTITION``,
 sequence, per-residue labels), cross-validation folds t{T}v{V} over its partitions 0-2, a CRF
 objective (``seqpeft.tasks.signal_peptide.objective``), and the kingdom x type table and figures
-(``seqpeft.tasks.signal_peptide.report``, rules signalp_table and signalp_figures)."""
+(``seqpeft.results.signal_peptide``, rules signalp_table and signalp_figures)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpeft.batching import Split
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.tasks.registry import FOLDS, TaskKind, register_task_kind
+from seqpeft.core.batching import Split
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.core.registry import FOLDS, TaskKind, register_task_kind
 from seqpeft.tasks.signal_peptide.objective import signal_peptide_objective, signalp_predictions
-from seqpeft.tokenize import TokenizedSplit, _encode
+from seqpeft.data.tokenize import TokenizedSplit, _encode
 
 
 def _tokenize(fasta: Path, tokenizer, arrays: dict, encode=None) -> dict:
     """One cache split ``all`` with per-residue labels and the record fields the folds and metrics read."""
-    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
-    from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
+    from seqpeft.data.readers import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.data.signalp import read_signalp_fasta
 
     records = read_signalp_fasta(fasta)
     ids, offsets = _encode(tokenizer, [record.sequence for record in records])
@@ -53,8 +53,8 @@ def _evaluate_file(predictor, fasta: Path, partition: int | None = None) -> dict
     """The workflow's signal-peptide test metrics (the run's objective) on a SignalP 6.0 FASTA:
     mean MCC2 as ``mcc``, type accuracy/F1/precision/recall, CRF loss, detection and cleavage-site
     MCC, and the kingdom x type table under ``signalp``."""
-    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
-    from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
+    from seqpeft.data.readers import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.data.signalp import read_signalp_fasta
     if getattr(predictor.model, "crf", None) is None:
         raise SeqpeftInputError(fasta, "this per-residue model has no signal-peptide CRF.",
                                 fix="pass the artifacts directory of a signal_peptide run.")
@@ -107,9 +107,9 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     """
     import torch
 
-    from seqpeft.data import SP_TYPES
-    from seqpeft.sequences import read_sequences
-    from seqpeft.atomic import write_text_atomic
+    from seqpeft.data.readers import SP_TYPES
+    from seqpeft.data.sequences import read_sequences
+    from seqpeft.util.atomic import write_text_atomic
 
     if getattr(predictor.model, "crf", None) is None:
         raise SeqpeftInputError(input_path, "this per-residue model has no signal-peptide CRF.",

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from seqpeft.data import KINGDOMS, SP_TYPES
+from seqpeft.data.readers import KINGDOMS, SP_TYPES
 
 WINDOWS = (0, 1, 2, 3)
 REPORTED_TYPES = tuple(t for t in SP_TYPES if t != "NO_SP")
@@ -140,7 +140,7 @@ def run_rows(metrics_files):
 
     import pandas as pd
 
-    from seqpeft.errors import SeqpeftInputError
+    from seqpeft.util.errors import SeqpeftInputError
 
     rows = []
     for path in metrics_files:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqpeft.objectives import Objective
+from seqpeft.core.objectives import Objective
 
 
 def _crf_outputs(num_labels: int) -> int:
@@ -24,7 +24,7 @@ def _attach_crf(model) -> None:
 
 def _state_table():
     """[SP type, residue label] -> CRF state."""
-    from seqpeft.data import RESIDUE_LABELS, SP_TYPES
+    from seqpeft.data.readers import RESIDUE_LABELS, SP_TYPES
     from seqpeft.tasks.signal_peptide.crf import gold_states
 
     return np.stack([gold_states(np.arange(len(RESIDUE_LABELS)), t) for t in range(len(SP_TYPES))])
@@ -79,7 +79,7 @@ def _signalp_predict(model, split, pad_id: int, max_length: int, batch_size: int
 
 
 def _true_sites(split) -> np.ndarray:
-    from seqpeft.data import RESIDUE_LABELS
+    from seqpeft.data.readers import RESIDUE_LABELS
 
     sp_letters = [RESIDUE_LABELS.index(letter) for letter in "STLP"]
     sites = []
@@ -92,7 +92,7 @@ def _true_sites(split) -> np.ndarray:
 def _signalp_score(split, predicted: dict) -> dict:
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    from seqpeft.data import KINGDOMS, SP_TYPES
+    from seqpeft.data.readers import KINGDOMS, SP_TYPES
     from seqpeft.tasks.signal_peptide.metrics import kingdom_type_table, mean_mcc2, selection_score
 
     names = np.array(SP_TYPES)

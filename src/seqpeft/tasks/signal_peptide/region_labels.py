@@ -42,8 +42,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from seqpeft.data import SP_TYPES
-from seqpeft.errors import SeqpeftInputError
+from seqpeft.data.readers import SP_TYPES
+from seqpeft.util.errors import SeqpeftInputError
 
 # SignalP 6.0's SP_REGION_VOCAB order (PEFT-SP's 37 states).
 _BLOCKS = {

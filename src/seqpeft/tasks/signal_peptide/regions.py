@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqpeft.data import SP_TYPES
-from seqpeft.errors import SeqpeftInputError
-from seqpeft.schema import ENTRY, with_defaults
+from seqpeft.data.readers import SP_TYPES
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.tasks.signal_peptide.crf import LinearChainCRF
 from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
 
@@ -153,7 +153,7 @@ class SignalPeptideSettings:
 
 
 def _bitmaps(split, indices, length: int, device) -> torch.Tensor:
-    from seqpeft.data import RESIDUE_LABELS
+    from seqpeft.data.readers import RESIDUE_LABELS
 
     if "sequence" not in split.extra:
         raise SeqpeftInputError(None, "this tokenized signal-peptide cache has no residue sequences (it predates region labels).",

@@ -1,0 +1,166 @@
+"""What a task kind is: one record of everything that differs between kinds.
+
+A kind declares how its files are read and tokenized into the cache, how a partition value cuts
+the cache into train/dev/test (replicate seeds or cross-validation folds), its objective (head
+width, loss, evaluation and the score model selection uses), how ``seqpeft evaluate`` and
+``seqpeft predict`` treat a file, and the results the workflow makes for it beyond the shared
+summary, table and figures. The training loop, the rules and the command line ask the kind;
+none of them names one. A new kind is one module (or folder) under ``seqpeft.tasks`` that calls
+``register_task_kind``, plus its name in the schema's ``tasks.kind`` enum.
+
+This module is the interface between the two: the loop, the config checks and the rules import
+it, the kinds import it to register, and nothing here imports a kind. The kinds are found the way
+plugins are: the first lookup imports the package ``KIND_PACKAGE`` (``seqpeft.tasks``), whose
+``__init__`` imports each of its modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from seqpeft.core.batching import Split
+from seqpeft.data.tokenize import TokenizedTask, cache_meta, save_cache
+from seqpeft.util.errors import SeqpeftInputError
+
+FOLD_PARTITIONS = (0, 1, 2)
+_FOLD_RE = re.compile(r"^t([0-2])v([0-2])$")
+
+
+@dataclass(frozen=True)
+class PartitionScheme:
+    """What a task's ``partitions`` values mean and how one of them cuts the cache into splits."""
+
+    name: str
+    meaning: str  # for error messages: what a valid value is
+    problem: Callable[[Any], str | None]  # why a configured value is not one (None: it is)
+    splits: Callable[[TokenizedTask, str, bool], dict[str, Split]]  # (cache, partition, per_residue)
+    tunes_on_own_partition: bool  # a fold tunes on its own validation part; replicates share one dev split
+
+
+def _replicate_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"{value!r} is not a replicate seed (an integer >= 0)."
+    return None
+
+
+def _replicate_splits(cache: TokenizedTask, partition: str, per_residue: bool) -> dict[str, Split]:
+    return {name: Split(cache.splits[name], per_residue=per_residue) for name in ("train", "dev", "test")}
+
+
+def _fold_problem(value: Any) -> str | None:
+    match = _FOLD_RE.match(str(value))
+    if not match or match.group(1) == match.group(2):
+        return f"{value!r} is not a cross-validation fold t{{T}}v{{V}} with T != V in 0..2."
+    return None
+
+
+def fold_indices(partitions: np.ndarray, fold: str) -> dict[str, np.ndarray]:
+    """Indices for a cross-validation fold ``t{T}v{V}``: test on T, select on V, train on the rest."""
+    if _fold_problem(fold):
+        raise SeqpeftInputError(None, f"partition {fold!r} is not a cross-validation fold of two different partitions "
+                                "among 0, 1, 2.", fix="use t{T}v{V}, e.g. t0v1.")
+    test, dev = int(fold[1]), int(fold[3])
+    (train,) = [p for p in FOLD_PARTITIONS if p not in (test, dev)]
+    return {name: np.flatnonzero(partitions == p) for name, p in (("train", train), ("dev", dev), ("test", test))}
+
+
+def _fold_splits(cache: TokenizedTask, partition: str, per_residue: bool) -> dict[str, Split]:
+    everything = cache.splits["all"]
+    records = cache.meta["records"]
+    leading = int(cache.meta.get("leading_specials", 1))
+    return {name: Split(everything.subset(indices), per_residue=per_residue, leading_specials=leading,
+                        extra={key: values[indices] for key, values in records.items()})
+            for name, indices in fold_indices(records["partition"], partition).items()}
+
+
+REPLICATES = PartitionScheme("replicates", "replicate seeds: integers >= 0, each a training run on the same "
+                             "train/dev/test files", _replicate_problem, _replicate_splits, tunes_on_own_partition=False)
+def refuse_partition(path, partition) -> None:
+    """``seqpeft evaluate --partition`` picks records of a file that holds every fold; a kind whose
+    files are its splits has none to pick."""
+    if partition is not None:
+        raise SeqpeftInputError(path, "--partition selects records of a SignalP FASTA; this model classifies whole "
+                                "sequences from a CSV.", fix="leave out --partition.")
+
+
+FOLDS = PartitionScheme("folds", "cross-validation folds t{T}v{V} (test partition T, validation partition V, "
+                        "train on the third)", _fold_problem, _fold_splits, tunes_on_own_partition=True)
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """Everything that differs between task kinds (see the module docstring)."""
+
+    name: str
+    summary: str  # one line: what the task's files hold (``seqpeft list tasks``, errors)
+    partitions: PartitionScheme
+    tokenize: Callable[[Any, Any, dict], dict]  # (data path, tokenizer, arrays to fill) -> cache meta
+    objective: Callable[[dict | None], Any]  # task spec -> seqpeft.core.objectives.Objective
+    evaluate_file: Callable[..., dict]  # (predictor, path, partition) -> metrics, for `seqpeft evaluate`
+    predict_file: Callable[..., int]  # (predictor, input path, output csv) -> rows written, for `seqpeft predict`
+    alphabet: str = "dna"
+    per_residue: bool = False  # one label per residue (else one per sequence)
+    text_template: bool = False  # inputs may be wrapped in a domain-shift prompt (seqpeft.methods.dsp)
+    sharding_conflict: str | None = None  # why its parameters cannot be sharded (FSDP), if they cannot
+    # results of the workflow for a task of this kind beyond summary, table and the per-task figures
+    # (relative to the results directory, {task} filled in); a rule in workflow/rules makes them
+    outputs: tuple[str, ...] = ()
+    synthetic: dict[str, Callable] = field(default_factory=dict)  # demo data generators: name -> writer(out_dir, **kw)
+    settings: Callable[[dict | None], dict] = lambda task_spec: {}  # the task's own settings, for metrics.json
+
+
+    def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:
+        return self.partitions.splits(cache, str(partition), self.per_residue)
+
+
+KIND_PACKAGE = "seqpeft.tasks"
+TASK_KINDS: dict[str, TaskKind] = {}
+
+
+def register_task_kind(kind: TaskKind) -> TaskKind:
+    if kind.name in TASK_KINDS:
+        raise ValueError(f"task kind {kind.name!r} is registered twice")
+    TASK_KINDS[kind.name] = kind
+    return kind
+
+
+def task_kinds() -> dict[str, TaskKind]:
+    """Every registered kind by name (importing ``KIND_PACKAGE`` registers the built-in ones)."""
+    importlib.import_module(KIND_PACKAGE)
+    return TASK_KINDS
+
+
+def task_kind(name: str, where: Any = None) -> TaskKind:
+    """The registered kind ``name``; an unknown one is an input error naming ``where`` it came from."""
+    kinds = task_kinds()
+    if name not in kinds:
+        raise SeqpeftInputError(where, f"unknown task kind {name!r}.", fix=f"use one of {', '.join(kinds)}.")
+    return kinds[name]
+
+
+def objective_for(kind: str, task_spec: dict | None = None):
+    """The training objective of a task of ``kind`` (its settings may pick a variant, e.g. region labels)."""
+    return task_kind(kind).objective(task_spec)
+
+
+def task_splits(cache: TokenizedTask, partition: str) -> dict:
+    """train/dev/test ``Split``s of a cached task for one partition wildcard value."""
+    return task_kind(cache.kind, where=cache.meta.get("data")).splits(cache, partition)
+
+
+def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
+    """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
+    from transformers import AutoTokenizer
+
+    kind = task_kind(task_spec["kind"])
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    arrays: dict[str, np.ndarray] = {}
+    meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
+    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
+    save_cache(Path(out_path), arrays, meta)

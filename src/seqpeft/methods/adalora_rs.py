@@ -1,0 +1,70 @@
+"""AdaLoRA + random sampling (RS): a stochastic twist on AdaLoRA's budget masking.
+
+After AdaLoRA masks every singular triplet below the budget threshold, RS drops each kept
+triplet with probability p and re-admits each pruned one with probability p, so the budget
+search keeps exploring instead of locking in early importance estimates. It is peft's own
+``RankAllocator`` with one override, swapped into the AdaLoRA model after wrapping: no vendored
+copy of peft. The draws come from a seeded ``torch.Generator`` so runs are reproducible, and
+its state is part of the resumable method state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_PROBABILITY = 0.1
+
+
+def _allocator_class():
+    """Defined lazily: the Snakefile imports seqpeft.methods.registry, which must not import peft."""
+    import torch
+    from peft.tuners.adalora.layer import RankAllocator
+
+    class RandomSamplingRankAllocator(RankAllocator):
+        """peft's allocator whose budget mask is randomly perturbed after each masking step."""
+
+        def __init__(self, model, peft_config, adapter_name, probability: float, seed: int):
+            super().__init__(model, peft_config, adapter_name)
+            self.probability = float(probability)
+            self.generator = torch.Generator().manual_seed(int(seed))
+
+        def mask_to_budget(self, model, budget):
+            # peft zeroes the pruned singular values in place; keep them so a re-admitted triplet
+            # comes back with the value it had, not as a dead zero.
+            marker = f"lora_E.{self.adapter_name}"
+            before = {n: p.detach().clone() for n, p in model.named_parameters() if marker in n}
+            rank_pattern = super().mask_to_budget(model, budget)
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name not in before:
+                        continue
+                    kept = torch.tensor(rank_pattern[name], dtype=torch.bool)
+                    flip = torch.rand(kept.shape, generator=self.generator) < self.probability
+                    kept = kept ^ flip
+                    values = torch.where(kept.view(-1, 1).to(param.device), before[name], torch.zeros_like(param))
+                    param.copy_(values)
+                    rank_pattern[name] = kept.tolist()
+            return rank_pattern
+
+    return RandomSamplingRankAllocator
+
+
+def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0):
+    """Replace the AdaLoRA peft model's rank allocator by the RS one (same config, same budget)."""
+    if not 0.0 <= probability <= 1.0:
+        from seqpeft.util.errors import SeqpeftInputError
+
+        raise SeqpeftInputError(None, f"adalora_rs: rs_probability {probability} is not a probability.",
+                                fix="set rs_probability between 0 and 1 (the seed uses 0.1).")
+    tuner = model.base_model
+    adapter = tuner.trainable_adapter_name
+    tuner.rankallocator = _allocator_class()(tuner.model, tuner.peft_config[adapter], adapter, probability, seed)
+    return model
+
+
+def save_generator(model) -> Any:
+    return model.base_model.rankallocator.generator.get_state()
+
+
+def load_generator(model, state) -> None:
+    model.base_model.rankallocator.generator.set_state(state)

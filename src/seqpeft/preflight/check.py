@@ -1,0 +1,310 @@
+"""Cross-reference checks of the workflow config, and the cluster resources of its jobs.
+
+Pure Python on purpose: the Snakefile imports this module while parsing, and every cluster job
+re-parses the workflow, so nothing here may import torch, transformers or peft.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and spelling of keys;
+``check_config`` checks what a schema cannot: that names refer to things that exist, that hub
+models are pinned, that cross-validation folds are well formed. Every problem is raised as a
+``SeqpeftInputError`` whose "path" is the config key path, e.g.
+``experiments[0].models: unknown model 'mistral_dn'; known: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+from seqpeft.methods.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
+from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods.registry import METHOD_NAMES, passthrough_method, resolve_method
+from seqpeft.config.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
+from seqpeft.config.paths import section
+from seqpeft.config.schema import default, with_defaults
+from seqpeft.config.settings import setup_problem, world_size
+from seqpeft.core.registry import task_kinds
+from seqpeft.config.tune_settings import check_hpo
+
+MODEL_SOURCES = ("hub", "path", "build")
+SIZES = ("tiny", "small", "medium", "large", "xlarge")
+REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+
+def _fail(path: str, problem: str, fix: str = "") -> None:
+    raise SeqpeftInputError(path, problem, fix=fix)
+
+
+def _unknown(path: str, what: str, name: Any, known: dict | list | tuple) -> None:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    fix = f"did you mean {close[0]!r}?" if close else f"define {what} {name!r} or use a known one."
+    _fail(path, f"unknown {what} {name!r}; known: {', '.join(known) or '(none)'}.", fix)
+
+
+def check_config(config: dict) -> None:
+    """Raise ``SeqpeftInputError`` naming the key path of the first inconsistency in ``config``."""
+    sources = section(config, "sources")
+    tasks = section(config, "tasks")
+    tokenizers = section(config, "tokenizers")
+    models = section(config, "models")
+    methods = section(config, "methods")
+    _check_names({"sources": sources, "tasks": tasks, "tokenizers": tokenizers, "models": models, "methods": methods})
+    _check_sources(sources)
+    _check_tasks(tasks, sources)
+    _check_models(models, tokenizers)
+    _check_methods(methods)
+    experiments = config.get("experiments") or []
+    _check_experiments(experiments, tasks, models, methods)
+    _check_local_paths(sources, models)
+    max_length_overrides(config)  # one input length per run
+    _check_applicability(config, models, methods, experiments)
+    check_hpo(config)
+    _check_processes(config, tasks, models, methods, experiments)
+
+    axes = ((config.get("figures") or {}).get("pareto_axes")) or []
+    for i, axis in enumerate(axes):
+        if axis not in ("params", "memory", "time"):
+            _fail(f"figures.pareto_axes[{i}]", f"unknown axis {axis!r}; known: params, memory, time.")
+
+
+# Families whose models lack past-key-values support, so peft prefix tuning cannot apply.
+NO_PREFIX_FAMILIES = ("esm",)
+MAX_GPUS_PER_JOB = 8
+
+
+def _check_names(sections: dict[str, dict]) -> None:
+    for key, entries in sections.items():
+        for name in entries:
+            if not NAME_RE.match(str(name)):
+                _fail(f"{key}.{name}", "names are used in file paths and may contain only letters, digits, "
+                      "'_', '-' and '.', starting with a letter or digit.")
+
+
+def _check_sources(sources: dict) -> None:
+    for name, spec in sources.items():
+        path = f"sources.{name}"
+        spec = spec or {}
+        kinds = [k for k in ("url", "local", "synthetic") if spec.get(k) is not None]
+        if "synthetic" in kinds and len(kinds) > 1:
+            _fail(path, "a synthetic source cannot also have 'url' or 'local'.")
+        if not kinds:
+            _fail(path, "needs 'url' (downloaded), 'local' (pre-staged copy) or 'synthetic' (generated).")
+        # a url without sha256/git_blob is unpinned: listed by the workflow, refused by its job
+        # unless allow_unpinned (seqpeft.config.pins)
+        if spec.get("url") is not None and spec.get("local") is None and spec.get("archive") == "none" \
+                and not spec.get("filename"):
+            _fail(f"{path}.filename", "a source with 'archive: none' needs the file name to save the download as.")
+
+
+def _check_tasks(tasks: dict, sources: dict) -> None:
+    for name, spec in tasks.items():
+        path = f"tasks.{name}"
+        spec = spec or {}
+        if spec.get("source") not in sources:
+            _unknown(f"{path}.source", "source", spec.get("source"), sources)
+        if spec["kind"] not in task_kinds():
+            _fail(f"{path}.kind", f"unknown task kind {spec['kind']!r}; known: {', '.join(task_kinds())}.")
+        kind = task_kinds()[spec["kind"]]
+        for other in task_kinds():  # a kind's own settings block (e.g. signal_peptide:) applies to that kind only
+            if spec.get(other) and other != kind.name:
+                _fail(f"{path}.{other}", f"applies to {other} tasks only, not {kind.name!r}.", "delete it from this task.")
+        partitions = spec.get("partitions") or []
+        if not partitions:
+            _fail(f"{path}.partitions", "needs at least one partition.")
+        if len(set(map(str, partitions))) != len(partitions):
+            _fail(f"{path}.partitions", f"lists a partition twice: {partitions}.")
+        for i, part in enumerate(partitions):
+            if problem := kind.partitions.problem(part):
+                _fail(f"{path}.partitions[{i}]", f"{problem} {kind.name} partitions are {kind.partitions.meaning}.")
+        if spec.get("dsp_template") is not None:
+            problem = template_problem(str(spec["dsp_template"]))
+            if problem:
+                _fail(f"{path}.dsp_template", f"{spec['dsp_template']!r} {problem}",
+                      f"e.g. {DEFAULT_TEMPLATE!r} (the default).")
+
+
+def _check_models(models: dict, tokenizers: dict) -> None:
+    for name, spec in tokenizers.items():
+        if name in models and "tokenizer" not in (models[name] or {}):
+            _fail(f"tokenizers.{name}", f"the name is also a model that uses its own tokenizer, so "
+                  f"'{name}' would name two tokenizers.", "rename the tokenizer.")
+
+    for name, spec in models.items():
+        path = f"models.{name}"
+        spec = spec or {}
+        given = [k for k in MODEL_SOURCES if spec.get(k) is not None]
+        if len(given) != 1:
+            _fail(path, f"needs exactly one of hub, path, build; got {', '.join(given) or 'none'}.")
+        if "hub" in given:
+            # no revision: unpinned, listed by the workflow and resolved by `seqpeft pin` (seqpeft.config.pins)
+            revision = spec.get("revision")
+            if spec.get("trust_remote_code") and not REVISION_RE.match(str(revision)):
+                _fail(f"{path}.revision", f"trust_remote_code runs the model repository's code, so the revision must "
+                      f"be a full 40-hex commit, not {revision!r}.")
+        if spec.get("tokenizer") is not None and spec["tokenizer"] not in tokenizers:
+            _unknown(f"{path}.tokenizer", "tokenizer", spec["tokenizer"], tokenizers)
+        if "build" in given and spec.get("tokenizer") is None:
+            _fail(f"{path}.tokenizer", "a config-built model has no tokenizer of its own.",
+                  f"name one of the tokenizers: {', '.join(sorted(tokenizers)) or '(define one under tokenizers)'}.")
+        if spec.get("size") is not None and spec["size"] not in SIZES:
+            _fail(f"{path}.size", f"unknown size {spec['size']!r}; known: {', '.join(SIZES)}.")
+
+
+def _check_methods(methods: dict) -> None:
+    for name, spec in methods.items():
+        spec = spec or {}
+        if spec.get("dsp") is not None and (spec["dsp"] or {}).get("encoding") not in ENCODINGS:
+            _fail(f"methods.{name}.dsp.encoding", f"unknown DSP encoding {(spec['dsp'] or {}).get('encoding')!r}; "
+                  f"known: {', '.join(ENCODINGS)}.")
+        if spec.get("peft") is not None:
+            continue  # pass-through to any peft config class
+        registry = spec.get("method", name)
+        if registry not in METHOD_NAMES:
+            where = f"methods.{name}.method" if "method" in spec else f"methods.{name}"
+            _unknown(where, "method", registry, METHOD_NAMES)
+
+
+def _check_experiments(experiments: list, tasks: dict, models: dict, methods: dict) -> None:
+    if not experiments:
+        _fail("experiments", "lists no experiment blocks, so there is nothing to run.")
+    for i, block in enumerate(experiments):
+        for key, known, what in (("tasks", tasks, "task"), ("models", models, "model"), ("methods", methods, "method")):
+            names = (block or {}).get(key) or []
+            if not names:
+                _fail(f"experiments[{i}].{key}", f"lists no {key}.")
+            for name in names:
+                if name not in known:
+                    _unknown(f"experiments[{i}].{key}", what, name, known)
+
+def _check_local_paths(sources: dict, models: dict) -> None:
+    """Pre-staged data and local models must exist before thousands of jobs are planned on them."""
+    for name, spec in sources.items():
+        local = (spec or {}).get("local")
+        if local is not None and not Path(local).exists():
+            _fail(f"sources.{name}.local", f"the pre-staged path {local!r} does not exist.",
+                  "stage the data there, or remove 'local' to download it.")
+    for name, spec in models.items():
+        local = (spec or {}).get("path")
+        if local is not None and not (Path(local) / "config.json").is_file():
+            _fail(f"models.{name}.path", f"{local!r} is not a model directory (missing, or no config.json in it).",
+                  "point it at a directory written by save_pretrained.")
+
+
+def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
+    """Method x model pairs that cannot work, and resource requests no job can satisfy."""
+    device = with_defaults(config.get("training"), "training")["device"]
+    tasks = section(config, "tasks")
+    for i, block in enumerate(experiments):
+        for method in (block or {}).get("methods") or []:
+            if dsp_encoding(config, method) is None:
+                continue
+            for task in (block or {}).get("tasks") or []:
+                kind = tasks[task]["kind"]
+                if not task_kinds()[kind].text_template:
+                    text_kinds = ", ".join(name for name, entry in task_kinds().items() if entry.text_template)
+                    _fail(f"experiments[{i}].methods", f"{method!r} uses domain-shift prompting, which applies to "
+                          f"{text_kinds} tasks only; task {task!r} is {kind}.",
+                          f"drop {method!r} from this block or move it to a block without {task!r}.")
+        for model in (block or {}).get("models") or []:
+            family = ((models.get(model) or {}).get("build") or {}).get("family") or (models.get(model) or {}).get("family")
+            for method in (block or {}).get("methods") or []:
+                registry = (methods.get(method) or {}).get("method", method)
+                if registry == "prefix_tuning" and family in NO_PREFIX_FAMILIES:
+                    _fail(f"experiments[{i}].methods", f"prefix_tuning does not apply to model {model!r} "
+                          f"({family} models have no past-key-values support).",
+                          "drop prefix_tuning for this model (use prompt_tuning or p_tuning).")
+            gpus = int(size_resources(config, model)["gpu"]) if model in models else 0
+            if gpus > MAX_GPUS_PER_JOB:
+                _fail(f"resources.sizes.{model_size(config, model)}.gpu",
+                      f"{gpus} GPUs per job exceed one node ({MAX_GPUS_PER_JOB}).", "ask for at most 8.")
+            if gpus > 0 and device == "cpu":
+                _fail("training.device", f"is 'cpu' but model {model!r} asks for {gpus} GPU(s) per job, "
+                      "which would hold GPUs that nothing uses.", "set training.device: auto, or size: tiny for CPU models.")
+
+
+def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:
+    """Multi-process jobs: CPU processes or GPUs (not both), enough batch for every rank, FSDP only
+    where parameters may be sharded."""
+    for block in experiments:
+        for model in (block or {}).get("models") or []:
+            gpus = int(size_resources(config, model)["gpu"])
+            for method in (block or {}).get("methods") or []:
+                settings = with_defaults(training_for(config, method), "training")
+                try:
+                    world = world_size(int(settings["processes"]), gpus, str(settings["device"]))
+                except SeqpeftInputError as error:
+                    _fail(training_key(config, method, "processes"), f"{error.problem} (model {model!r})", error.fix)
+                if world <= 1:
+                    continue
+                spec = method_spec(config, method)
+                entry = passthrough_method(spec["peft"]) if "peft" in spec else resolve_method(method, spec)[0]
+                for task in (block or {}).get("tasks") or []:
+                    kind = str(tasks[task]["kind"])
+                    problem = setup_problem(world, int(settings["batch_size"]), str(settings["distributed"]), entry, kind)
+                    if problem:
+                        _fail(training_key(config, method, problem[0]),
+                              f"{problem[1]} (model {model!r}, method {method!r}, task {task!r})", problem[2])
+
+
+def world_size_of(config: dict, model: str, method: str) -> int:
+    """Processes of the fine-tuning job of ``model`` x ``method`` (config already checked)."""
+    settings = with_defaults(training_for(config, method), "training")
+    return world_size(int(settings["processes"]), int(size_resources(config, model)["gpu"]), str(settings["device"]))
+
+
+def _key_path(parts) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def config_error_message(error: BaseException) -> str | None:
+    """One line naming the key path for a config problem, or None if ``error`` is not one.
+
+    Handles ``SeqpeftInputError`` from ``check_config`` and the jsonschema ``ValidationError``
+    that ``snakemake.utils.validate`` wraps in a ``WorkflowError`` (whose own message would
+    print the whole schema and config; it is found as the wrapper's ``__context__``).
+    """
+    if isinstance(error, SeqpeftInputError):
+        return str(error)
+    invalid, seen = error, set()
+    while invalid is not None and not (hasattr(invalid, "absolute_path") and hasattr(invalid, "validator")):
+        seen.add(id(invalid))
+        invalid = invalid.__cause__ or invalid.__context__
+        if invalid is not None and id(invalid) in seen:
+            invalid = None
+    if invalid is None:
+        return None
+    path = list(invalid.absolute_path)
+    if invalid.validator == "additionalProperties" and isinstance(invalid.instance, dict):
+        allowed = sorted((invalid.schema.get("properties") or {}))
+        extra = [key for key in invalid.instance if key not in allowed]
+        if extra:
+            close = difflib.get_close_matches(str(extra[0]), allowed, n=1)
+            fix = f" Fix: did you mean {close[0]!r}?" if close else ""
+            return (f"{_key_path([*path, extra[0]])}: unknown key; allowed here: {', '.join(allowed)}.{fix}")
+    described = invalid.schema.get("description") if isinstance(invalid.schema, dict) else None
+    hint = f" ({described.strip()})" if described else ""
+    return f"{_key_path(path) or '<top level>'}: {invalid.message}{hint}"
+
+
+def model_size(config: dict, model: str) -> str:
+    """The model's ``size``; config-built models default to tiny, others to small."""
+    spec = section(config, "models")[model] or {}
+    return str(spec.get("size") or ("tiny" if spec.get("build") is not None else "small"))
+
+
+def size_resources(config: dict, model: str) -> dict[str, Any]:
+    """gpu / mem_mb / runtime (and optional gpu_model) for jobs of ``model``."""
+    size = model_size(config, model)
+    overrides = ((config.get("resources") or {}).get("sizes") or {}).get(size) or {}
+    return {**default("resources", "sizes", size), **overrides}  # the sizes' table: the schema's library_default
+
+
+def finetune_threads(config: dict) -> int:
+    return int(with_defaults(config.get("resources"), "resources")["finetune_threads"])
