@@ -8,6 +8,11 @@ the function runs.
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "seqpeft"
@@ -90,3 +95,45 @@ def test_no_module_is_longer_than_the_limit():
     lengths = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     too_long = {name: count for name, count in lengths.items() if count > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
+
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+TOP_LEVEL_MODULE_LIMIT = 8
+
+
+def _lint_imports(src: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    return subprocess.run([str(LINT_IMPORTS), "--config", str(PACKAGE.parents[1] / "pyproject.toml"), "--no-cache"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_layer_contracts_hold():
+    """pyproject.toml's import-linter contracts: folders are layers, kinds never import each other."""
+    result = _lint_imports(PACKAGE.parent, PACKAGE.parents[1])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+    contracts = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert {layer.split(".")[1] for layer in layers} - {"cli"} == folders, "every folder is a layer of the contract"
+    kinds = next(c for c in contracts if c["type"] == "independence")["modules"]
+    registered = {name for name in _modules() if name.count(".") == 2 and name.startswith("seqpeft.tasks.")
+                  and "register_task_kind(" in _modules()[name].read_text()}
+    registered |= {f"seqpeft.tasks.{p.name}" for p in (PACKAGE / "tasks").iterdir() if p.is_dir() and (p / "kind.py").is_file()}
+    assert registered == set(kinds), "every task kind is in the independence contract"
+
+
+def test_the_layer_contract_catches_an_upward_import(tmp_path):
+    """The same contracts on a copy of the package in which the bottom layer imports the loop."""
+    copy = tmp_path / "src" / "seqpeft"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    errors = copy / "util" / "errors.py"
+    errors.write_text(errors.read_text() + "\n\ndef _planted():\n    from seqpeft.training import loop  # noqa\n")
+    result = _lint_imports(tmp_path / "src", tmp_path)
+    assert result.returncode != 0
+    assert "seqpeft.util.errors -> seqpeft.training.loop" in result.stdout
+
+
+def test_few_modules_beside_the_folders():
+    modules = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert len(modules) <= TOP_LEVEL_MODULE_LIMIT, modules
