@@ -21,7 +21,7 @@ from seqpeft.config.settings import TrainingConfig
 from seqpeft.tasks.signal_peptide.regions import SignalPeptideSettings
 from seqpeft.config.tune_settings import HpoSettings, PrunerSettings, StudySettings
 
-SRC = Path(schema.__file__).resolve().parent
+SRC = Path(schema.__file__).resolve().parents[1]  # the package: src/seqpeft
 DEMO = SRC.parents[1] / "config" / "demo.yaml"
 SETTINGS_CLASSES = [TrainingConfig, SignalPeptideSettings, DspSettings, HpoSettings, PrunerSettings, StudySettings]
 
