@@ -230,6 +230,9 @@ def join(world: int, gpus: int, mode: str) -> Ranks:
             raise SeqpeftInputError(None, f"the job asks for {gpus} GPUs but {torch.cuda.device_count()} are visible.",
                                     fix="run it on a node with that many GPUs, or lower resources.sizes.<size>.gpu.")
         torch.cuda.set_device(local_rank)
+        from seqpeft.assemble import require_cuda  # the GPU must be one this torch has kernels for
+
+        require_cuda(torch, f"the job asks for {gpus} GPUs")
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"

@@ -72,6 +72,7 @@ class Run:
     max_length: int = 0
     truncated: int = 0
     precision: str = "fp32"
+    precision_reason: str = ""
     trainable: int = 0
     total: int = 0
     trainable_params: list | None = None
@@ -113,7 +114,7 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
     seed = seed_for(training, str(job.partition))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    device = ranks.device if ranks.distributed else resolve_device(training.device)
+    device = ranks.device if ranks.distributed else resolve_device(training.device, int(job.gpus))
     cache = load_cache(job.cache_path)
     check_dsp_cache(cache, job.dsp, job.cache_path, job.model)
     if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec["max_length"]):
@@ -156,7 +157,7 @@ def prepare_model(run: Run) -> None:
     run.max_length = int(job.model_spec["max_length"])
     run.truncated = count_truncated(job, run.cache, run.splits, run.max_length, run.say)
     model.to(run.device)
-    run.precision = resolve_precision(torch, training.precision, run.device)
+    run.precision, run.precision_reason = resolve_precision(torch, training.precision, run.device)
     apply_precision(torch, model, run.precision, run.device)
     if training.compile:
         compile_model(model, ranks)
