@@ -76,3 +76,62 @@ def test_auto_precision_is_bf16_only_on_native_bf16(monkeypatch):
     assert resolve_precision(torch, "auto", cuda) == ("bf16", "auto: native bf16 on compute capability 8.0")
     assert resolve_precision(torch, "bf16", torch.device("cpu")) == ("bf16", "set in training.precision")
     assert resolve_precision(torch, "auto", torch.device("cpu"))[0] == "fp32"
+
+
+# ---- 5: the single-process best state and checkpoints live on the host, not the GPU ----
+
+def test_single_process_trainable_state_is_copied_to_the_host():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from seqpeft.distributed import SINGLE
+
+    with FakeTensorMode():  # "cuda" tensors without a GPU: shapes and devices only
+        model = torch.nn.Linear(8, 4, device="meta")
+        model.weight = torch.nn.Parameter(torch.empty(4, 8, device="cuda"))
+        model.bias = torch.nn.Parameter(torch.empty(4, device="cuda"), requires_grad=False)
+        state = SINGLE.trainable_state(model)
+    assert list(state) == ["weight"]
+    assert state["weight"].device.type == "cpu"  # a GPU copy would count in cuda_max_memory_allocated
+
+
+# ---- 11: resume restores the GPU's generator too; training.deterministic ----
+
+def test_torch_rng_states_round_trip_cpu_and_cuda(monkeypatch):
+    from seqpeft.checkpoint import restore_torch_rng_states, torch_rng_states
+
+    cpu = torch.device("cpu")
+    saved = torch_rng_states(torch, cpu)
+    first = torch.rand(3)
+    torch.rand(5)
+    restore_torch_rng_states(torch, cpu, saved)
+    assert torch.equal(torch.rand(3), first)
+
+    generator = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}  # a CUDA generator, mocked
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": generator["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": generator.update(state=state.clone()))
+    cuda = torch.device("cuda", 0)
+    saved = torch_rng_states(torch, cuda)
+    generator["state"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # training went on after the checkpoint
+    restore_torch_rng_states(torch, cuda, saved)
+    assert generator["state"].tolist() == [1, 2, 3]
+    restore_torch_rng_states(torch, cuda, torch.get_rng_state())  # a checkpoint from before: the CPU's only
+
+
+def test_deterministic_setting_switches_kernels_and_cublas(monkeypatch):
+    from seqpeft.checkpoint import CUBLAS_WORKSPACE, apply_determinism
+    from seqpeft.settings import TrainingConfig
+
+    from helpers import training_settings
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert TrainingConfig.from_dict(training_settings()).deterministic is False
+    try:
+        apply_determinism(torch, TrainingConfig.from_dict(training_settings({"deterministic": True})).deterministic)
+        assert torch.are_deterministic_algorithms_enabled()
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+        apply_determinism(torch, False)  # the next job in this process runs at full speed
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

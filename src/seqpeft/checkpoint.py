@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -121,3 +122,31 @@ class TermFlag:
 
 def rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
+
+
+def torch_rng_states(torch, device) -> dict:
+    """This process's torch generators: the CPU's and, on a GPU, the device's (dropout on a GPU
+    draws from the CUDA generator, which would otherwise restart from the seed after a resume)."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_torch_rng_states(torch, device, states) -> None:
+    """Undo ``torch_rng_states``; a checkpoint of before the CUDA state was saved holds the CPU's only."""
+    if not isinstance(states, dict):
+        states = {"cpu": states, "cuda": None}
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic results (CUDA docs, "Results reproducibility")
+
+
+def apply_determinism(torch, deterministic: bool) -> None:
+    """``training.deterministic``: deterministic kernels only (an op that has none fails, naming
+    itself), cuBLAS with a fixed workspace, no cuDNN autotuning. Before any CUDA work of the process;
+    set either way, so that a job after a deterministic one in the same process runs at full speed."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(bool(deterministic))
+    torch.backends.cudnn.benchmark = False

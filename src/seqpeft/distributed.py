@@ -142,7 +142,8 @@ class Ranks:
     def trainable_state(self, model) -> dict | None:
         """Full trainable tensors (names as in a single-process model) on rank 0, None elsewhere."""
         if not self.distributed:
-            return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+            # on the host: a copy on the GPU would add a model's worth (full fine-tuning) to the peak memory measured
+            return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
         state = {}
         for name, param in model.named_parameters():
             if not param.requires_grad:

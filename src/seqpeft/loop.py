@@ -28,7 +28,8 @@ from seqpeft.atomic import write_json_atomic
 from seqpeft.batching import Split, length_bucketed_batches
 from seqpeft.step import step_with_oom_retry
 from seqpeft.classifier import count_parameters
-from seqpeft.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
+from seqpeft.checkpoint import (Checkpointer, LoopState, Preempted, TermFlag, apply_determinism, job_key, restore_torch_rng_states,
+                                rng_state, torch_rng_states)
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.hf_head import head_description
@@ -111,6 +112,7 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
     import torch
 
     torch.set_num_threads(max(1, int(job.threads) // ranks.world_size))
+    apply_determinism(torch, training.deterministic)
     seed = seed_for(training, str(job.partition))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -202,7 +204,7 @@ def resume_or_start(run: Run) -> None:
         ranks.load_optimizer_state(run.core, run.optimizer, saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
         torch_rng = saved["torch_rng"]
-        torch.set_rng_state(torch_rng[ranks.rank] if isinstance(torch_rng, list) else torch_rng)
+        restore_torch_rng_states(torch, run.device, torch_rng[ranks.rank] if isinstance(torch_rng, list) else torch_rng)
         run.rng.bit_generator.state = saved["numpy_rng"]
         if run.method.load_state is not None:
             run.method.load_state(run.core.backbone, saved["method_state"])
@@ -223,7 +225,7 @@ def save_checkpoint(run: Run) -> None:
     ranks, core = run.ranks, run.core
     run.checkpointer.save({
         "trainable": ranks.trainable_state(core), "optimizer": ranks.optimizer_state(core, run.optimizer),
-        "scheduler": run.scheduler.state_dict(), "torch_rng": ranks.gather(torch.get_rng_state()),
+        "scheduler": run.scheduler.state_dict(), "torch_rng": ranks.gather(torch_rng_states(torch, run.device)),
         "numpy_rng": rng_state(run.rng), "loop": run.state, "best_state": run.best_state,
         "method_state": run.method.save_state(core.backbone) if run.method.save_state is not None else None,
     })
