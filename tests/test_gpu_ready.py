@@ -4,11 +4,15 @@ the real code paths on the CPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from seqpeft.assemble import require_cuda, resolve_device, resolve_precision, runs_on
 from seqpeft.errors import SeqpeftInputError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CUDA13_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
 
@@ -135,3 +139,67 @@ def test_deterministic_setting_switches_kernels_and_cublas(monkeypatch):
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+# ---- 4, 8, 9: what the jobs ask the cluster for ----
+
+class _Resources(dict):
+    """A dry run's ``resources:`` line as the SLURM plugin reads a job's resources."""
+
+    def __getattr__(self, name):
+        return self[name]
+
+
+def _resource_lines(dry_run: str, rule: str) -> list[_Resources]:
+    jobs = []
+    for block in dry_run.split("\nrule ")[1:]:
+        if block.startswith(f"{rule}:"):
+            line = next(line for line in block.splitlines() if line.startswith("    resources: "))
+            values = dict(item.split("=", 1) for item in line[len("    resources: "):].split(", "))
+            jobs.append(_Resources({key: int(value) if value.isdigit() else value for key, value in values.items()}))
+    return jobs
+
+
+def _sbatch_line(resources: _Resources) -> str:
+    """The sbatch command line snakemake-executor-plugin-slurm builds for a job with these resources."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    job = SimpleNamespace(resources=resources, threads=4)
+    params = {"run_uuid": "test", "slurm_logfile": "log", "comment_str": "job", "account": "", "partition": "-p gpu",
+              "workdir": None}
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+def test_slurm_gpu_jobs_stay_on_one_node_and_trials_ask_for_one_gpu(tmp_path):
+    import yaml
+
+    from helpers import run
+
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["training"]["device"] = "auto"
+    config["resources"] = {"sizes": {"tiny": {"gpu": 2, "mem_mb": 1000, "runtime": 30}}}  # two GPUs per fine-tuning job
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    code, out = run("-n", "--profile", ROOT / "profiles" / "slurm", "--quiet", "host", "--configfile", config_path,
+                    "--until", "tune_trials", "finetune")
+    assert code == 0, out[-3000:]
+    finetune, trials = _resource_lines(out, "finetune"), _resource_lines(out, "tune_trials")
+    assert finetune and trials
+    for resources in finetune:
+        line = _sbatch_line(resources)
+        assert " --nodes=1" in line and line.endswith(" --gpus=2"), line
+    for resources in trials:  # a trial trains in one process on one GPU (seqpeft.launch.run_finetune)
+        line = _sbatch_line(resources)
+        assert " --nodes=1" in line and line.endswith(" --gpus=1"), line
+
+
+def test_local_profile_runs_one_gpu_job_at_a_time():
+    import yaml
+
+    # nothing sets CUDA_VISIBLE_DEVICES per local job: two at once would share GPU 0
+    profile = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
+    assert "gpu=1" in profile["resources"]
