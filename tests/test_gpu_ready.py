@@ -203,3 +203,30 @@ def test_local_profile_runs_one_gpu_job_at_a_time():
     # nothing sets CUDA_VISIBLE_DEVICES per local job: two at once would share GPU 0
     profile = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
     assert "gpu=1" in profile["resources"]
+
+
+# ---- 10 and 3: QLoRA counts its 4-bit weights whole; its predictor keeps model and inputs on one device ----
+
+def test_qlora_counts_parameters_as_the_unquantized_model(tiny_model_dir):
+    from helpers import QLORA_TINY
+    from seqpeft.assemble import build_model
+    from seqpeft.classifier import count_parameters
+
+    model_dir = tiny_model_dir("llama", **QLORA_TINY)
+    counts = {method: count_parameters(build_model(model_dir, {}, method, {"r": 4}, 2, False, total_steps=10,
+                                                   model_name="llama")[0]) for method in ("lora", "qlora")}
+    assert counts["qlora"] == counts["lora"]  # the same LoRA, the same backbone; only the storage differs
+
+
+def test_qlora_predictor_loads_on_its_own_device_where_cuda_is_visible(tiny_model_dir, tmp_path, monkeypatch):
+    from helpers import QLORA_TINY, assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task
+    from seqpeft import qlora
+    from seqpeft.launch import run_finetune
+
+    model_dir = tiny_model_dir("llama", **QLORA_TINY)
+    motif_task(tmp_path, model_dir)
+    metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="qlora",
+                                        method_spec={"r": 4}, training={"epochs": 1, "batch_size": 32}))
+    # training on a GPU node: qlora loads onto the current CUDA device; the predictor feeds CPU tensors
+    monkeypatch.setattr(qlora, "_device", lambda: "cuda:0")
+    assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)
