@@ -120,6 +120,37 @@ class TermFlag:
         return False
 
 
+class OomRecord:
+    """A job that ran out of GPU memory at micro-batch 1, remembered in its run directory so that
+    Snakemake's retries (more host memory and time, which cannot help) fail at once instead of
+    loading the model and failing again. Keyed by the job's settings, like a checkpoint: changed
+    settings (a smaller max_length, QLoRA) or a GPU with more memory than the failed one try again."""
+
+    def __init__(self, run_dir: Path, job_key: str):
+        self.path = Path(run_dir) / "out_of_gpu_memory.json"
+        self.job_key = job_key
+
+    def save(self, message: str, gpu: str, memory_bytes: int) -> None:
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps({"job_key": self.job_key, "gpu": gpu, "memory_bytes": memory_bytes,
+                                       "error": message}))
+
+    def refuse_retry(self, memory_bytes: int) -> str | None:
+        """Why this attempt cannot help (the same settings on a GPU no larger), or None; an outdated record goes."""
+        if not self.path.is_file():
+            return None
+        record = json.loads(self.path.read_text())
+        if record["job_key"] != self.job_key or memory_bytes > record["memory_bytes"]:
+            self.clear()
+            return None
+        return (f"an earlier attempt of this job with the same settings ran out of memory at micro-batch 1 on "
+                f"{record['gpu']} ({record['memory_bytes'] / 2**30:.1f} GiB); more host memory or time cannot help "
+                f"({self.path}): {record['error']}")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
 

@@ -26,9 +26,9 @@ from seqpeft.assemble import (apply_precision, build_model, check_dsp_cache, com
                               resolve_device, resolve_precision)
 from seqpeft.atomic import write_json_atomic
 from seqpeft.batching import Split, length_bucketed_batches
-from seqpeft.step import step_with_oom_retry
+from seqpeft.step import OutOfMemoryAtOne, step_with_oom_retry
 from seqpeft.classifier import count_parameters
-from seqpeft.checkpoint import (Checkpointer, LoopState, Preempted, TermFlag, apply_determinism, job_key, restore_torch_rng_states,
+from seqpeft.checkpoint import (Checkpointer, LoopState, OomRecord, Preempted, TermFlag, apply_determinism, job_key, restore_torch_rng_states,
                                 rng_state, torch_rng_states)
 from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
@@ -96,15 +96,38 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     if tuned is not None:
         training = TrainingConfig.from_dict(job.training)
     run = prepare_data(job, training, ranks, say, on_evaluate, dev_only)
-    prepare_model(run)
-    prepare_optimizer(run)
-    resume_or_start(run)
-    with TermFlag() as term:
-        while not run.state.finished and run.state.epoch < training.epochs:
-            train_epoch(run, term)
+    oom = None if dev_only or ranks.distributed else OomRecord(Path(job.out_dir), job_key(job))
+    gpu, memory = device_memory(run.device)
+    if oom is not None and (why := oom.refuse_retry(memory)):
+        raise OutOfMemoryAtOne(None, f"not retried: {why}",
+                               fix="use a GPU with more memory, a smaller max_length, or a parameter-efficient method / QLoRA "
+                                   f"(or delete {oom.path} to try the same again).")
+    try:
+        prepare_model(run)
+        prepare_optimizer(run)
+        resume_or_start(run)
+        with TermFlag() as term:
+            while not run.state.finished and run.state.epoch < training.epochs:
+                train_epoch(run, term)
+    except OutOfMemoryAtOne as error:
+        if oom is not None:
+            oom.save(str(error), gpu, memory)
+        raise
     if dev_only:
         return dev_result(run)
+    if oom is not None:
+        oom.clear()
     return finish(run, tuned)
+
+
+def device_memory(device) -> tuple[str, int]:
+    """The training device's name and memory (bytes; 0 for the CPU, which has no fixed budget here)."""
+    if device.type != "cuda":
+        return "cpu", 0
+    import torch
+
+    properties = torch.cuda.get_device_properties(device)
+    return properties.name, int(properties.total_memory)
 
 
 def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callable, on_evaluate, dev_only: bool) -> Run:
