@@ -230,3 +230,29 @@ def test_qlora_predictor_loads_on_its_own_device_where_cuda_is_visible(tiny_mode
     # training on a GPU node: qlora loads onto the current CUDA device; the predictor feeds CPU tensors
     monkeypatch.setattr(qlora, "_device", lambda: "cuda:0")
     assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)
+
+
+# ---- 6: FSDP shards before anything reaches the GPU, and the peak counter starts after sharding ----
+
+def test_fsdp_shards_a_model_still_on_the_host_then_resets_the_peak(tiny_model_dir, tmp_path, monkeypatch):
+    import seqpeft.distributed as distributed
+    import seqpeft.loop as loop
+    from helpers import finetune_job, motif_task
+    from seqpeft.distributed import Ranks
+    from seqpeft.settings import TrainingConfig
+
+    model_dir = tiny_model_dir("llama")
+    motif_task(tmp_path, model_dir)
+    job = finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", training={"distributed": "fsdp"})
+    training = TrainingConfig.from_dict(job.training)
+    run = loop.prepare_data(job, training, distributed.SINGLE, print, None, False)
+    # rank 0 of a two-GPU FSDP job: the GPU and the collectives mocked, the model building real
+    run.ranks = Ranks(rank=0, world_size=2, mode="fsdp", device=torch.device("cuda", 0))
+    run.device = run.ranks.device
+    events = []
+    monkeypatch.setattr(distributed, "_shard", lambda model, device, world: events.append(
+        ("shard", {p.device.type for p in model.parameters()}, device, world)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    loop.prepare_model(run)  # a whole-model .to("cuda") fails here: this torch has no CUDA
+    assert events == [("shard", {"cpu"}, run.device, 2), ("reset", run.device)]

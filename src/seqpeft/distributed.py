@@ -12,6 +12,7 @@ artifacts, checkpoints). This module imports no torch at import time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import nullcontext
@@ -115,7 +116,7 @@ class Ranks:
         if not self.distributed:
             return loss_model
         if self.mode == "fsdp":
-            _shard(model)
+            _shard(model, self.device, self.world_size)
             return loss_model
         from torch.nn.parallel import DistributedDataParallel
 
@@ -204,9 +205,14 @@ def _fsdp():
     return fully_shard, FSDPModule
 
 
-def _shard(model) -> None:
-    """FSDP2: each transformer block (the model's ``_no_split_modules``) is a unit, then the rest."""
+def _shard(model, device, world_size: int) -> None:
+    """FSDP2: each transformer block (the model's ``_no_split_modules``) is a unit, then the rest.
+    ``fully_shard`` moves each unit to the mesh's device as it shards it; the mesh is the job's
+    device type (FSDP's default is the accelerator's, even for a CPU job on a GPU node)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
     fully_shard, _ = _fsdp()
+    fully_shard = functools.partial(fully_shard, mesh=init_device_mesh(device.type, (world_size,)))
     block_names = set()
     for module in model.modules():
         block_names.update(getattr(module, "_no_split_modules", None) or ())

@@ -181,18 +181,21 @@ def prepare_model(run: Run) -> None:
     run.pad_id = run.loaded.tokenizer.pad_token_id
     run.max_length = int(job.model_spec["max_length"])
     run.truncated = count_truncated(job, run.cache, run.splits, run.max_length, run.say)
-    model.to(run.device)
+    if not ranks.shards_parameters:
+        # FSDP moves each block to the GPU as it shards it (ranks.parallelize): the whole model is
+        # never on one GPU, so a model larger than one GPU trains and the peak is the sharded one.
+        model.to(run.device)
     run.precision, run.precision_reason = resolve_precision(torch, training.precision, run.device)
     apply_precision(torch, model, run.precision, run.device)
     if training.compile:
         compile_model(model, ranks)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
     run.trainable, run.total = count_parameters(model)
     if ranks.rank:
         torch.manual_seed(run.seed + 7919 * ranks.rank)  # dropout masks of its own on every rank
     run.core = model
     run.loss_model = ranks.parallelize(model, loss_module(model, run.objective))
+    if run.device.type == "cuda":  # the peak of training from here: the model in its training form (sharded)
+        torch.cuda.reset_peak_memory_stats(run.device)
 
 
 def prepare_optimizer(run: Run) -> None:
