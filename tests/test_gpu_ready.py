@@ -256,3 +256,18 @@ def test_fsdp_shards_a_model_still_on_the_host_then_resets_the_peak(tiny_model_d
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     loop.prepare_model(run)  # a whole-model .to("cuda") fails here: this torch has no CUDA
     assert events == [("shard", {"cpu"}, run.device, 2), ("reset", run.device)]
+
+
+def test_make_gpu_check_says_in_one_line_that_it_needs_a_gpu():
+    import shutil
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: make gpu-check would run the GPU tests")
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    done = subprocess.run(["make", "-s", "gpu-check", f"BIN={Path(sys.executable).parent}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().splitlines() == [
+        f"make gpu-check needs a CUDA GPU that {Path(sys.executable).parent}/python's torch can use: none here, nothing run"]
