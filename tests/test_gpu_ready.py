@@ -34,7 +34,7 @@ def test_gpu_job_without_a_usable_gpu_fails_naming_what_it_found(monkeypatch):
         resolve_device("auto", gpus=1)
     message = str(caught.value)
     assert "asks for 1 GPU" in message and "NVIDIA driver" in message and f"torch {torch.__version__}" in message
-    assert "training.device: cpu" in message  # the fix names the way to train on the CPU on purpose
+    assert "gpu: 0 for the model's size" in message  # the fix names the way to train on the CPU on purpose
     assert resolve_device("cpu", gpus=1).type == "cpu"  # explicitly asked for
     assert resolve_device("auto", gpus=0).type == "cpu"
 

@@ -39,7 +39,8 @@ def resolve_device(name: str, gpus: int = 0):
 
 # The CUDA 13 builds of requirements/gpu.lock run on compute capability 7.5 (Turing) and newer.
 OLDER_GPU_FIX = ("run on a GPU of compute capability >= 7.5 with a driver for this torch's CUDA, or install a torch "
-                 "built for an older CUDA (README: GPU install); set training.device: cpu to train on the CPU.")
+                 "built for an older CUDA (README: GPU install); to train on the CPU on purpose, set gpu: 0 for the "
+                 "model's size (resources.sizes) and training.device: cpu.")
 
 
 def require_cuda(torch, why: str) -> None:
