@@ -9,13 +9,18 @@ kernels with training and prediction on one device, DDP and FSDP over NCCL.
 from __future__ import annotations
 
 import json
+import os
 import signal
 
-import pytest
-import torch
+# cuBLAS reads its workspace setting when this process first uses it; training.deterministic sets it
+# in each fine-tuning job's fresh process, here it must be set before any test touches the GPU.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from helpers import QLORA_TINY, assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task
-from seqpeft.launch import run_finetune
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import QLORA_TINY, assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task  # noqa: E402
+from seqpeft.launch import run_finetune  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
