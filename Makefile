@@ -10,7 +10,7 @@ LOCK := requirements/cpu.lock
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: install demo test dryrun lint clean-demo lock
+.PHONY: install demo test dryrun lint clean-demo lock gpu-check
 
 $(BIN)/seqpeft: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# On a GPU node, in a venv with requirements/gpu.lock (README: GPU install): the @pytest.mark.gpu
+# tests (tests/test_gpu.py) and benchmarks/gpu.py. Elsewhere one line says what it needs.
+gpu-check:
+	@if ! $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+		echo "make gpu-check needs a CUDA GPU that $(BIN)/python's torch can use: none here, nothing run"; \
+	else \
+		set -e; HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m gpu -rs; $(BIN)/python benchmarks/gpu.py; \
+	fi
 
 dryrun: install
 	$(BIN)/snakemake -n --quiet rules

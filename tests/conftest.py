@@ -97,3 +97,19 @@ def demo_run(tmp_path_factory) -> DemoRun:
     run.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run.snakemake()
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests (tests/test_gpu.py; ``make gpu-check``) need a CUDA GPU this torch
+    can use: skipped with the reason where none is visible."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: torch {torch.__version__} ({build}) sees none")
+    for item in gpu_tests:
+        item.add_marker(skip)

@@ -96,3 +96,49 @@ def test_gpu_dry_counts_flops_and_skips_without_gpu():
     assert 640e6 < params < 660e6
     if not torch.cuda.is_available():
         assert lines[-1] == "skipped: no GPU"
+
+
+def _gpu_benchmark():
+    """benchmarks/gpu.py as a module (its own directory first, for ``_common``)."""
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("gpu")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.slow  # ~30-60 s on 2 shared cores: the Trainer and transformers imports dominate
+def test_gpu_benchmark_measures_both_recipes_on_the_cpu():
+    """The benchmark's measuring code on a tiny ESM with the CPU as its device: what runs on a GPU
+    (the workflow's training step with its current signature, the Trainer recipe, symmetric timing)."""
+    import torch
+
+    gpu = _gpu_benchmark()
+    tiny = {"model_type": "esm", "vocab_size": 33, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "max_position_embeddings": 80, "position_embedding_type": "rotary",
+            "pad_token_id": 1, "mask_token_id": 32, "token_dropout": False}
+    cpu = torch.device("cpu")
+    lora = gpu.Case("tiny_lora", "esm", tiny, "lora", {"r": 4, "target_modules": ["query", "value"]}, max_length=32,
+                    batch_size=8)
+    full = gpu.Case("tiny_full", "esm", tiny, "full", {}, max_length=32, batch_size=8)
+    for case, recipe in ((lora, gpu.run_seqpeft), (full, gpu.run_seqpeft), (lora, gpu.run_seed_recipe)):
+        result = recipe(case, 5, cpu, warmup=2)
+        assert result["timed_steps"] == 3 and result["tokens_per_s"] > 0, (case.name, result)
+        assert result["precision"] == "fp32"  # what training.precision: auto runs on a CPU
+
+
+def test_gpu_benchmark_flops_per_method_and_peak_by_gpu():
+    gpu = _gpu_benchmark()
+    case = next(c for c in gpu.CASES if c.name == "esm2_650m_lora")
+    total, embedding = gpu.count_params(case)
+    assert embedding == 33 * 1280  # token embeddings only: rotary positions have no table
+    trainable = gpu.lora_trainable(case)
+    assert 0 < trainable < total / 100
+    full = gpu.flops_per_token("full", total, embedding, total)
+    lora = gpu.flops_per_token("lora", total, embedding, trainable)
+    assert full == 6 * (total - embedding) and lora == 4 * (total - embedding) + 6 * trainable
+    assert gpu.peak_tflops("NVIDIA H100 PCIe", None) == 756.0 and gpu.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB", None) == 312.0 and gpu.peak_tflops("Tesla T4", None) is None
+    assert gpu.peak_tflops("Tesla T4", 65.0) == 65.0

@@ -64,6 +64,24 @@ def test_oom_at_micro_batch_one_fails_clearly(task, tiny_model_dir, tmp_path, mo
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_oom_at_micro_batch_one_is_not_retried_with_the_same_settings(task, tiny_model_dir, tmp_path, monkeypatch):
+    """Snakemake retries a failed job with more host memory and time; for this failure that cannot
+    help, so the retry fails at once, before loading the model. Other settings try again."""
+    _with_memory_limit(monkeypatch, max_rows=0)
+    with pytest.raises(SeqpeftInputError, match="micro-batch 1 \\(step 1\\)"):
+        run_finetune(_job(task, tiny_model_dir("llama"), tmp_path / "run"))
+    assert (tmp_path / "run" / "out_of_gpu_memory.json").is_file()
+    built = []
+    limited_build = loop.build_model
+    monkeypatch.setattr(loop, "build_model", lambda *args, **kwargs: built.append(1) or limited_build(*args, **kwargs))
+    with pytest.raises(SeqpeftInputError, match="not retried: an earlier attempt .* same settings ran out of memory") as error:
+        run_finetune(_job(task, tiny_model_dir("llama"), tmp_path / "run"))
+    assert not built and "smaller max_length" in str(error.value)
+    with pytest.raises(SeqpeftInputError, match="micro-batch 1 \\(step 1\\)"):  # changed settings: tried again
+        run_finetune(_job(task, tiny_model_dir("llama"), tmp_path / "run", {"max_length": 32}))
+    assert built
+
+
 def test_too_long_sequences_are_refused_when_configured(task, tiny_model_dir, tmp_path):
     with pytest.raises(SeqpeftInputError, match="longer than max_length=16") as error:
         run_finetune(_job(task, tiny_model_dir("llama"), tmp_path / "run", {"max_length": 16, "on_too_long": "refuse"}))

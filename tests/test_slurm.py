@@ -62,9 +62,11 @@ def small_config(results: Path) -> dict:
     config["methods"] = {name: config["methods"][name] for name in ("frozen", "lora")}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_dna"], "methods": ["frozen", "lora"]}]
     config["training"]["epochs"] = 2
-    config["resources"]["sizes"] = {"tiny": {"gpu": 1, "mem_mb": 2000, "runtime": 30}}
-    # jobs ask the fake cluster for a GPU; "auto" trains on what the node really has (a CPU here)
-    config["training"]["device"] = "auto"
+    config["resources"]["sizes"] = {"tiny": {"gpu": 0, "mem_mb": 2000, "runtime": 30}}
+    # A CPU model (gpu: 0, device: cpu); the test profile still asks the fake cluster for a GPU
+    # (override_profile). A job that asked for a GPU with device "auto" and finds none fails
+    # (seqpeft.training.assemble.resolve_device); device "cpu" trains on the CPU on purpose.
+    config["training"]["device"] = "cpu"
     return config
 
 
@@ -72,6 +74,7 @@ def override_profile(tmp_path: Path) -> Path:
     """The shipped SLURM profile with only the cluster-specific settings replaced."""
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"].pop("slurm_account")
+    profile["set-resources"]["finetune"]["gpu"] = 1  # the fake cluster's (device-less) GPUs
     profile.update({"slurm-no-account": True, "slurm-status-command": "squeue", "slurm-keep-successful-logs": True,
                     "slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 2,
                     "slurm-logdir": str(tmp_path / "slurm_logs"), "latency-wait": 5, "retries": 0})
@@ -125,7 +128,6 @@ def test_slurm_profile_runs_on_real_slurm(slurm_cluster, tmp_path):
     assert len(list((tmp_path / "slurm_logs" / "rule_finetune").rglob("*.log"))) == 2
 
     local_config = small_config(Path("results"))
-    local_config["resources"]["sizes"]["tiny"]["gpu"] = 0
     run_snakemake(local_config, local_dir, "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
                   "-d", str(local_dir))
     for run in RUNS:

@@ -158,8 +158,8 @@ def test_precision_bf16_runs_forward_in_bf16_and_auto_is_fp32_on_cpu(dna_task, t
     from seqpeft.training.assemble import apply_precision, resolve_precision
 
     cpu = torch.device("cpu")
-    assert resolve_precision(torch, "auto", cpu) == "fp32"
-    assert resolve_precision(torch, "bf16", cpu) == "bf16"
+    assert resolve_precision(torch, "auto", cpu)[0] == "fp32"
+    assert resolve_precision(torch, "bf16", cpu)[0] == "bf16"
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     seen = []
     model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))

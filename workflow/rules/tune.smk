@@ -20,9 +20,10 @@ rule tune_trials:
         hpo=hpo_args,
     threads: FINETUNE_THREADS
     resources:
-        gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
+        # a tuning trial trains in one process on at most one GPU, whatever training.processes or the
+        # model's size says (seqpeft.training.launch.run_finetune): it asks for what it uses
+        gpu=lambda wildcards: min(int(size_resources(config, wildcards.model)["gpu"]), 1),
         **FINETUNE_GPU_MODEL,
-        # a tuning trial trains in one process, whatever training.processes says (seqpeft.training.launch.run_finetune)
         mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
         # one trial trains at most the run's epochs: a fine-tuning job's time
         runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,

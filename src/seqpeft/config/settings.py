@@ -50,6 +50,7 @@ class TrainingConfig:
     distributed: str  # how several processes share the model: ddp (replicas) or fsdp (sharded, large decoders)
     precision: str  # forward passes in bf16 autocast (bf16), float32 (fp32), or bf16 on GPUs that have it (auto)
     compile: bool  # torch.compile the classifier: a one-off compile (seconds to minutes) for faster steps
+    deterministic: bool  # deterministic GPU kernels: identical reruns and resumes on one GPU model, some speed lost
     optimizer: str  # any torch.optim class (seqpeft.config.recipe); PEFT-SP: Adamax
     optimizer_args: dict  # further arguments of that class (betas, eps, ...)
     scheduler: str  # linear decay after warm-up, or constant (PEFT-SP: no scheduler)

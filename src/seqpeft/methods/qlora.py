@@ -27,13 +27,13 @@ from seqpeft.util.errors import SeqpeftInputError
 OWN_KEYS = ("compute_dtype", "double_quant", "quant_type", "gradient_checkpointing")
 
 
-def _require_bitsandbytes() -> None:
+def _require_bitsandbytes(device: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
         from bitsandbytes.functional import quantize_4bit
         import torch
 
-        quantize_4bit(torch.ones(64, dtype=torch.float32, device=_device()), quant_type="nf4")
+        quantize_4bit(torch.ones(64, dtype=torch.float32, device=device), quant_type="nf4")
     except Exception as error:  # any failure here means 4-bit loading cannot work on this machine
         raise SeqpeftInputError(None, f"qlora needs bitsandbytes 4-bit kernels, which do not run here ({type(error).__name__}: {error}).",
                                 fix="install bitsandbytes>=0.45 (CPU backend from 0.50) or run qlora on a CUDA GPU; use lora otherwise.") from error
@@ -46,18 +46,21 @@ def _device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
-def load_kwargs(args: dict) -> dict:
-    """``from_pretrained`` keyword arguments that load the backbone quantized."""
+def load_kwargs(args: dict, device: str | None = None) -> dict:
+    """``from_pretrained`` keyword arguments that load the backbone quantized, onto ``device``
+    (default: training's, the current CUDA device where one is visible, else the CPU). The
+    predictor passes its own device: weights and inputs must be on one device."""
     import torch
     from transformers import BitsAndBytesConfig
 
-    _require_bitsandbytes()
+    device = device or _device()
+    _require_bitsandbytes(device)
     config = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=args.get("quant_type", "nf4"),
         bnb_4bit_use_double_quant=bool(args.get("double_quant", True)),
         bnb_4bit_compute_dtype=getattr(torch, args.get("compute_dtype", "bfloat16")),
     )
-    return {"quantization_config": config, "device_map": _device()}
+    return {"quantization_config": config, "device_map": device}
 
 
 def use_packed_cpu_kernel(model, enabled: bool) -> None:

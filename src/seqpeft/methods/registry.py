@@ -50,7 +50,7 @@ class Method:
     # parameters, re-applied onto the base model when a run is loaded.
     saves_trainable: bool = False
     # Extra from_pretrained arguments for the backbone (QLoRA's 4-bit quantization), from the method args.
-    load_kwargs: Callable[[dict], dict] | None = None
+    load_kwargs: Callable[..., dict] | None = None  # (args, device=None): from_pretrained arguments
     # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
     load_adapter: Callable[[Any, Any], Any] | None = None
 
@@ -224,10 +224,10 @@ def _qlora(backbone, args: dict, ctx: MethodContext):
     return _lora(qlora.prepare(backbone, args), qlora.lora_args(args), ctx)
 
 
-def _qlora_load_kwargs(args: dict) -> dict:
+def _qlora_load_kwargs(args: dict, device: str | None = None) -> dict:
     from seqpeft.methods import qlora
 
-    return qlora.load_kwargs(args)
+    return qlora.load_kwargs(args, device)
 
 
 def _lopa(backbone, args: dict, ctx: MethodContext):

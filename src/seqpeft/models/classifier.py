@@ -99,6 +99,15 @@ def make_classifier(loaded, num_labels: int, pooling: str | None = None,
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; peft's frozen base weights count in the total only,
     and the frozen originals of the modules peft trains a copy of (``modules_to_save``) not at all."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for name, p in model.named_parameters() if ".original_module." not in name)
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_count(p) for name, p in model.named_parameters() if ".original_module." not in name)
     return trainable, total
+
+
+def parameter_count(param) -> int:
+    """Parameters a tensor stands for, as peft counts them (``get_nb_trainable_parameters``): a
+    bitsandbytes 4-bit weight packs two values per byte of its storage, so its ``numel()`` is a
+    fraction of the layer's parameters."""
+    if type(param).__name__ != "Params4bit":
+        return param.numel()
+    return param.numel() * 2 * param.element_size()

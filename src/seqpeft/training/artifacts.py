@@ -110,8 +110,9 @@ def resolve_base_model(artifacts_dir: Path, description: dict) -> Path:
                                 f"--adapter {artifacts_dir} ...")
 
 
-def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
-    """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate)."""
+def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None, device: str = "cpu"):
+    """Rebuild a trained classifier from a run's ``artifacts`` directory (for predict/evaluate), on
+    ``device`` (the predictor's: a quantized backbone is placed at load time, not by ``.to``)."""
     import torch
 
     from seqpeft.training.assemble import method_context
@@ -127,7 +128,7 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None):
     if description["weights"] == "backbone":
         base = artifacts_dir / "backbone"
     method, args = resolve_method(description["method"], description.get("method_spec") or {})
-    extra = method.load_kwargs(args) if method.load_kwargs is not None else None
+    extra = method.load_kwargs(args, device) if method.load_kwargs is not None else None
     num_labels = int(description["num_labels"]) if uses_transformers_head(description.get("model_spec")) else None
     loaded = load_backbone(base, description.get("model_spec"), num_labels=num_labels, extra_kwargs=extra,
                            tokenizer_dir=artifacts_dir / "tokenizer")

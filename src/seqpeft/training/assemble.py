@@ -4,6 +4,7 @@ precision and compilation, and the checks that the tokenized cache fits the job.
 from __future__ import annotations
 
 import functools
+import os
 import resource
 from pathlib import Path
 from typing import Callable
@@ -21,24 +22,82 @@ from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.data.tokenize import TokenizedTask
 
 
-def resolve_device(name: str):
+def resolve_device(name: str, gpus: int = 0):
+    """The training device. A job that asked for a GPU (``gpus`` > 0) must get one: with
+    ``device: auto`` it fails at once, saying why no GPU is usable, rather than train on the node's
+    CPUs until its time limit (``device: cpu`` trains on the CPU whatever the job asked for)."""
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SeqpeftInputError(None, "training.device is 'cuda' but no CUDA device is visible.",
-                                fix="run on a GPU node, or set training.device: auto.")
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or gpus > 0:
+        why = "training.device is 'cuda'" if name == "cuda" else f"the job asks for {gpus} GPU(s) (resources.sizes)"
+        require_cuda(torch, why)
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(torch, precision: str, device) -> str:
-    """``fp32`` or ``bf16``: ``auto`` means bf16 on a CUDA device that supports it (the speed and
-    memory of half precision, with float32's exponent range so no loss scaling is needed), else
-    fp32 (CPUs without bf16 units run it slower than float32)."""
+# The CUDA 13 builds of requirements/gpu.lock run on compute capability 7.5 (Turing) and newer.
+OLDER_GPU_FIX = ("run on a GPU of compute capability >= 7.5 with a driver for this torch's CUDA, or install a torch "
+                 "built for an older CUDA (README: GPU install); to train on the CPU on purpose, set gpu: 0 for the "
+                 "model's size (resources.sizes) and training.device: cpu.")
+
+
+def require_cuda(torch, why: str) -> None:
+    """Fail, naming what was found (torch's CUDA, the driver, the GPU's compute capability), unless
+    this torch can run kernels on the visible GPU."""
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__} built for CUDA {torch.version.cuda}" if torch.version.cuda else \
+            f"torch {torch.__version__} is a CPU-only build"
+        raise SeqpeftInputError(None, f"{why} but no CUDA device is usable: {build}; NVIDIA driver: {nvidia_driver()}; "
+                                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}.",
+                                fix=OLDER_GPU_FIX)
+    index = torch.cuda.current_device()
+    capability = torch.cuda.get_device_capability(index)
+    archs = torch.cuda.get_arch_list()
+    if archs and not runs_on(capability, archs):
+        raise SeqpeftInputError(None, f"{why} but GPU {index} ({torch.cuda.get_device_name(index)}) has compute "
+                                f"capability {capability[0]}.{capability[1]}, which torch {torch.__version__} (CUDA "
+                                f"{torch.version.cuda}) has no kernels for (built for {' '.join(archs)}).",
+                                fix=OLDER_GPU_FIX)
+
+
+def runs_on(capability: tuple[int, int], archs: list[str]) -> bool:
+    """Whether a build for ``archs`` (``sm_XY`` binaries, ``compute_XY`` PTX) runs on a GPU of
+    ``capability``: a binary runs on its major version's later minors, PTX on any later GPU."""
+    major, minor = capability
+    for arch in archs:
+        kind, _, number = arch.partition("_")
+        arch_major, arch_minor = int(number[:-1]), int(number[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True
+    return False
+
+
+def nvidia_driver() -> str:
+    """The loaded NVIDIA kernel driver's version line, or that there is none."""
+    try:
+        return Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return "none loaded (no /proc/driver/nvidia/version)"
+
+
+def resolve_precision(torch, precision: str, device) -> tuple[str, str]:
+    """``fp32`` or ``bf16``, and why. ``auto`` means bf16 on a CUDA device with native bf16 units
+    (compute capability >= 8.0: the speed and memory of half precision, with float32's exponent
+    range so no loss scaling is needed), else fp32: CPUs without bf16 units, and GPUs such as the T4
+    or V100 that only emulate bf16 (``torch.cuda.is_bf16_supported()`` counts emulation), run it
+    slower than float32."""
     if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return precision, "set in training.precision"
+    if device.type != "cuda":
+        return "fp32", f"auto: {device.type} device"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return "bf16", f"auto: native bf16 on compute capability {major}.{minor}"
+    return "fp32", f"auto: compute capability {major}.{minor} has no native bf16 (emulated only)"
 
 
 def apply_precision(torch, model, precision: str, device) -> None:

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -119,5 +120,64 @@ class TermFlag:
         return False
 
 
+class OomRecord:
+    """A job that ran out of GPU memory at micro-batch 1, remembered in its run directory so that
+    Snakemake's retries (more host memory and time, which cannot help) fail at once instead of
+    loading the model and failing again. Keyed by the job's settings, like a checkpoint: changed
+    settings (a smaller max_length, QLoRA) or a GPU with more memory than the failed one try again."""
+
+    def __init__(self, run_dir: Path, job_key: str):
+        self.path = Path(run_dir) / "out_of_gpu_memory.json"
+        self.job_key = job_key
+
+    def save(self, message: str, gpu: str, memory_bytes: int) -> None:
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps({"job_key": self.job_key, "gpu": gpu, "memory_bytes": memory_bytes,
+                                       "error": message}))
+
+    def refuse_retry(self, memory_bytes: int) -> str | None:
+        """Why this attempt cannot help (the same settings on a GPU no larger), or None; an outdated record goes."""
+        if not self.path.is_file():
+            return None
+        record = json.loads(self.path.read_text())
+        if record["job_key"] != self.job_key or memory_bytes > record["memory_bytes"]:
+            self.clear()
+            return None
+        return (f"an earlier attempt of this job with the same settings ran out of memory at micro-batch 1 on "
+                f"{record['gpu']} ({record['memory_bytes'] / 2**30:.1f} GiB); more host memory or time cannot help "
+                f"({self.path}): {record['error']}")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
+
+
+def torch_rng_states(torch, device) -> dict:
+    """This process's torch generators: the CPU's and, on a GPU, the device's (dropout on a GPU
+    draws from the CUDA generator, which would otherwise restart from the seed after a resume)."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_torch_rng_states(torch, device, states) -> None:
+    """Undo ``torch_rng_states``; a checkpoint of before the CUDA state was saved holds the CPU's only."""
+    if not isinstance(states, dict):
+        states = {"cpu": states, "cuda": None}
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic results (CUDA docs, "Results reproducibility")
+
+
+def apply_determinism(torch, deterministic: bool) -> None:
+    """``training.deterministic``: deterministic kernels only (an op that has none fails, naming
+    itself), cuBLAS with a fixed workspace, no cuDNN autotuning. Before any CUDA work of the process;
+    set either way, so that a job after a deterministic one in the same process runs at full speed."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(bool(deterministic))
+    torch.backends.cudnn.benchmark = False

@@ -12,6 +12,7 @@ artifacts, checkpoints). This module imports no torch at import time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import nullcontext
@@ -115,7 +116,7 @@ class Ranks:
         if not self.distributed:
             return loss_model
         if self.mode == "fsdp":
-            _shard(model)
+            _shard(model, self.device, self.world_size)
             return loss_model
         from torch.nn.parallel import DistributedDataParallel
 
@@ -142,7 +143,8 @@ class Ranks:
     def trainable_state(self, model) -> dict | None:
         """Full trainable tensors (names as in a single-process model) on rank 0, None elsewhere."""
         if not self.distributed:
-            return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+            # on the host: a copy on the GPU would add a model's worth (full fine-tuning) to the peak memory measured
+            return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
         state = {}
         for name, param in model.named_parameters():
             if not param.requires_grad:
@@ -203,9 +205,14 @@ def _fsdp():
     return fully_shard, FSDPModule
 
 
-def _shard(model) -> None:
-    """FSDP2: each transformer block (the model's ``_no_split_modules``) is a unit, then the rest."""
+def _shard(model, device, world_size: int) -> None:
+    """FSDP2: each transformer block (the model's ``_no_split_modules``) is a unit, then the rest.
+    ``fully_shard`` moves each unit to the mesh's device as it shards it; the mesh is the job's
+    device type (FSDP's default is the accelerator's, even for a CPU job on a GPU node)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
     fully_shard, _ = _fsdp()
+    fully_shard = functools.partial(fully_shard, mesh=init_device_mesh(device.type, (world_size,)))
     block_names = set()
     for module in model.modules():
         block_names.update(getattr(module, "_no_split_modules", None) or ())
@@ -230,6 +237,9 @@ def join(world: int, gpus: int, mode: str) -> Ranks:
             raise SeqpeftInputError(None, f"the job asks for {gpus} GPUs but {torch.cuda.device_count()} are visible.",
                                     fix="run it on a node with that many GPUs, or lower resources.sizes.<size>.gpu.")
         torch.cuda.set_device(local_rank)
+        from seqpeft.training.assemble import require_cuda  # the GPU must be one this torch has kernels for
+
+        require_cuda(torch, f"the job asks for {gpus} GPUs")
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"

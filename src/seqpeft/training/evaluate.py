@@ -20,6 +20,9 @@ from seqpeft.core.registry import objective_for, task_kind
 # a checkpoint saved as *ForSequenceClassification classifies whole sequences: the kind that reads it
 CHECKPOINT_HEAD_KIND = "sequence_classification"
 
+# One device for the predictor's model (a QLoRA backbone included) and its inputs.
+PREDICT_DEVICE = "cpu"
+
 
 @dataclass
 class Predictor:
@@ -39,14 +42,14 @@ class Predictor:
         import torch
 
         return self.objective.evaluate(self.model, split, self.tokenizer.pad_token_id, self.max_length,
-                                       self.batch_size, torch.device("cpu"))
+                                       self.batch_size, torch.device(PREDICT_DEVICE))
 
     def logits(self, split) -> np.ndarray:
         """Per-sequence logits in split order (labels, if the split has none, are placeholders)."""
         import torch
 
         return self.objective.predict(self.model, split, self.tokenizer.pad_token_id, self.max_length, self.batch_size,
-                                      torch.device("cpu"))["logits"]
+                                      torch.device(PREDICT_DEVICE))["logits"]
 
     def split_for(self, sequences: list[str], labels: np.ndarray | None, source: Any = None):
         """A batching ``Split`` (see ``seqpeft.core.batching``) for raw sequences."""
@@ -89,7 +92,7 @@ def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length:
     model_dir = Path(model_dir)
     if adapter_dir is not None or (model_dir / "seqpeft.json").is_file():
         artifacts = Path(adapter_dir) if adapter_dir is not None else model_dir
-        model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None)
+        model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None, PREDICT_DEVICE)
         return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), description["task_kind"],
                          description.get("label_names"), objective_for(description["task_kind"], description),
                          dsp=description.get("dsp"), num_labels=int(description["num_labels"]))

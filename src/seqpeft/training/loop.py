@@ -26,9 +26,10 @@ from seqpeft.training.assemble import (apply_precision, build_model, check_dsp_c
                               resolve_device, resolve_precision)
 from seqpeft.util.atomic import write_json_atomic
 from seqpeft.core.batching import Split, length_bucketed_batches
-from seqpeft.training.step import step_with_oom_retry
+from seqpeft.training.step import OutOfMemoryAtOne, step_with_oom_retry
 from seqpeft.models.classifier import count_parameters
-from seqpeft.training.checkpoint import Checkpointer, LoopState, Preempted, TermFlag, job_key, rng_state
+from seqpeft.training.checkpoint import (Checkpointer, LoopState, OomRecord, Preempted, TermFlag, apply_determinism, job_key, restore_torch_rng_states,
+                                rng_state, torch_rng_states)
 from seqpeft.training.distributed import SINGLE, join
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.models.hf_head import head_description
@@ -72,6 +73,7 @@ class Run:
     max_length: int = 0
     truncated: int = 0
     precision: str = "fp32"
+    precision_reason: str = ""
     trainable: int = 0
     total: int = 0
     trainable_params: list | None = None
@@ -94,15 +96,38 @@ def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = No
     if tuned is not None:
         training = TrainingConfig.from_dict(job.training)
     run = prepare_data(job, training, ranks, say, on_evaluate, dev_only)
-    prepare_model(run)
-    prepare_optimizer(run)
-    resume_or_start(run)
-    with TermFlag() as term:
-        while not run.state.finished and run.state.epoch < training.epochs:
-            train_epoch(run, term)
+    oom = None if dev_only or ranks.distributed else OomRecord(Path(job.out_dir), job_key(job))
+    gpu, memory = device_memory(run.device)
+    if oom is not None and (why := oom.refuse_retry(memory)):
+        raise OutOfMemoryAtOne(None, f"not retried: {why}",
+                               fix="use a GPU with more memory, a smaller max_length, or a parameter-efficient method / QLoRA "
+                                   f"(or delete {oom.path} to try the same again).")
+    try:
+        prepare_model(run)
+        prepare_optimizer(run)
+        resume_or_start(run)
+        with TermFlag() as term:
+            while not run.state.finished and run.state.epoch < training.epochs:
+                train_epoch(run, term)
+    except OutOfMemoryAtOne as error:
+        if oom is not None:
+            oom.save(str(error), gpu, memory)
+        raise
     if dev_only:
         return dev_result(run)
+    if oom is not None:
+        oom.clear()
     return finish(run, tuned)
+
+
+def device_memory(device) -> tuple[str, int]:
+    """The training device's name and memory (bytes; 0 for the CPU, which has no fixed budget here)."""
+    if device.type != "cuda":
+        return "cpu", 0
+    import torch
+
+    properties = torch.cuda.get_device_properties(device)
+    return properties.name, int(properties.total_memory)
 
 
 def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callable, on_evaluate, dev_only: bool) -> Run:
@@ -110,10 +135,11 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
     import torch
 
     torch.set_num_threads(max(1, int(job.threads) // ranks.world_size))
+    apply_determinism(torch, training.deterministic)
     seed = seed_for(training, str(job.partition))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    device = ranks.device if ranks.distributed else resolve_device(training.device)
+    device = ranks.device if ranks.distributed else resolve_device(training.device, int(job.gpus))
     cache = load_cache(job.cache_path)
     check_dsp_cache(cache, job.dsp, job.cache_path, job.model)
     if job.dsp is not None and int(job.dsp["max_length"]) != int(job.model_spec["max_length"]):
@@ -155,18 +181,21 @@ def prepare_model(run: Run) -> None:
     run.pad_id = run.loaded.tokenizer.pad_token_id
     run.max_length = int(job.model_spec["max_length"])
     run.truncated = count_truncated(job, run.cache, run.splits, run.max_length, run.say)
-    model.to(run.device)
-    run.precision = resolve_precision(torch, training.precision, run.device)
+    if not ranks.shards_parameters:
+        # FSDP moves each block to the GPU as it shards it (ranks.parallelize): the whole model is
+        # never on one GPU, so a model larger than one GPU trains and the peak is the sharded one.
+        model.to(run.device)
+    run.precision, run.precision_reason = resolve_precision(torch, training.precision, run.device)
     apply_precision(torch, model, run.precision, run.device)
     if training.compile:
         compile_model(model, ranks)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
     run.trainable, run.total = count_parameters(model)
     if ranks.rank:
         torch.manual_seed(run.seed + 7919 * ranks.rank)  # dropout masks of its own on every rank
     run.core = model
     run.loss_model = ranks.parallelize(model, loss_module(model, run.objective))
+    if run.device.type == "cuda":  # the peak of training from here: the model in its training form (sharded)
+        torch.cuda.reset_peak_memory_stats(run.device)
 
 
 def prepare_optimizer(run: Run) -> None:
@@ -201,7 +230,7 @@ def resume_or_start(run: Run) -> None:
         ranks.load_optimizer_state(run.core, run.optimizer, saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
         torch_rng = saved["torch_rng"]
-        torch.set_rng_state(torch_rng[ranks.rank] if isinstance(torch_rng, list) else torch_rng)
+        restore_torch_rng_states(torch, run.device, torch_rng[ranks.rank] if isinstance(torch_rng, list) else torch_rng)
         run.rng.bit_generator.state = saved["numpy_rng"]
         if run.method.load_state is not None:
             run.method.load_state(run.core.backbone, saved["method_state"])
@@ -222,7 +251,7 @@ def save_checkpoint(run: Run) -> None:
     ranks, core = run.ranks, run.core
     run.checkpointer.save({
         "trainable": ranks.trainable_state(core), "optimizer": ranks.optimizer_state(core, run.optimizer),
-        "scheduler": run.scheduler.state_dict(), "torch_rng": ranks.gather(torch.get_rng_state()),
+        "scheduler": run.scheduler.state_dict(), "torch_rng": ranks.gather(torch_rng_states(torch, run.device)),
         "numpy_rng": rng_state(run.rng), "loop": run.state, "best_state": run.best_state,
         "method_state": run.method.save_state(core.backbone) if run.method.save_state is not None else None,
     })

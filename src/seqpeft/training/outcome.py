@@ -39,6 +39,7 @@ def run_metrics(run, test: dict, tuned: dict | None) -> dict:
         "epochs_run": math.ceil(state.step / run.steps_per_epoch), "steps": state.step, "seed": run.seed,
         "truncated_sequences": run.truncated, "device": str(device),
         "world_size": ranks.world_size, "distributed": ranks.mode, "precision": run.precision,
+        "precision_reason": run.precision_reason,
         "micro_batch_size": state.micro_batch_size,
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,

@@ -10,6 +10,10 @@ from seqpeft.core.batching import Split, collate
 from seqpeft.util.errors import SeqpeftInputError
 
 
+class OutOfMemoryAtOne(SeqpeftInputError):
+    """Out of GPU memory with one sequence per micro-batch: only a change of settings or GPU helps."""
+
+
 def is_out_of_memory(torch, error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError)
 
@@ -38,7 +42,7 @@ def step_with_oom_retry(torch, model, method, split, indices, pad_id, max_length
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if state.micro_batch_size <= 1:
-                raise SeqpeftInputError(None, f"out of GPU memory at micro-batch 1 (step {state.step + 1}).",
+                raise OutOfMemoryAtOne(None, f"out of GPU memory at micro-batch 1 (step {state.step + 1}).",
                                         fix="use a GPU with more memory, a smaller max_length, or a parameter-efficient method / QLoRA.") from error
             state.micro_batch_size = max(1, state.micro_batch_size // 2)
             state.oom_events.append({"step": state.step + 1, "micro_batch_size": state.micro_batch_size})
