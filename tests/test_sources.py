@@ -87,3 +87,21 @@ def test_unverified_reason_is_a_documented_key():
     config["sources"]["gue_dnabert2"]["unverified_reason"] = ""
     with pytest.raises(WorkflowError, match="unverified_reason"):
         validate(config, str(SCHEMA))
+
+
+# Commits seen in public Hugging Face cache paths (../shared/models/layouts/LAYOUTS.md).
+PUBLIC_PINS = {
+    "facebook/esm2_t30_150M_UR50D": "a695f6045e2e32885fa60af20c13cb35398ce30c",
+    "facebook/esm2_t36_3B_UR50D": "476b639933c8baad5ad09a60ac1a87f987b656fc",
+    "facebook/opt-125m": "27dcfa74d334bc871f3234de431e71c6eeba5dd6",
+    "togethercomputer/LLaMA-2-7B-32K": "46c24bb5aef59722fa7aa6d75e832afd1d64b980",
+}
+
+
+def test_seed_configs_pin_the_public_commits():
+    used = {}
+    for path in REPO.glob("config/seeds/*.yaml"):
+        for spec in (yaml.safe_load(path.read_text()).get("models") or {}).values():
+            if spec.get("hub") in PUBLIC_PINS:
+                used.setdefault(spec["hub"], set()).add(spec.get("revision"))
+    assert used == {hub: {commit} for hub, commit in PUBLIC_PINS.items()}
