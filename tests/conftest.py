@@ -97,3 +97,16 @@ def demo_run(tmp_path_factory) -> DemoRun:
     run.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run.snakemake()
     return run
+
+
+@pytest.fixture(scope="session")
+def real_hub(tmp_path_factory):
+    """The offline hub serving every hub model the shipped configs name, in its real layout
+    (tests/hub_server.py: ``served_repo(model entry)`` says which stand-in serves an entry).
+    Yields the environment a process needs to reach it (``HF_ENDPOINT`` and a fresh ``HF_HOME``)."""
+    from helpers import shared_path
+    from hub_server import HubServer, hub_env, real_layout_hub
+
+    shared_path("models/layouts/LAYOUTS.md")
+    with HubServer(real_layout_hub()) as url:
+        yield hub_env(url, tmp_path_factory.mktemp("real_hub"))

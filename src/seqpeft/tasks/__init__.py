@@ -35,10 +35,10 @@ def task_splits(cache: TokenizedTask, partition: str) -> dict:
 
 def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
     """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
-    from transformers import AutoTokenizer
+    from seqpeft.models import load_tokenizer
 
     kind = task_kind(task_spec["kind"])
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     arrays: dict[str, np.ndarray] = {}
     meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
     meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
@@ -52,15 +52,14 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
     Same layout as ``tokenize_task`` (training reads it unchanged); ``meta["dsp"]`` records the
     settings and the ids used, ``meta["dsp_truncated"]`` how many sequences lost nucleotides.
     """
-    from transformers import AutoTokenizer
-
     from seqpeft.dsp import DspEncoder, DspSettings
+    from seqpeft.models import load_tokenizer
 
     kind = task_kind(task_spec["kind"])
     if not kind.text_template:
         raise SeqpeftInputError(None, f"domain-shift prompting does not apply to {kind.name} tasks.",
                                 fix="drop the dsp method variants from this task's experiments.")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     encoder = DspEncoder(tokenizer, DspSettings.from_dict(dsp), model)
     unknown = encoder.template_unknown_tokens()
     print(f"[seqpeft] DSP {encoder.settings.encoding}: template is {encoder.template_tokens} tokens"
