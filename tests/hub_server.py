@@ -8,6 +8,14 @@ Routes (``repo`` is ``owner/name``; ``rev`` a branch or a commit):
   GET  /{repo}/resolve/{rev}/{file}         the bytes
 Anything else answers 404, like the Hub for an unknown repository or file. Data files of plain
 downloads (sources) are served at their own paths from ``files``.
+
+Real layouts (issue #22): ``real_layout_hub()`` serves every hub model the shipped configs name
+under its real repository id and commit, in its real file layout and dtype (``REAL_REPOS``);
+``served_repo(model entry)`` says which stand-in serves a config's entry, ``shipped_hub_models``
+lists the entries, and the session fixture ``real_hub`` (tests/conftest.py) starts the hub and
+gives the environment (``HF_ENDPOINT``, ``HF_HOME``) a ``seqpeft``/Snakemake process needs.
+Repositories without a public commit (NT-500M-1000G, Mistral-DNA) are served on ``main``:
+``seqpeft pin`` against the hub pins them.
 """
 
 from __future__ import annotations
