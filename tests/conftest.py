@@ -113,3 +113,14 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"needs a CUDA GPU: torch {torch.__version__} ({build}) sees none")
     for item in gpu_tests:
         item.add_marker(skip)
+@pytest.fixture(scope="session")
+def real_hub(tmp_path_factory):
+    """The offline hub serving every hub model the shipped configs name, in its real layout
+    (tests/hub_server.py: ``served_repo(model entry)`` says which stand-in serves an entry).
+    Yields the environment a process needs to reach it (``HF_ENDPOINT`` and a fresh ``HF_HOME``)."""
+    from helpers import shared_path
+    from hub_server import HubServer, hub_env, real_layout_hub
+
+    shared_path("models/layouts/LAYOUTS.md")
+    with HubServer(real_layout_hub()) as url:
+        yield hub_env(url, tmp_path_factory.mktemp("real_hub"))

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from seqpeft.core.batching import Split
-from seqpeft.data.tokenize import TokenizedTask, cache_meta, save_cache
+from seqpeft.data.tokenize import TokenizedTask, cache_meta, load_tokenizer, save_cache
 from seqpeft.util.errors import SeqpeftInputError
 
 FOLD_PARTITIONS = (0, 1, 2)
@@ -156,10 +156,8 @@ def task_splits(cache: TokenizedTask, partition: str) -> dict:
 
 def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_path: Path) -> None:
     """Validate and tokenize one task's files with one tokenizer into ``out_path`` (.npz)."""
-    from transformers import AutoTokenizer
-
     kind = task_kind(task_spec["kind"])
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     arrays: dict[str, np.ndarray] = {}
     meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
     meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))

@@ -240,3 +240,15 @@ def load_cache(path: Path) -> TokenizedTask:
     meta["records"] = {key[4:]: value for key, value in data.items()
                        if key.startswith("all_") and key[4:] in ("partition", "kingdom", "sp_type", "accession", "sequence")}
     return TokenizedTask(meta["kind"], meta["fingerprint"], splits, meta)
+
+
+def load_tokenizer(model_dir: Path):
+    """A model's tokenizer as every step loads it (tokenize, train, predict). Never with repository
+    code: a config's ``auto_map`` (DNABERT-2) otherwise makes transformers ask "run the custom code?
+    [y/N]" and wait. Without a pad token (Llama) it pads with end-of-sequence: padding is masked."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

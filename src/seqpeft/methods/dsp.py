@@ -267,16 +267,14 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
     Same layout as ``tokenize_task`` (training reads it unchanged); ``meta["dsp"]`` records the
     settings and the ids used, ``meta["dsp_truncated"]`` how many sequences lost nucleotides.
     """
-    from transformers import AutoTokenizer
-
     from seqpeft.core.registry import task_kind
-    from seqpeft.data.tokenize import cache_meta, save_cache
+    from seqpeft.data.tokenize import cache_meta, load_tokenizer, save_cache
 
     kind = task_kind(task_spec["kind"])
     if not kind.text_template:
         raise SeqpeftInputError(None, f"domain-shift prompting does not apply to {kind.name} tasks.",
                                 fix="drop the dsp method variants from this task's experiments.")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     encoder = DspEncoder(tokenizer, DspSettings.from_dict(dsp), model)
     unknown = encoder.template_unknown_tokens()
     print(f"[seqpeft] DSP {encoder.settings.encoding}: template is {encoder.template_tokens} tokens"

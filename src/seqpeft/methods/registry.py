@@ -252,6 +252,10 @@ def _prompt_learning(config_name: str, defaults: dict) -> Callable:
                 fix="remove prefix_tuning for this model from the experiments, or use prompt_tuning / p_tuning.",
             )
         options = {**defaults, **args}
+        if config_name != "PrefixTuningConfig" and "token_dim" not in options:
+            # virtual tokens join the input embeddings, which need not be hidden_size wide (OPT-350m's
+            # are word_embed_proj_dim, 512 vs 1024); peft would size them from hidden_size
+            options["token_dim"] = int(backbone.get_input_embeddings().embedding_dim)
         return _peft_wrap(backbone, ctx.peft_config(getattr(peft, config_name), options))
 
     return apply

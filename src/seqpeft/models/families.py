@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.models.weights import checkpoint_dtype, loaded_dtype, read_tensors
 
 # Modules of seqpeft's own architectures; importing one registers it with transformers' Auto classes.
 NATIVE_ARCHITECTURES = ("seqpeft.models.dnabert2",)
@@ -57,6 +58,9 @@ class ModelFamily:
     published_head: PublishedHead = PublishedHead()
     # A model type without a registered family: peft chooses target modules from its own table.
     peft_defaults: bool = False
+    # The config key of the last hidden state's width (what the head reads): OPT's project_out maps
+    # hidden_size to word_embed_proj_dim (1024 -> 512 in opt-350m).
+    output_width_key: str = "hidden_size"
 
     @property
     def default_pooling(self) -> str:
@@ -176,7 +180,8 @@ FAMILIES: dict[str, ModelFamily] = {
                     ("o_proj",), build_config=_llama_like("MixtralConfig"),
                     lora_target_parameters=("mlp.experts.gate_up_proj", "mlp.experts.down_proj")),
         ModelFamily("opt", "opt", True, ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-                    ("k_proj", "v_proj", "fc2"), ("fc2",), build_config=_opt_config),
+                    ("k_proj", "v_proj", "fc2"), ("fc2",), build_config=_opt_config,
+                    output_width_key="word_embed_proj_dim"),
         ModelFamily("bert", "bert", False, ("query", "key", "value", "dense"), ("key", "value", "output.dense"),
                     ("output.dense",), build_config=_bert_config, load_kwargs=(("add_pooling_layer", False),)),
         # ESM has no past-key-values support, so peft prefix tuning does not apply to it.
@@ -208,6 +213,17 @@ def family_of(model_type: str) -> ModelFamily:
     return ModelFamily(model_type, model_type, decoder, (), (), (), attn_implementation=None, peft_defaults=True)
 
 
+def output_width(config, family: ModelFamily) -> int:
+    """Width of the backbone's last hidden state: what the head reads (one place for every path)."""
+    width = getattr(config, family.output_width_key, None)
+    return int(width if width is not None else config.hidden_size)
+
+
+# Weights load in float32 whatever the checkpoint holds (float16 OPT, bfloat16 Llama-3.2): bf16 comes
+# only from autocast or an explicit setting, so full fine-tuning keeps float32 master weights.
+LOAD_DTYPE = "float32"
+
+
 def register_native_architectures() -> None:
     """Make seqpeft's own architectures known to transformers' Auto classes (idempotent)."""
     import importlib
@@ -230,12 +246,8 @@ class LoadedBackbone:
     # arguments the one-line load needs beyond the base model's config.json
     head_modules: tuple[str, ...] = ()
     from_pretrained_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_dir))
+    # {"checkpoint": dtype the weight files hold, "loaded": dtype of the parameters} (metrics.json)
+    weights_dtype: dict[str, str | None] = field(default_factory=dict)
 
 
 def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | None = None,
@@ -263,20 +275,26 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         raise SeqpeftInputError(model_dir, "is not a model directory (no config.json).",
                                 fix="point the model entry at a directory saved with save_pretrained, or re-run prepare_model.")
     register_native_architectures()
+    import torch
+
     from seqpeft.models import dnabert2
 
     raw_config = json.loads((Path(model_dir) / "config.json").read_text())
     trust = bool(spec.get("trust_remote_code", False))
+    tokenizer = None
     if dnabert2.is_published_config(raw_config):
         config, model_class, trust = dnabert2.config_from_published(raw_config), dnabert2.Dnabert2Model, False
+        if raw_config.get("pad_token_id") is None:  # the published config has none: [PAD] is 3, not 0 ([UNK])
+            tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+            config.pad_token_id = tokenizer.pad_token_id
     else:
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
         model_class = AutoModel
     transformers_head = uses_transformers_head(spec)
-    tokenizer, load_extra = None, {}
+    load_extra = {}
     if transformers_head:  # seqpeft.models.hf_head.check_applicable refused the rest before
         model_class = AutoModelForSequenceClassification
-        tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+        tokenizer = tokenizer or load_tokenizer(tokenizer_dir or model_dir)
         load_extra = prepare_config(config, int(num_labels or 2), tokenizer.pad_token_id)
     family = family_of(config.model_type)
     declared = spec.get("family") or (spec.get("build") or {}).get("family")
@@ -290,7 +308,8 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     if not weights:
         weights = sorted(model_dir.glob("*.bin"))
     family_kwargs = {} if transformers_head else dict(family.load_kwargs)
-    kwargs = {"config": config, "use_safetensors": not spec.get("allow_pickle"), **family_kwargs, **(extra_kwargs or {})}
+    kwargs = {"config": config, "use_safetensors": not spec.get("allow_pickle"), "dtype": getattr(torch, LOAD_DTYPE),
+              **family_kwargs, **(extra_kwargs or {})}
     if trust:
         kwargs["trust_remote_code"] = True
     if family.attn_implementation:
@@ -314,8 +333,9 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
 
         drop_top_layers(backbone, int(spec["remove_top_layers"]), model_dir)
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels and not transformers_head else {}
-    loaded = LoadedBackbone(backbone, family, int(config.hidden_size), tokenizer or load_tokenizer(tokenizer_dir or model_dir), head,
-                            dict(loading), quantization.as_dict() if quantization else None)
+    loaded = LoadedBackbone(backbone, family, output_width(config, family), tokenizer or load_tokenizer(tokenizer_dir or model_dir),
+                            head, dict(loading), quantization.as_dict() if quantization else None,
+                            weights_dtype={"checkpoint": checkpoint_dtype(weights), "loaded": loaded_dtype(backbone)})
     if transformers_head:
         loaded.head_modules = missing_head_modules(backbone, loading)
         loaded.from_pretrained_kwargs = load_extra
@@ -346,28 +366,11 @@ def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, t
     return plan
 
 
-def _read_tensors(weights: list[Path], names: set[str]) -> dict[str, Any]:
-    """The named tensors found in safetensors (or, when allowed, pickled .bin) weight files."""
-    from safetensors import safe_open
-
-    found: dict[str, Any] = {}
-    for path in weights:
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as handle:
-                found.update({name: handle.get_tensor(name) for name in names & set(handle.keys())})
-        else:
-            import torch
-
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            found.update({name: state[name] for name in names & set(state)})
-    return found
-
-
 def _read_pretrained_head(weights: list[Path], num_labels: int, layout: PublishedHead = PublishedHead()) -> dict[str, Any]:
     names = {f"{layout.linear}.weight", f"{layout.linear}.bias"}
     if layout.pooler:
         names |= {f"{layout.pooler}.weight", f"{layout.pooler}.bias"}
-    tensors = _read_tensors(weights, names)
+    tensors = read_tensors(weights, names)
     weight = tensors.get(f"{layout.linear}.weight")
     if weight is None or weight.shape[0] != num_labels:
         return {}

@@ -173,6 +173,6 @@ def load_trained(artifacts_dir: Path, base_model_dir: Path | None = None, device
 
 
 def load_tokenizer_dir(path: Path):
-    from transformers import AutoTokenizer
+    from seqpeft.data.tokenize import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return load_tokenizer(path)

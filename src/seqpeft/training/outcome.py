@@ -40,6 +40,8 @@ def run_metrics(run, test: dict, tuned: dict | None) -> dict:
         "truncated_sequences": run.truncated, "device": str(device),
         "world_size": ranks.world_size, "distributed": ranks.mode, "precision": run.precision,
         "precision_reason": run.precision_reason,
+        # what the checkpoint's weight files held and what the parameters were loaded as (float32)
+        "weights_dtype": dict(run.loaded.weights_dtype),
         "micro_batch_size": state.micro_batch_size,
         "gradient_accumulation": math.ceil(training.batch_size / state.micro_batch_size),
         "oom_events": state.oom_events,
