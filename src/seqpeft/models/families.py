@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.data.tokenize import load_tokenizer
 from seqpeft.models.weights import checkpoint_dtype, loaded_dtype, read_tensors
 
 # Modules of seqpeft's own architectures; importing one registers it with transformers' Auto classes.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
