@@ -140,6 +140,9 @@ BAD_CASES: dict[str, tuple[str, int | None, str | None]] = {
     "fasta_duplicate_id.fa": ("duplicate id 'p1' (first used on line 1)", 6, "p1"),
     "fasta_record_without_sequence.fa": ("record has no sequence", 3, "p2"),
     "fasta_letters_outside_protein_alphabet.fa": ("outside the protein alphabet ACDEFGHIKLMNPQRSTVWYXBZUO: '*'", 5, "p2"),
+    # issue #25
+    "multilabel_first_row_short.csv": ("labels '1;0' hold 2 flag(s); 3 of the 4 rows hold 3", 2, None),
+    "multilabel_last_row_short.csv": ("labels '0;1' hold 2 flag(s); 2 of the 3 rows hold 3", 4, None),
 }
 
 

@@ -36,6 +36,59 @@ def test_validate_command_exits_non_zero_naming_file_and_line(name):
         assert f"line {line}" in result.stderr
 
 
+def seqpeft(*args, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The ``seqpeft`` command as a user runs it (offline)."""
+    return subprocess.run([sys.executable, "-m", "seqpeft.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300, **kwargs)
+
+
+def assert_clean_error(result, *fragments: str, code: int = 2) -> str:
+    """Exit ``code``, no traceback, no terminal colour codes, every fragment in stderr; the message."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output and "\x1b[" not in output, output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_validate_checks_a_file_as_the_kind_that_reads_it(tmp_path):
+    """#25.1: validate dispatches through the task-kind registry (--kind, or inferred from the header)."""
+    multi = tmp_path / "multi.csv"
+    multi.write_text("sequence,labels\nACGTACGT,1;0;1\nACGTAAAA,0;1;0\n")
+    result = seqpeft("validate", multi)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{multi}: 2 records, valid as multi_label_classification (inferred from its first line)\n"
+    assert_clean_error(seqpeft("validate", "--kind", "sequence_classification", multi),
+                       f"{multi}, line 1: checked as sequence_classification (--kind): missing column(s) 'label'")
+    assert_clean_error(seqpeft("validate", "--kind", "multi_label", multi), "--kind: unknown task kind 'multi_label'",
+                       "multi_label_classification")
+    single = tmp_path / "single.csv"
+    single.write_text("sequence,label\nMKVLA,1\nMKKLL,0\n")
+    assert_clean_error(seqpeft("validate", single), f"{single}, line 2: checked as sequence_classification",
+                       "outside the dna alphabet")
+    result = seqpeft("validate", "--alphabet", "protein", single)  # the existing option still works
+    assert result.returncode == 0 and "2 records, valid as sequence_classification" in result.stdout, result.stderr
+    signalp = BAD_INPUTS / "signalp_unknown_type.fasta"
+    assert_clean_error(seqpeft("validate", signalp), "checked as signal_peptide (inferred from its first line)")
+
+
+def test_a_fasta_starting_with_a_blank_line_is_read_alike_by_validate_and_predict(tmp_path):
+    """#25.8: one rule (the first non-blank line) decides the format for validate and predict."""
+    from seqpeft.sequences import read_sequences
+
+    plain = tmp_path / "plain.fa"
+    plain.write_text("\n\n>p1 first\nMKVL\nAAK\n>p2\nMKKLL\n")
+    signalp = tmp_path / "signalp.fasta"
+    signalp.write_text("\n>P1|EUKARYA|SP|0\nMKVLA\nSSSOO\n>P2|ARCHAEA|NO_SP|1\nMKV\nOOO\n")
+    for path, checked in ((plain, "unlabelled FASTA"), (signalp, "signal_peptide")):
+        result = seqpeft("validate", "--alphabet", "protein", path)
+        assert result.returncode == 0, result.stderr
+        assert f"{path}: 2 records, valid as {checked}" in result.stdout
+    assert read_sequences(plain, "protein") == (["p1", "p2"], ["MKVLAAK", "MKKLL"])
+    assert read_sequences(signalp, "protein") == (["P1", "P2"], ["MKVLA", "MKV"])
+
+
 def test_bad_training_file_stops_the_dag_with_nothing_half_written(tmp_path):
     data = tmp_path / "staged"
     data.mkdir()

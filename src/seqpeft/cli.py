@@ -95,11 +95,11 @@ def _model_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seqpeft.sequences import validate_file
+    from seqpeft.tasks import validate_task_file
 
     for path in args.files:
-        count = validate_file(Path(path), args.alphabet)
-        print(f"{path}: {count} records, valid")
+        count, checked = validate_task_file(Path(path), args.kind, args.alphabet)
+        print(f"{path}: {count} records, valid as {checked}")
     return 0
 
 
@@ -197,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check data files (GUE CSV, SignalP 6.0 FASTA, FASTA) before running jobs on them")
     validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
-    validate.add_argument("--alphabet", choices=["dna", "protein"], default="dna", help="letters allowed in sequences (CSV, plain FASTA)")
+    validate.add_argument("--kind", help="the task kind that will read the files (seqpeft list kinds); default: "
+                          "inferred from each file's header (a plain FASTA is checked as predict input)")
+    validate.add_argument("--alphabet", choices=["dna", "protein"], help="letters allowed in sequences "
+                          "(default: the kind's; dna for a plain FASTA)")
     validate.set_defaults(handler=_validate)
 
     view = commands.add_parser("view-report", help="open a Snakemake HTML report in headless Chromium, display every "

@@ -20,7 +20,7 @@ from seqpeft.tasks.signal_peptide import kind as _signal_peptide  # noqa: F401,E
 from seqpeft.tokenize import TokenizedTask, cache_meta, save_cache
 
 __all__ = ["FOLDS", "REPLICATES", "TASK_KINDS", "PartitionScheme", "TaskKind", "fold_indices", "objective_for",
-           "task_kind", "task_splits", "tokenize_dsp_task", "tokenize_task"]
+           "task_kind", "task_splits", "tokenize_dsp_task", "tokenize_task", "validate_task_file"]
 
 
 def objective_for(kind: str, task_spec: dict | None = None):
@@ -80,3 +80,42 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
         print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "
               f"template: {truncated}")
     save_cache(Path(out_path), arrays, meta)
+
+
+# What `seqpeft validate` reports it checked a file as when no task kind claims it.
+PLAIN_FASTA = "unlabelled FASTA (seqpeft predict input)"
+
+
+def validate_task_file(path: str | Path, kind: str | None = None, alphabet: str | None = None) -> tuple[int, str]:
+    """``seqpeft validate``: read ``path`` fully as the task kind that will read it, raising on the
+    first problem (an error says which kind it checked); returns (records, what it was checked as).
+
+    ``kind`` names the kind; without it the first kind (registry order) whose ``claims`` accepts
+    the file's first non-blank line is used, else a FASTA (by its first line or name) is checked
+    as prediction input and any other file as the first registered kind (so a CSV without its columns gets that kind's
+    message). ``alphabet`` (dna/protein or letters) defaults to the kind's.
+    """
+    from dataclasses import replace
+
+    from seqpeft.data import FASTA_SUFFIXES, _require_file
+    from seqpeft.sequences import first_line, validate_plain_fasta
+
+    path = _require_file(path)
+    if kind is not None:
+        entry, why = task_kind(kind, where="--kind"), "--kind"
+    else:
+        line = first_line(path)
+        entry = next((k for k in TASK_KINDS.values() if line is not None and k.claims(line)), None)
+        why = "inferred from its first line"
+        if entry is None and ((line or "").startswith(">") or path.suffix.lower() in FASTA_SUFFIXES):
+            return validate_plain_fasta(path, alphabet or "dna"), PLAIN_FASTA
+        if entry is None:
+            entry, why = next(iter(TASK_KINDS.values())), "no kind's header found; the default kind"
+    if entry.validate_file is None:
+        raise SeqpeftInputError(path, f"task kind {entry.name} declares no file check.",
+                                fix="pass --kind with a kind that has one (seqpeft list kinds).")
+    checked = f"{entry.name} ({why})"
+    try:
+        return entry.validate_file(path, alphabet or entry.alphabet), checked
+    except SeqpeftInputError as error:
+        raise replace(error, problem=f"checked as {checked}: {error.problem}") from None

@@ -129,6 +129,19 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     return len(ids)
 
 
+def _validate_file(path: Path, alphabet: str) -> int:
+    """A SignalP 6.0 three-line FASTA (its residues are always checked against the protein alphabet)."""
+    from seqpeft.tasks.signal_peptide.fasta import read_signalp_fasta
+
+    return len(read_signalp_fasta(path))
+
+
+def _claims(first_line: str) -> bool:
+    from seqpeft.sequences import looks_like_signalp
+
+    return first_line.startswith(">") and looks_like_signalp(first_line)
+
+
 def _settings(task_spec: dict | None) -> dict:
     from seqpeft.tasks.signal_peptide.regions import SignalPeptideSettings
 
@@ -141,4 +154,5 @@ SIGNAL_PEPTIDE = register_task_kind(TaskKind(
     evaluate_file=_evaluate_file, predict_file=_predict_file, alphabet="protein", per_residue=True,
     sharding_conflict="the signal-peptide CRF runs outside the sharded forward pass", settings=_settings,
     outputs=("signalp_table.csv", "figures/{task}/signalp_mcc.png", "figures/{task}/signalp_mcc.svg",
-             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg")))
+             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg"),
+    validate_file=_validate_file, claims=_claims))
