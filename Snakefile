@@ -29,7 +29,7 @@ if not workflow.overwrite_configfiles:
 
 # config/pins.yaml (written by `seqpeft pin`) beside the config fills in unset revisions/checksums.
 try:
-    merge_pins_file(config, workflow.configfiles)
+    merge_pins_file(config, workflow.configfiles, warn=lambda line: workflow.is_main_process and print(line, file=sys.stderr))
 except SeqpeftInputError as error:
     raise WorkflowError(f"Invalid pins: {error}") from None
 

@@ -174,3 +174,79 @@ def test_missing_model_directory_is_named(tmp_path):
 
     with pytest.raises(SeqpeftInputError, match="no config.json"):
         load_backbone(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue #25: configs and pins
+
+
+def _dry_run(config_path: Path) -> tuple[int, str]:
+    """``snakemake -n`` on a config: exit status and output (stdout and stderr together)."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(config_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    return result.returncode, result.stdout
+
+
+def _demo_config_file(tmp_path: Path, config: dict | None = None, name: str = "config.yaml") -> Path:
+    config = copy.deepcopy(config or DEMO)
+    config["results"] = str(tmp_path / "results")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_a_malformed_pin_is_named_in_pins_yaml_by_snakemake_and_plan(tmp_path):
+    """#25.3: the pins file and its line, not the config's schema error, and no traceback from plan."""
+    config_path = _demo_config_file(tmp_path)
+    pins = tmp_path / "pins.yaml"
+    pins.write_text("models:\n  tiny_esm:\n    hub: acme/esm\n    revision: 1a2b3c\nsources: {}\n")
+    expected = f"{pins}, line 4: models.tiny_esm: revision '1a2b3c' is not a 40-hex commit"
+    code, output = _dry_run(config_path)
+    assert code != 0 and expected in output, output
+    assert "Invalid config" not in output and "Traceback" not in output
+    assert_clean_error(seqpeft("plan", "--configfile", config_path, cwd=ROOT), expected)
+    assert pins.read_text().endswith("revision: 1a2b3c\nsources: {}\n")  # left as it was
+
+
+def test_a_stale_pin_is_reported_on_a_dry_run(tmp_path):
+    """#25.4: a pin for a model the config does not have (renamed) is said, one line, and ignored."""
+    config_path = _demo_config_file(tmp_path)
+    pins = tmp_path / "pins.yaml"
+    pins.write_text(yaml.safe_dump({"models": {"tiny_esm_old": {"hub": "acme/esm", "revision": "a" * 40}},
+                                    "sources": {}}))
+    code, output = _dry_run(config_path)
+    assert code == 0, output
+    assert (f"{pins}, line 2: models.tiny_esm_old pins an entry the config does not have (renamed or removed?); "
+            "it is ignored.") in output
+    assert output.count("tiny_esm_old") == 1
+
+
+def test_an_unknown_task_kind_is_refused_by_plan_list_and_pin(tmp_path):
+    """#25.3: what snakemake refuses, the commands refuse too, naming the key and its line; pin writes nothing."""
+    config = copy.deepcopy(DEMO)
+    config["tasks"]["demo_tf"]["kind"] = "sequence_clasification"
+    config_path = _demo_config_file(tmp_path, config)
+    line = next(n for n, text in enumerate(config_path.read_text().splitlines(), 1) if "sequence_clasification" in text)
+    for args in (("plan", "--configfile"), ("list", "tasks", "--config"), ("pin", "--configfile")):
+        message = assert_clean_error(seqpeft(*args, config_path, cwd=ROOT),
+                                     f"{config_path}, line {line}: invalid config: tasks.demo_tf.kind: "
+                                     "'sequence_clasification' is not one of")
+        assert "Fix:" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_pin_with_nothing_to_pin_writes_no_file(tmp_path):
+    """#25.3: `seqpeft pin` decides before it writes; a written pins.yaml has the umask's mode."""
+    config_path = _demo_config_file(tmp_path)
+    result = seqpeft("pin", "--configfile", config_path, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout == "nothing to pin; no pins.yaml written\n", result.stderr
+    assert not (tmp_path / "pins.yaml").exists()
+    from seqpeft.pins import write_yaml_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_yaml_atomic(tmp_path / "pins.yaml", {"models": {}, "sources": {}})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "pins.yaml").stat().st_mode & 0o777 == 0o644

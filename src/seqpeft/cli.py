@@ -151,7 +151,10 @@ def _pin(args: argparse.Namespace) -> int:
 
     path, new = pin_config(Path(args.configfile), used_only=not args.all)
     count = len(new["models"]) + len(new["sources"])
-    print(f"{'wrote' if count else 'nothing to pin; kept'} {path}" + (f" ({count} new pin(s)): review it, then commit it" if count else ""))
+    if count:
+        print(f"wrote {path} ({count} new pin(s)): review it, then commit it")
+    else:
+        print(f"nothing to pin; {f'kept {path}' if path.is_file() else 'no pins.yaml written'}")
     return 0
 
 
@@ -163,12 +166,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
+    """The config as the workflow reads it (schema checked: an unknown task kind is refused here too)."""
+    from seqpeft.config import read_config
 
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise SeqpeftInputError(config_path, "config file not found.", fix="pass --config config/config.yaml or config/demo.yaml.")
-    return yaml.safe_load(config_path.read_text()) or {}
+    return read_config(Path(path), cross_check=False)[0]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -308,3 +308,44 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
 
 def finetune_threads(config: dict) -> int:
     return int(with_defaults(config.get("resources"), "resources")["finetune_threads"])
+
+
+def read_config(configfile: str | Path, cross_check: bool = True) -> tuple[dict, Path | None]:
+    """A config file as the workflow sees it, for the commands that read one outside the DAG
+    (plan, pin, list): the pins.yaml beside it applied, the schema's types, names and defaults,
+    then (``cross_check``) ``check_config``. Every problem is a ``SeqpeftInputError`` naming the
+    file, never a traceback: those commands must refuse what ``snakemake`` would refuse."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from seqpeft.pins import merge_pins_file
+    from seqpeft.schema import SCHEMA
+
+    configfile = Path(configfile)
+    if not configfile.is_file():
+        raise SeqpeftInputError(configfile, "config file not found.", fix="pass --configfile config/config.yaml.")
+    try:
+        config = yaml.safe_load(configfile.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise SeqpeftInputError(configfile, f"is not valid YAML ({getattr(error, 'problem', None) or error}).",
+                                fix="check the indentation and quoting there.",
+                                line=mark.line + 1 if mark is not None else None) from None
+    if not isinstance(config, dict):
+        raise SeqpeftInputError(configfile, "is not a mapping of settings.", fix="start from config/demo.yaml.")
+    pins = merge_pins_file(config, [configfile])
+    try:
+        validate(config, str(SCHEMA))
+        if cross_check:
+            check_config(config)
+    except (WorkflowError, SeqpeftInputError) as error:
+        message = config_error_message(error)
+        if message is None:
+            raise
+        from seqpeft.pins import yaml_line
+
+        keys = [key for key in re.split(r"[.\[\]]", message.split(":")[0].split()[0]) if key]
+        raise SeqpeftInputError(configfile, f"invalid config: {message}", line=yaml_line(configfile, keys),
+                                fix="see the key named above (workflow/schemas/config.schema.yaml documents it).") from None
+    return config, pins
