@@ -250,3 +250,24 @@ def test_pin_with_nothing_to_pin_writes_no_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "pins.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_local_pointing_at_an_archive_is_refused_when_the_source_is_resolved(tmp_path):
+    """#25.6: before any job, naming the key and the fix (not a missing train.csv at tokenize)."""
+    import tarfile
+
+    staged = tmp_path / "staged"
+    (staged / "tf").mkdir(parents=True)
+    (staged / "tf" / "train.csv").write_text("sequence,label\nACGT,0\n")
+    archive = tmp_path / "gue.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(staged, arcname="GUE")
+    config = copy.deepcopy(DEMO)
+    config["sources"]["demo_dna"] = {"local": str(archive), "archive": "tar.xz"}
+    code, output = _dry_run(_demo_config_file(tmp_path, config))
+    assert code != 0 and "Traceback" not in output
+    assert (f"sources.demo_dna.local: '{archive}' is a file (a tar archive), but the tasks read folders inside a "
+            "pre-staged copy") in output and "Fix: unpack it and point 'local' at the unpacked folder" in output
+    assert not (tmp_path / "results").exists()
+    config["sources"]["demo_dna"] = {"local": str(staged), "archive": "tar.xz"}  # the unpacked folder passes this check
+    check_config(config)

@@ -187,11 +187,28 @@ def _check_local_paths(sources: dict, models: dict) -> None:
         if local is not None and not Path(local).exists():
             _fail(f"sources.{name}.local", f"the pre-staged path {local!r} does not exist.",
                   "stage the data there, or remove 'local' to download it.")
+        if local is not None and Path(local).is_file() and (spec or {}).get("archive") != "none":
+            _fail(f"sources.{name}.local", f"{local!r} is a file{_archive_note(Path(local))}, but the tasks read "
+                  "folders inside a pre-staged copy (e.g. <local>/<task path>/train.csv).",
+                  f"unpack it and point 'local' at the unpacked folder (tar -xf / unzip), or set archive: none if "
+                  "the file itself is the data.")
     for name, spec in models.items():
         local = (spec or {}).get("path")
         if local is not None and not (Path(local) / "config.json").is_file():
             _fail(f"models.{name}.path", f"{local!r} is not a model directory (missing, or no config.json in it).",
                   "point it at a directory written by save_pretrained.")
+
+
+def _archive_note(path: Path) -> str:
+    """' (a zip archive)' / ' (a tar archive)' when the content says so (names lie), else ''."""
+    import tarfile
+    import zipfile
+
+    try:
+        kind = "zip" if zipfile.is_zipfile(path) else "tar" if tarfile.is_tarfile(path) else None
+    except OSError:
+        kind = None
+    return f" (a {kind} archive)" if kind else ""
 
 
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
