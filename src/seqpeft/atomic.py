@@ -49,8 +49,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            # a failed write (full disk, size limit) names no file: name the output, not the temporary
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

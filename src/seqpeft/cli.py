@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model, adapter = _model_args(args)
     data = _input_file(args.data, "--data")
+    if args.output:
+        _output_file(args.output, "--output")
     predictor = load_predictor(model, adapter, args.max_length)
     metrics = evaluate_file(predictor, data, args.partition)
     table = metrics.pop("signalp", None)
@@ -48,10 +51,23 @@ def _predict(args: argparse.Namespace) -> int:
 
     model, adapter = _model_args(args)
     source = _input_file(args.input, "--input")
+    output = _output_file(args.output, "--output")
     predictor = load_predictor(model, adapter, args.max_length)
-    count = predict_file(predictor, source, Path(args.output))
+    count = predict_file(predictor, source, output)
     print(f"wrote {count} predictions to {args.output}")
     return 0
+
+
+def _positive_int(value: str) -> int:
+    """``--max-length``: a positive number of tokens (0 would silently mean the model's default)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of tokens") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{number} tokens: give a positive length, or leave the option out to use "
+                                         "the run's max_length")
+    return number
 
 
 def _input_file(value: str, option: str) -> Path:
@@ -63,6 +79,30 @@ def _input_file(value: str, option: str) -> Path:
     if not path.is_file():
         raise SeqpeftInputError(path, "is a directory, not a data file.", fix=f"pass the file itself to {option}.")
     return path
+
+
+def _output_file(value: str, option: str) -> Path:
+    """A file to write, checked before the model loads: not a directory, not the input."""
+    path = Path(value)
+    if path.is_dir():
+        raise SeqpeftInputError(path, "is a directory.", fix=f"pass a file name to {option}, e.g. "
+                                f"{path / ('predictions.csv' if option == '--output' else 'out')}.")
+    return path
+
+
+_OS_FIXES = {errno.ENOSPC: "free space there (or write elsewhere) and run the command again.",
+             errno.EDQUOT: "free space in your quota (or write elsewhere) and run the command again.",
+             errno.EFBIG: "the file size limit (ulimit -f) was reached: raise it or write less.",
+             errno.EACCES: "write to a folder you may write to (or ask its owner for access).",
+             errno.EPERM: "write to a folder you may write to (or ask its owner for access).",
+             errno.EROFS: "that file system is read-only: write to another folder."}
+
+
+def _os_error_message(error: OSError) -> str:
+    """An operating-system failure (full disk, read-only folder) as one line: the file and the fix."""
+    where = error.filename or "<file>"
+    return f"{where}: {error.strerror or error}. Nothing was written there. Fix: " + \
+        _OS_FIXES.get(error.errno, "check the path and its file system, then run the command again.")
 
 
 def _model_dir(value: str, option: str) -> Path:
@@ -183,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="CSV with sequence,label columns (GUE format), or a "
                           "SignalP 6.0 three-line FASTA for a signal-peptide model")
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
-    evaluate.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    evaluate.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: the "
+                          "run's max_length; how many are cut is printed)")
     evaluate.add_argument("--partition", type=int, help="signal-peptide models: score only this partition of the "
                           "SignalP FASTA (a t0v1 run's test set is partition 0)")
     evaluate.set_defaults(handler=_evaluate)
@@ -193,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--adapter", help="a run's artifacts directory to apply on top of --model")
     predict.add_argument("--input", required=True, help="CSV with a sequence column, or FASTA")
     predict.add_argument("--output", required=True, help="CSV to write: id, prediction, one probability column per label")
-    predict.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    predict.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: the "
+                          "run's max_length; how many are cut is printed)")
     predict.set_defaults(handler=_predict)
 
     validate = commands.add_parser("validate", help="check data files (GUE CSV, SignalP 6.0 FASTA, FASTA) before running jobs on them")
@@ -248,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
+    except OSError as error:  # after BrokenPipeError, which is one
+        print(f"seqpeft: error: {_os_error_message(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

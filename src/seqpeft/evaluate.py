@@ -31,11 +31,26 @@ class Predictor:
     num_labels: int | None = None
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
+    source: Any = None  # the file being read, for messages
+
+    def report_truncation(self, split, source: Any = None) -> int:
+        """Say (stderr) how many sequences are longer than ``max_length`` tokens and are cut to
+        it, as the workflow's jobs do; the count. Metrics and predictions see only the cut part."""
+        import sys
+
+        lengths = split.data.lengths
+        cut = int((lengths > self.max_length).sum())
+        if cut:
+            print(f"[seqpeft] {source or 'input'}: {cut} of {len(lengths)} sequences are longer than max_length="
+                  f"{self.max_length} tokens (the longest has {int(lengths.max())}) and are truncated to "
+                  f"{self.max_length} tokens", file=sys.stderr)
+        return cut
 
     def evaluate(self, split) -> dict:
         """The objective's metrics on a labelled split, as the workflow computes them."""
         import torch
 
+        self.report_truncation(split, self.source)
         return self.objective.evaluate(self.model, split, self.tokenizer.pad_token_id, self.max_length,
                                        self.batch_size, torch.device("cpu"))
 
@@ -43,6 +58,7 @@ class Predictor:
         """Per-sequence logits in split order (labels, if the split has none, are placeholders)."""
         import torch
 
+        self.report_truncation(split, self.source)
         return self.objective.predict(self.model, split, self.tokenizer.pad_token_id, self.max_length, self.batch_size,
                                       torch.device("cpu"))["logits"]
 
@@ -58,6 +74,7 @@ class Predictor:
                       "with the DSP template")
         else:
             ids, offsets = _encode(self.tokenizer, sequences)
+        self.source = source
         if labels is None:
             labels = np.zeros(len(sequences), dtype=np.int64)
         return Split(TokenizedSplit(ids, offsets, np.asarray(labels, dtype=np.int64)), per_residue=False)

@@ -76,6 +76,7 @@ def _evaluate_file(predictor, fasta: Path, partition: int | None = None) -> dict
              "sp_type": np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)}
     split = Split(TokenizedSplit(ids, offsets, labels, label_offsets), per_residue=True, leading_specials=leading,
                   extra=extra)
+    predictor.source = fasta
     return predictor.evaluate(split)
 
 
@@ -116,6 +117,7 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
                                 fix="pass the artifacts directory of a signal_peptide run.")
     ids, sequences = read_sequences(Path(input_path), alphabet="protein")
     split = _residue_split(predictor, sequences)
+    predictor.report_truncation(split, input_path)
     predicted = signalp_predictions(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
                                     predictor.batch_size, torch.device("cpu"))
     buffer = io.StringIO()
