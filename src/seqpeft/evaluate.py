@@ -91,7 +91,24 @@ class Predictor:
         return DspEncoder(self.tokenizer, DspSettings.from_dict(settings))
 
 
+# The command line has no model entry to set allow_pickle in: its fix for pickled weights.
+PICKLE_FIX = ("convert the weights to safetensors where you trust them (from_pretrained, then save_pretrained with "
+              "safe_serialization=True); `seqpeft evaluate`/`predict` load safetensors only.")
+
+
 def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
+    """``_load_predictor``, with a fix for pickled weights that the command line can follow."""
+    from dataclasses import replace
+
+    try:
+        return _load_predictor(model_dir, adapter_dir, max_length)
+    except SeqpeftInputError as error:
+        if "allow_pickle" in error.fix:
+            raise replace(error, fix=PICKLE_FIX) from None
+        raise
+
+
+def _load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
     """A ready-to-run classifier from ``--model DIR [--adapter DIR]``.
 
     ``--model`` alone: a run's artifacts directory, or a checkpoint with a ``score`` head.
