@@ -143,6 +143,12 @@ BAD_CASES: dict[str, tuple[str, int | None, str | None]] = {
     # issue #25
     "multilabel_first_row_short.csv": ("labels '1;0' hold 2 flag(s); 3 of the 4 rows hold 3", 2, None),
     "multilabel_last_row_short.csv": ("labels '0;1' hold 2 flag(s); 2 of the 3 rows hold 3", 4, None),
+    "csv_duplicated_header_column.csv": ("column 'label' appears twice in the header", 1, None),
+    "multilabel_duplicated_labels_column.csv": ("column 'labels' appears 2 times in the header", 1, None),
+    "fasta_windows_1252_header.fa": ("is not UTF-8 text: byte(s) e9 at column 8", 1, None),
+    "csv_windows_1252_note.csv": ("is not UTF-8 text: byte(s) e9 at column 15", 4, None),
+    "csv_utf16_from_excel.csv": ("is UTF-16 text (Excel's \"Unicode text\" format)", 1, None),
+    "csv_gzip_named_csv.csv": ("is gzip-compressed, not text. Fix: decompress it (gunzip)", None, None),
 }
 
 

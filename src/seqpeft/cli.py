@@ -52,6 +52,9 @@ def _predict(args: argparse.Namespace) -> int:
     model, adapter = _model_args(args)
     source = _input_file(args.input, "--input")
     output = _output_file(args.output, "--output")
+    if output.exists() and output.resolve() == source.resolve():
+        raise SeqpeftInputError(output, "is also the --input file: writing the predictions would replace the "
+                                "sequences.", fix="pass another file name to --output.")
     predictor = load_predictor(model, adapter, args.max_length)
     count = predict_file(predictor, source, output)
     print(f"wrote {count} predictions to {args.output}")

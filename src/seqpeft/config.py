@@ -60,6 +60,7 @@ def check_config(config: dict) -> None:
     experiments = config.get("experiments") or []
     _check_experiments(experiments, tasks, models, methods)
     _check_local_paths(sources, models)
+    _check_results(config)
     max_length_overrides(config)  # one input length per run
     _check_applicability(config, models, methods, experiments)
     check_hpo(config)
@@ -197,6 +198,17 @@ def _check_local_paths(sources: dict, models: dict) -> None:
         if local is not None and not (Path(local) / "config.json").is_file():
             _fail(f"models.{name}.path", f"{local!r} is not a model directory (missing, or no config.json in it).",
                   "point it at a directory written by save_pretrained.")
+
+
+def _check_results(config: dict) -> None:
+    """The results folder, or the first of its parents that exists, must be a folder."""
+    results = Path(str(config.get("results") or default("results")))
+    for path in (results, *results.parents):
+        if path.exists():
+            if not path.is_dir():
+                _fail("results", f"{str(results)!r} cannot be a folder: {str(path)!r} is a file.",
+                      "point results at a folder (it is created if missing), or move the file away.")
+            return
 
 
 def _archive_note(path: Path) -> str:

@@ -108,14 +108,16 @@ def validate_task_file(path: str | Path, kind: str | None = None, alphabet: str 
         entry = next((k for k in TASK_KINDS.values() if line is not None and k.claims(line)), None)
         why = "inferred from its first line"
         if entry is None and ((line or "").startswith(">") or path.suffix.lower() in FASTA_SUFFIXES):
-            return validate_plain_fasta(path, alphabet or "dna"), PLAIN_FASTA
-        if entry is None:
+            entry, why = None, ""
+        elif entry is None:
             entry, why = next(iter(TASK_KINDS.values())), "no kind's header found; the default kind"
-    if entry.validate_file is None:
+    if entry is not None and entry.validate_file is None:
         raise SeqpeftInputError(path, f"task kind {entry.name} declares no file check.",
                                 fix="pass --kind with a kind that has one (seqpeft list kinds).")
-    checked = f"{entry.name} ({why})"
+    checked = f"{entry.name} ({why})" if entry is not None else PLAIN_FASTA
     try:
+        if entry is None:
+            return validate_plain_fasta(path, alphabet or "dna"), checked
         return entry.validate_file(path, alphabet or entry.alphabet), checked
     except SeqpeftInputError as error:
         raise replace(error, problem=f"checked as {checked}: {error.problem}") from None

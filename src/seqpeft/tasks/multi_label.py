@@ -78,6 +78,9 @@ def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int |
         raise SeqpeftInputError(path, f"missing column {COLUMN!r}; found columns: {found}.",
                                 fix="the header of a multi_label_classification file is 'sequence,labels' "
                                     "(labels: ';'-separated 0/1 flags).", line=1)
+    if header.count(COLUMN) > 1:
+        raise SeqpeftInputError(path, f"column {COLUMN!r} appears {header.count(COLUMN)} times in the header.",
+                                fix="keep one column of that name.", line=1)
     column = header.index(COLUMN)
     matrix = []
     for row, line in zip(rows[1:], records.lines):
