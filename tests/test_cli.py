@@ -280,6 +280,50 @@ def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(dn
     result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", test_csv, "--output", out / "p.csv",
                      preexec_fn=small_disk)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "File too large. Nothing was written there. Fix: the file size limit (ulimit -f)" in result.stderr
-    assert str(out) in result.stderr
+    assert f"seqpeft: error: {out / 'p.csv'}: File too large. Nothing was written there. Fix: the file size limit " \
+        "(ulimit -f)" in result.stderr
     assert list(out.iterdir()) == []  # no partial predictions, no temporary file
+
+
+def test_predict_refuses_to_overwrite_its_input(dna_run, tmp_path):
+    """Corpus: --output naming the --input file would replace the sequences with predictions."""
+    import shutil
+
+    run_dir, test_csv, _ = dna_run
+    data = tmp_path / "seqs.csv"
+    shutil.copy(test_csv, data)
+    before = data.read_bytes()
+    result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", data, "--output", tmp_path / "." / "seqs.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "seqs.csv: is also the --input file" in result.stderr and "Fix: pass another file name to --output" in result.stderr
+    assert data.read_bytes() == before
+
+
+def _without_root_file_powers() -> None:
+    """In a child about to exec: drop the capabilities that let root ignore file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) from its bounding set, so that a mode 0555
+    folder stops it as it stops any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2, 3):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_a_read_only_output_folder_is_one_line_and_leaves_nothing(dna_run, tmp_path):
+    """Corpus: a folder the user may not write to (a shared project folder). Root, whom a mode
+    does not stop, runs the command without its file-mode capabilities."""
+    run_dir, test_csv, _ = dna_run
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o555)
+    try:
+        result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", test_csv, "--output",
+                         shared / "p.csv", preexec_fn=_without_root_file_powers if os.geteuid() == 0 else None)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"seqpeft: error: {shared / 'p.csv'}: Permission denied. Nothing was written there." in result.stderr
+        assert "Fix: write to a folder you may write to" in result.stderr
+        assert list(shared.iterdir()) == []
+    finally:
+        shared.chmod(0o755)
