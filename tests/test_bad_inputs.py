@@ -271,3 +271,48 @@ def test_local_pointing_at_an_archive_is_refused_when_the_source_is_resolved(tmp
     assert not (tmp_path / "results").exists()
     config["sources"]["demo_dna"] = {"local": str(staged), "archive": "tar.xz"}  # the unpacked folder passes this check
     check_config(config)
+
+
+def test_results_naming_a_file_is_refused_before_any_job(tmp_path):
+    """Corpus: `results:` pointing at an existing file (a typo, a stale output) was a NotADirectoryError traceback."""
+    taken = tmp_path / "results.csv"
+    taken.write_text("a,b\n")
+    config = copy.deepcopy(DEMO)
+    config_path = _demo_config_file(tmp_path, config)
+    config = yaml.safe_load(config_path.read_text())
+    config["results"] = str(taken / "demo")
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    code, output = _dry_run(config_path)
+    assert code != 0 and "Traceback" not in output and "NotADirectoryError" not in output, output
+    assert f"results: '{taken / 'demo'}' cannot be a folder: '{taken}' is a file." in output
+    assert taken.read_text() == "a,b\n"
+
+
+def test_config_and_results_paths_with_spaces_run_a_real_job(tmp_path):
+    """Corpus: a project folder with spaces in its name (a shared drive's "My Project") runs a real job."""
+    folder = tmp_path / "My Project"
+    folder.mkdir()
+    results = folder / "res ults"
+    config = {**copy.deepcopy(DEMO), "results": str(results)}
+    config_path = folder / "demo config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    source = results / "sources" / "demo_dna"
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", str(source), "--configfile",
+                             str(config_path)], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    checked = seqpeft("validate", source / "train.csv", cwd=folder)
+    assert checked.returncode == 0 and "valid as sequence_classification" in checked.stdout, checked.stderr
+
+
+def test_a_tab_in_the_config_is_named_with_its_line_by_the_commands(tmp_path):
+    """Corpus: a tab pasted into YAML indentation; list and plan name the file and line."""
+    config_path = _demo_config_file(tmp_path)
+    lines = config_path.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("  demo_tf:"))
+    lines[index] = "\t" + lines[index].lstrip()
+    config_path.write_text("\n".join(lines) + "\n")
+    for args in (("list", "tasks", "--config"), ("plan", "--configfile")):
+        assert_clean_error(seqpeft(*args, config_path, cwd=ROOT),
+                           f"{config_path}, line {index + 1}: is not valid YAML (found character '\\t' that cannot start "
+                           "any token). Fix: check the indentation")
