@@ -316,3 +316,23 @@ def test_a_tab_in_the_config_is_named_with_its_line_by_the_commands(tmp_path):
         assert_clean_error(seqpeft(*args, config_path, cwd=ROOT),
                            f"{config_path}, line {index + 1}: is not valid YAML (found character '\\t' that cannot start "
                            "any token). Fix: check the indentation")
+
+
+def test_two_configs_sharing_one_results_folder_are_told(tmp_path):
+    """Corpus: a copied config keeps the original's `results:`; its runs would overwrite the other's."""
+    results = tmp_path / "shared results"
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    for path in (first, second):
+        path.write_text(yaml.safe_dump({**copy.deepcopy(DEMO), "results": str(results)}, sort_keys=False))
+    code, output = _dry_run(first)
+    assert code == 0 and "is shared with config" not in output and not results.exists(), output  # a dry run claims nothing
+    job = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", str(results / "sources" / "demo_dna"),
+                          "--configfile", str(first)], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert job.returncode == 0, job.stderr[-2000:]
+    code, output = _dry_run(second)
+    assert code == 0, output
+    assert (f"{results}: results: is shared with config {first}, which last ran here; this run uses {second}.") in output
+    assert f"Fix: give each config its own results: folder, or delete {results / '.seqpeft-config'}" in output
+    code, output = _dry_run(first)
+    assert code == 0 and "is shared with config" not in output, output
