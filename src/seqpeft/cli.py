@@ -190,8 +190,10 @@ def _view_report(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
+    from seqpeft.config import read_config
     from seqpeft.pins import pin_config
 
+    read_config(Path(args.configfile), cross_check=False)  # what the workflow would refuse, refused before pinning
     path, new = pin_config(Path(args.configfile), used_only=not args.all)
     count = len(new["models"]) + len(new["sources"])
     if count:

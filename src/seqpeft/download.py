@@ -351,27 +351,18 @@ def fetch_source(spec: dict, out_dir: str | Path, verify: bool = True, record: s
         else:
             try:
                 unpack(downloaded, content)
-            except CorruptArchive as error:
-                raise _corrupt_download(url, error, given) from None
+            except CorruptArchive as error:  # its temporary copy is gone: the fix is about the source
+                named = " and ".join(f"{kind} {value}" for kind, value in given.items())
+                raise SeqpeftInputError(url, f"the downloaded {error.problem} Nothing was unpacked or kept.", fix=(
+                    f"the file matches the configured {named}, so the source itself is broken (pinned from an "
+                    "incomplete copy?): check the url and its checksum." if given else
+                    "the download was incomplete: run the job again.")) from None
         if record:
             (content / record).write_text(json.dumps({"url": url, **digests}, indent=1, sort_keys=True) + "\n")
         _publish(content, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return digests
-
-
-def _corrupt_download(url: str, error: SeqpeftInputError, given: dict[str, str]) -> SeqpeftInputError:
-    """A downloaded archive that does not unpack: its temporary copy is already gone, so the fix
-    is about the source, and names the checksum that actually verified it."""
-    if given:
-        named = " and ".join(f"{kind} {value}" for kind, value in given.items())
-        fix = (f"the file matches the configured {named}, so the source itself is broken (was it pinned from an "
-               "incomplete copy?): check the url and its checksum, and run `seqpeft pin` again on a good copy.")
-    else:
-        fix = "the download was incomplete or the server sent something else: run the job again."
-    return SeqpeftInputError(url, f"{error.problem.replace('archive is', 'the downloaded archive is')} Nothing was "
-                             "unpacked and the download was removed.", fix=fix)
 
 
 def _require_key(spec: dict, key: str) -> str:

@@ -90,7 +90,7 @@ def load_pickled_state_dict(path: Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as error:
-        from seqpeft.models import unpickler_reason
+        from seqpeft.errors import unpickler_reason
 
         first = unpickler_reason(error)
         raise SeqpeftInputError(

@@ -302,6 +302,8 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
         import pickle
 
+        from seqpeft.errors import unpickler_reason
+
         text = f"{type(error).__name__} {error}".lower()
         if isinstance(error, pickle.UnpicklingError):  # allow_pickle: true, and the .bin carries more than tensors
             raise SeqpeftInputError(model_dir / weights[0].name if weights else model_dir,
@@ -328,17 +330,6 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         loaded.head_modules = missing_head_modules(backbone, loading)
         loaded.from_pretrained_kwargs = load_extra
     return loaded
-
-
-def unpickler_reason(error: BaseException) -> str:
-    """What torch's weights_only unpickler objected to, as plain text: its "WeightsUnpickler error"
-    line without the terminal colour codes and without torch's advice to load the file unsafely."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else type(error).__name__)
-    return reason.split("WeightsUnpickler error:", 1)[-1].strip()
 
 
 def _plan_quantization(kwargs: dict, model_class, config, family: ModelFamily, trust: bool):

@@ -273,10 +273,9 @@ def pin_config(configfile: str | Path, used_only: bool = True, log=print) -> tup
     merge them into the pins.yaml next to it. Returns the file and the new pins."""
     import yaml
 
-    from seqpeft.config import read_config
-
     configfile = Path(configfile)
-    read_config(configfile, cross_check=False)  # a config the workflow would refuse is refused here too
+    if not configfile.is_file():
+        raise SeqpeftInputError(configfile, "config file not found.", fix="pass --configfile config/config.yaml.")
     config = yaml.safe_load(configfile.read_text()) or {}
     path = pins_path(configfile)
     pins = load_pins(path)
