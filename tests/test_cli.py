@@ -295,7 +295,7 @@ def test_predict_refuses_to_overwrite_its_input(dna_run, tmp_path):
     before = data.read_bytes()
     result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", data, "--output", tmp_path / "." / "seqs.csv")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "seqs.csv: is also the --input file" in result.stderr and "Fix: pass another file name to --output" in result.stderr
+    assert "seqs.csv: is also the input file" in result.stderr and "Fix: pass another file name to --output" in result.stderr
     assert data.read_bytes() == before
 
 

@@ -18,7 +18,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, adapter = _model_args(args)
     data = _input_file(args.data, "--data")
     if args.output:
-        _output_file(args.output, "--output")
+        _output_file(args.output, "--output", "metrics.json", data)
     predictor = load_predictor(model, adapter, args.max_length)
     metrics = evaluate_file(predictor, data, args.partition)
     table = metrics.pop("signalp", None)
@@ -51,10 +51,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     model, adapter = _model_args(args)
     source = _input_file(args.input, "--input")
-    output = _output_file(args.output, "--output")
-    if output.exists() and output.resolve() == source.resolve():
-        raise SeqpeftInputError(output, "is also the --input file: writing the predictions would replace the "
-                                "sequences.", fix="pass another file name to --output.")
+    output = _output_file(args.output, "--output", "predictions.csv", source)
     predictor = load_predictor(model, adapter, args.max_length)
     count = predict_file(predictor, source, output)
     print(f"wrote {count} predictions to {args.output}")
@@ -84,12 +81,14 @@ def _input_file(value: str, option: str) -> Path:
     return path
 
 
-def _output_file(value: str, option: str) -> Path:
-    """A file to write, checked before the model loads: not a directory, not the input."""
+def _output_file(value: str, option: str, example: str, source: Path) -> Path:
+    """A file to write, checked before the model loads: not a directory, not the input file."""
     path = Path(value)
     if path.is_dir():
-        raise SeqpeftInputError(path, "is a directory.", fix=f"pass a file name to {option}, e.g. "
-                                f"{path / ('predictions.csv' if option == '--output' else 'out')}.")
+        raise SeqpeftInputError(path, "is a directory.", fix=f"pass a file name to {option}, e.g. {path / example}.")
+    if path.exists() and path.resolve() == source.resolve():
+        raise SeqpeftInputError(path, "is also the input file: writing it would replace the data.",
+                                fix=f"pass another file name to {option}.")
     return path
 
 
