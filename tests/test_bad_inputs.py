@@ -318,6 +318,7 @@ def test_a_tab_in_the_config_is_named_with_its_line_by_the_commands(tmp_path):
                            "any token). Fix: check the indentation")
 
 
+@pytest.mark.slow
 def test_two_configs_sharing_one_results_folder_are_told(tmp_path):
     """Corpus: a copied config keeps the original's `results:`; its runs would overwrite the other's."""
     results = tmp_path / "shared results"
