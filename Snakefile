@@ -17,6 +17,7 @@ min_version("9.0")
 
 from seqpeft.preflight.check import check_config, config_error_message
 from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.config.paths import claim_results, results_owner_note
 from seqpeft.config.pins import merge_pins_file, pins_outputs, resolved_pins_inputs, unpinned_entries
 
 
@@ -29,7 +30,7 @@ if not workflow.overwrite_configfiles:
 
 # config/pins.yaml (written by `seqpeft pin`) beside the config fills in unset revisions/checksums.
 try:
-    merge_pins_file(config, workflow.configfiles)
+    merge_pins_file(config, workflow.configfiles, warn=lambda line: workflow.is_main_process and print(line, file=sys.stderr))
 except SeqpeftInputError as error:
     raise WorkflowError(f"Invalid pins: {error}") from None
 
@@ -59,6 +60,16 @@ if UNPINNED and workflow.is_main_process:
         else "their jobs refuse to run: `seqpeft pin --configfile CONFIG` resolves them into pins.yaml beside the config (or set allow_unpinned: true)",
         file=sys.stderr,
     )
+
+
+# Two configs sharing one results folder: said on every run (dry runs too); a run claims the folder.
+RESULTS_SHARED = results_owner_note(config, workflow.configfiles)
+if RESULTS_SHARED and workflow.is_main_process:
+    print(RESULTS_SHARED, file=sys.stderr)
+
+
+onstart:
+    claim_results(config, workflow.configfiles)
 
 
 report: "workflow/report/workflow.rst"

@@ -140,6 +140,15 @@ BAD_CASES: dict[str, tuple[str, int | None, str | None]] = {
     "fasta_duplicate_id.fa": ("duplicate id 'p1' (first used on line 1)", 6, "p1"),
     "fasta_record_without_sequence.fa": ("record has no sequence", 3, "p2"),
     "fasta_letters_outside_protein_alphabet.fa": ("outside the protein alphabet ACDEFGHIKLMNPQRSTVWYXBZUO: '*'", 5, "p2"),
+    # issue #25
+    "multilabel_first_row_short.csv": ("labels '1;0' hold 2 flag(s); 3 of the 4 rows hold 3", 2, None),
+    "multilabel_last_row_short.csv": ("labels '0;1' hold 2 flag(s); 2 of the 3 rows hold 3", 4, None),
+    "csv_duplicated_header_column.csv": ("column 'label' appears twice in the header", 1, None),
+    "multilabel_duplicated_labels_column.csv": ("column 'labels' appears 2 times in the header", 1, None),
+    "fasta_windows_1252_header.fa": ("is not UTF-8 text: byte(s) e9 at column 8", 1, None),
+    "csv_windows_1252_note.csv": ("is not UTF-8 text: byte(s) e9 at column 15", 4, None),
+    "csv_utf16_from_excel.csv": ("is UTF-16 text (Excel's \"Unicode text\" format)", 1, None),
+    "csv_gzip_named_csv.csv": ("is gzip-compressed, not text. Fix: decompress it (gunzip)", None, None),
 }
 
 

@@ -24,9 +24,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
     [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def seqpeft(*args, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def seqpeft(*args, cwd: Path = REPO, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seqpeft.cli", *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,111 @@ def test_artifacts_are_relocatable(tmp_path, tiny_model_dir):
                      "--output", tmp_path / "e.csv", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert predictions(tmp_path / "e.csv") == predictions(tmp_path / "a.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue #25: outputs, lengths and full disks
+
+
+def test_predict_output_naming_a_directory_is_refused_before_the_model_loads(dna_run, tmp_path):
+    """#25.7: not an IsADirectoryError traceback; the existing directory is left as it was."""
+    run_dir, test_csv, _ = dna_run
+    (tmp_path / "out").mkdir()
+    for command, data in (("predict", "--input"), ("evaluate", "--data")):
+        result = seqpeft(command, "--model", run_dir / "artifacts", data, test_csv, "--output", tmp_path / "out")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"{tmp_path / 'out'}: is a directory. Fix: pass a file name to --output" in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_evaluate_and_predict_say_how_many_sequences_they_truncate(dna_run, tmp_path):
+    """#25.9: sequences over the run's max_length (64 tokens) are counted aloud, as the DAG's jobs do."""
+    import random
+
+    run_dir, test_csv, _ = dna_run
+    rng = random.Random(0)
+    rows = [("".join(rng.choice("ACGT") for _ in range(n)), i % 2) for i, n in enumerate((3000, 40, 200))]
+    long_csv = tmp_path / "long.csv"
+    long_csv.write_text("sequence,label\n" + "".join(f"{s},{label}\n" for s, label in rows))
+    expected = f"[seqpeft] {long_csv}: 2 of 3 sequences are longer than max_length=64 tokens (the longest has "
+    for command, data in (("evaluate", "--data"), ("predict", "--input")):
+        extra = ("--output", tmp_path / "p.csv") if command == "predict" else ()
+        result = seqpeft(command, "--model", run_dir / "artifacts", data, long_csv, *extra)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stderr and "are truncated to 64 tokens" in result.stderr, result.stderr
+    result = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", long_csv, "--max-length", "8000")
+    assert result.returncode == 0 and "truncated" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten"])
+def test_a_non_positive_max_length_is_refused(dna_run, value):
+    """#25.9: --max-length 0 was silently the run's own length."""
+    run_dir, test_csv, _ = dna_run
+    result = seqpeft("evaluate", "--model", run_dir / "artifacts", "--data", test_csv, "--max-length", value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --max-length:" in result.stderr and ("positive" in result.stderr or "whole number" in result.stderr)
+
+
+def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(dna_run, tmp_path):
+    """Corpus: the output file system fills up (simulated by a 256-byte file-size limit, RLIMIT_FSIZE)."""
+    import resource
+    import signal
+
+    run_dir, test_csv, _ = dna_run
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG, like ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", test_csv, "--output", out / "p.csv",
+                     preexec_fn=small_disk)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"seqpeft: error: {out / 'p.csv'}: File too large. Nothing was written there. Fix: the file size limit " \
+        "(ulimit -f)" in result.stderr
+    assert list(out.iterdir()) == []  # no partial predictions, no temporary file
+
+
+def test_predict_refuses_to_overwrite_its_input(dna_run, tmp_path):
+    """Corpus: --output naming the --input file would replace the sequences with predictions."""
+    import shutil
+
+    run_dir, test_csv, _ = dna_run
+    data = tmp_path / "seqs.csv"
+    shutil.copy(test_csv, data)
+    before = data.read_bytes()
+    result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", data, "--output", tmp_path / "." / "seqs.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "seqs.csv: is also the input file" in result.stderr and "Fix: pass another file name to --output" in result.stderr
+    assert data.read_bytes() == before
+
+
+def _without_root_file_powers() -> None:
+    """In a child about to exec: drop the capabilities that let root ignore file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) from its bounding set, so that a mode 0555
+    folder stops it as it stops any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2, 3):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_a_read_only_output_folder_is_one_line_and_leaves_nothing(dna_run, tmp_path):
+    """Corpus: a folder the user may not write to (a shared project folder). Root, whom a mode
+    does not stop, runs the command without its file-mode capabilities."""
+    run_dir, test_csv, _ = dna_run
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o555)
+    try:
+        result = seqpeft("predict", "--model", run_dir / "artifacts", "--input", test_csv, "--output",
+                         shared / "p.csv", preexec_fn=_without_root_file_powers if os.geteuid() == 0 else None)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"seqpeft: error: {shared / 'p.csv'}: Permission denied. Nothing was written there." in result.stderr
+        assert "Fix: write to a folder you may write to" in result.stderr
+        assert list(shared.iterdir()) == []
+    finally:
+        shared.chmod(0o755)

@@ -85,12 +85,10 @@ def test_read_sequences_dispatches_on_real_files():
 
 
 def _read_any(path: Path) -> None:
-    if path.suffix == ".csv":
-        read_labeled_csv(path, "dna")
-    elif path.name.startswith("signalp_"):
-        read_signalp_fasta(path)
-    else:
-        read_fasta(path, "protein")
+    """The reader of the kind that claims the file (what `seqpeft validate` runs)."""
+    from seqpeft.preflight.validate import validate_task_file
+
+    validate_task_file(path, alphabet="dna" if path.suffix == ".csv" else "protein")
 
 
 def test_every_bad_input_file_has_an_expectation():

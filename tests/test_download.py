@@ -216,7 +216,27 @@ def test_truncated_archive_raises_and_leaves_no_out_dir(server, tmp_path, kind):
     with pytest.raises(SeqpeftInputError) as caught:
         fetch_source({"url": url, "sha256": sha(body), "archive": kind}, out)
     message = str(caught.value)
-    assert "truncated or corrupt" in message and "download it again" in message
+    assert message.startswith(f"{url}: the downloaded archive is truncated or corrupt")
+    assert f"matches the configured sha256 {sha(body)}, so the source itself is broken" in message
+    assert "delete" not in message  # the download is already gone: nothing for the user to delete
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_tar_xz_verified_by_git_blob_names_the_git_blob(server, tmp_path):
+    """#25.5: the message names the checksum that verified the file, and no deleted temporary file."""
+    whole = make_tar({"GUE/big.csv": bytes(range(256)) * 400}, mode="w:xz")
+    body = whole[: len(whole) // 2]
+    url = serve(server, "/cut.tar.xz", body)
+    probe = tmp_path / "probe"
+    probe.write_bytes(body)
+    blob = git_blob_of(probe)
+    probe.unlink()
+    with pytest.raises(SeqpeftInputError) as caught:
+        fetch_source({"url": url, "git_blob": blob, "archive": "tar.xz"}, tmp_path / "cut")
+    message = str(caught.value)
+    assert message.startswith(f"{url}: the downloaded archive is truncated or corrupt")
+    assert f"matches the configured git_blob {blob}" in message and "sha256" not in message
+    assert "delete" not in message and ".fetch" not in message
     assert leftovers(tmp_path) == []
 
 

@@ -285,6 +285,10 @@ def test_prepare_model_checks_what_the_hub_serves(published, tmp_path):
     assert status == 0, out[-3000:]
     lines = dict(line.split(": ", 1) for line in out.splitlines() if line.split(":")[0] in commits)
     assert lines["evil"].startswith("refused:") and "pytorch_model.bin: is not a plain tensor checkpoint" in lines["evil"]
+    # #25.10: named in the repository, not in the deleted staging directory; no colour codes, no
+    # torch advice to load it unsafely
+    assert f"hub acme/evil@{commits['evil']}: pytorch_model.bin: is not a plain tensor checkpoint" in lines["evil"]
+    assert str(tmp_path) not in lines["evil"] and "\x1b" not in out and "weights_only=False" not in lines["evil"]
     assert lines["both"] == "prepared"
     assert lines["none"].startswith("refused:") and "has no loadable weights" in lines["none"]
     assert "files: README.md, config.json, tokenizer.json" in lines["none"]
@@ -307,3 +311,33 @@ def test_pin_names_a_repository_the_hub_does_not_have_and_writes_nothing(tmp_pat
                         hub_env(url, tmp_path), tmp_path)
     assert code == 2 and "seqpeft: error: acme/no-such-model: cannot resolve branch 'main' on the Hugging Face Hub" in out, out
     assert not (tmp_path / "pins.yaml").exists()
+
+
+def test_allow_pickle_with_a_code_carrying_bin_names_the_file(published, tmp_path):
+    """#25.10: allow_pickle: true still unpickles weights-only; a refusal names the file, not a raw UnpicklingError."""
+    import torch
+
+    from seqpeft.models.families import load_backbone
+
+    marker = tmp_path / "PWNED"
+    model_dir = write_files(tmp_path / "m", {k: v for k, v in published.items() if k != "pytorch_model.bin"})
+    state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
+    torch.save({**state, "payload": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    with pytest.raises(SeqpeftInputError) as caught:
+        load_backbone(model_dir, {"allow_pickle": True})
+    message = str(caught.value)
+    assert message.startswith(f"{model_dir / 'pytorch_model.bin'}: is not a plain tensor checkpoint")
+    assert "nothing in it was run" in message and "\x1b" not in message
+    assert not marker.exists()
+
+
+def test_evaluate_on_a_bin_checkpoint_offers_a_fix_the_command_can_take(published, tmp_path):
+    """#25.10: `allow_pickle: true` is a config key; the command line's fix is to convert the weights."""
+    model_dir = write_files(tmp_path / "m", published)
+    data = tmp_path / "d.csv"
+    data.write_text("sequence,label\nACGTACGT,0\nACGTTTTT,1\n")
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "evaluate", "--model", str(model_dir), "--data",
+                             str(data)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{model_dir}: has no .safetensors weights. Fix: convert the weights to safetensors" in result.stderr
+    assert "allow_pickle" not in result.stderr

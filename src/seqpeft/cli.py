@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model, adapter = _model_args(args)
     data = _input_file(args.data, "--data")
+    if args.output:
+        _output_file(args.output, "--output", "metrics.json", data)
     predictor = load_predictor(model, adapter, args.max_length)
     metrics = evaluate_file(predictor, data, args.partition)
     table = metrics.pop("signalp", None)
@@ -48,10 +51,23 @@ def _predict(args: argparse.Namespace) -> int:
 
     model, adapter = _model_args(args)
     source = _input_file(args.input, "--input")
+    output = _output_file(args.output, "--output", "predictions.csv", source)
     predictor = load_predictor(model, adapter, args.max_length)
-    count = predict_file(predictor, source, Path(args.output))
+    count = predict_file(predictor, source, output)
     print(f"wrote {count} predictions to {args.output}")
     return 0
+
+
+def _positive_int(value: str) -> int:
+    """``--max-length``: a positive number of tokens (0 would silently mean the model's default)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of tokens") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{number} tokens: give a positive length, or leave the option out to use "
+                                         "the run's max_length")
+    return number
 
 
 def _input_file(value: str, option: str) -> Path:
@@ -63,6 +79,32 @@ def _input_file(value: str, option: str) -> Path:
     if not path.is_file():
         raise SeqpeftInputError(path, "is a directory, not a data file.", fix=f"pass the file itself to {option}.")
     return path
+
+
+def _output_file(value: str, option: str, example: str, source: Path) -> Path:
+    """A file to write, checked before the model loads: not a directory, not the input file."""
+    path = Path(value)
+    if path.is_dir():
+        raise SeqpeftInputError(path, "is a directory.", fix=f"pass a file name to {option}, e.g. {path / example}.")
+    if path.exists() and path.resolve() == source.resolve():
+        raise SeqpeftInputError(path, "is also the input file: writing it would replace the data.",
+                                fix=f"pass another file name to {option}.")
+    return path
+
+
+_OS_FIXES = {errno.ENOSPC: "free space there (or write elsewhere) and run the command again.",
+             errno.EDQUOT: "free space in your quota (or write elsewhere) and run the command again.",
+             errno.EFBIG: "the file size limit (ulimit -f) was reached: raise it or write less.",
+             errno.EACCES: "write to a folder you may write to (or ask its owner for access).",
+             errno.EPERM: "write to a folder you may write to (or ask its owner for access).",
+             errno.EROFS: "that file system is read-only: write to another folder."}
+
+
+def _os_error_message(error: OSError) -> str:
+    """An operating-system failure (full disk, read-only folder) as one line: the file and the fix."""
+    where = error.filename or "<file>"
+    return f"{where}: {error.strerror or error}. Nothing was written there. Fix: " + \
+        _OS_FIXES.get(error.errno, "check the path and its file system, then run the command again.")
 
 
 def _model_dir(value: str, option: str) -> Path:
@@ -95,11 +137,11 @@ def _model_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seqpeft.data.sequences import validate_file
+    from seqpeft.preflight.validate import validate_task_file
 
     for path in args.files:
-        count = validate_file(Path(path), args.alphabet)
-        print(f"{path}: {count} records, valid")
+        count, checked = validate_task_file(Path(path), args.kind, args.alphabet)
+        print(f"{path}: {count} records, valid as {checked}")
     return 0
 
 
@@ -147,11 +189,16 @@ def _view_report(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
+    from seqpeft.preflight.check import read_config
     from seqpeft.config.pins import pin_config
 
+    read_config(Path(args.configfile), cross_check=False)  # what the workflow would refuse, refused before pinning
     path, new = pin_config(Path(args.configfile), used_only=not args.all)
     count = len(new["models"]) + len(new["sources"])
-    print(f"{'wrote' if count else 'nothing to pin; kept'} {path}" + (f" ({count} new pin(s)): review it, then commit it" if count else ""))
+    if count:
+        print(f"wrote {path} ({count} new pin(s)): review it, then commit it")
+    else:
+        print(f"nothing to pin; {f'kept {path}' if path.is_file() else 'no pins.yaml written'}")
     return 0
 
 
@@ -163,12 +210,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
+    """The config as the workflow reads it (schema checked: an unknown task kind is refused here too)."""
+    from seqpeft.preflight.check import read_config
 
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise SeqpeftInputError(config_path, "config file not found.", fix="pass --config config/config.yaml or config/demo.yaml.")
-    return yaml.safe_load(config_path.read_text()) or {}
+    return read_config(Path(path), cross_check=False)[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="CSV with sequence,label columns (GUE format), or a "
                           "SignalP 6.0 three-line FASTA for a signal-peptide model")
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
-    evaluate.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    evaluate.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: the "
+                          "run's max_length; how many are cut is printed)")
     evaluate.add_argument("--partition", type=int, help="signal-peptide models: score only this partition of the "
                           "SignalP FASTA (a t0v1 run's test set is partition 0)")
     evaluate.set_defaults(handler=_evaluate)
@@ -192,12 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--adapter", help="a run's artifacts directory to apply on top of --model")
     predict.add_argument("--input", required=True, help="CSV with a sequence column, or FASTA")
     predict.add_argument("--output", required=True, help="CSV to write: id, prediction, one probability column per label")
-    predict.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
+    predict.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: the "
+                          "run's max_length; how many are cut is printed)")
     predict.set_defaults(handler=_predict)
 
     validate = commands.add_parser("validate", help="check data files (GUE CSV, SignalP 6.0 FASTA, FASTA) before running jobs on them")
     validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
-    validate.add_argument("--alphabet", choices=["dna", "protein"], default="dna", help="letters allowed in sequences (CSV, plain FASTA)")
+    validate.add_argument("--kind", help="the task kind that will read the files (seqpeft list kinds); default: "
+                          "inferred from each file's header (a plain FASTA is checked as predict input)")
+    validate.add_argument("--alphabet", choices=["dna", "protein"], help="letters allowed in sequences "
+                          "(default: the kind's; dna for a plain FASTA)")
     validate.set_defaults(handler=_validate)
 
     view = commands.add_parser("view-report", help="open a Snakemake HTML report in headless Chromium, display every "
@@ -244,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
+    except OSError as error:  # after BrokenPipeError, which is one
+        print(f"seqpeft: error: {_os_error_message(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

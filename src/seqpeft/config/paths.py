@@ -94,3 +94,35 @@ def tuning_dir(config: dict, task: str, model: str, method: str, partition: str)
     """Where the study of a run lives: trial results (``trials/``), ``best_params.json``, logs."""
     return TUNING_PATTERN.format(results=results_dir(config), task=task, model=model, method=method,
                                  partition=tuning_partition(config, task, partition))
+
+
+# Beside the results: which config file last ran a workflow there (written when a run starts).
+RESULTS_OWNER = ".seqpeft-config"
+
+
+def results_owner_note(config: dict, configfiles) -> str | None:
+    """A warning when the results folder was last run with another config file: two configs
+    sharing one ``results:`` overwrite each other's summary, and run at once they write the same
+    run folders. None when the folder is new or the config is the same file."""
+    configfiles = list(configfiles or [])
+    marker = Path(results_dir(config)) / RESULTS_OWNER
+    if not configfiles or not marker.is_file():
+        return None
+    previous, current = marker.read_text().strip(), str(Path(configfiles[-1]).resolve())
+    if previous == current:
+        return None
+    return (f"{marker.parent}: results: is shared with config {previous}, which last ran here; this run uses "
+            f"{current}. Both write the same summary and run folders (at once, into the same files). Fix: give "
+            f"each config its own results: folder, or delete {marker} if this config now owns the folder.")
+
+
+def claim_results(config: dict, configfiles) -> None:
+    """Record which config file runs the workflow in the results folder (``results_owner_note``)."""
+    from seqpeft.util.atomic import write_text_atomic
+
+    configfiles = list(configfiles or [])
+    if not configfiles:
+        return
+    marker, owner = Path(results_dir(config)) / RESULTS_OWNER, str(Path(configfiles[-1]).resolve()) + "\n"
+    if not marker.is_file() or marker.read_text() != owner:  # unchanged: left alone (its mtime too)
+        write_text_atomic(marker, owner)

@@ -118,7 +118,32 @@ def pins_path(configfile: str | Path) -> Path:
     return Path(configfile).resolve().parent / PINS_FILENAME
 
 
+_PIN_FIELDS = {"models": ("revision", 40, "a 40-hex commit (seqpeft pin resolves it)"),
+               "sources": ("sha256", 64, "a 64-hex sha256 digest (seqpeft pin computes it)")}
+
+
+def yaml_line(path: str | Path, keys: list[str]) -> int | None:
+    """The 1-based line of the value at ``keys`` in a YAML file (of the deepest key found), so
+    that an error in a hand-edited file points at the line to fix."""
+    import yaml
+
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
 def load_pins(path: str | Path) -> dict:
+    """The pins file, each entry checked (a malformed commit or digest names pins.yaml and its line)."""
     import yaml
 
     path = Path(path)
@@ -131,7 +156,34 @@ def load_pins(path: str | Path) -> dict:
     if not isinstance(pins, dict) or not all(isinstance(pins.get(k) or {}, dict) for k in ("models", "sources")):
         raise SeqpeftInputError(path, "must be a mapping with 'models' and 'sources' mappings.",
                                 fix="delete it and run `seqpeft pin` again.")
+    for section, (key, width, what) in _PIN_FIELDS.items():
+        for name, entry in (pins.get(section) or {}).items():
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if not isinstance(value, str) or len(value) != width or any(c not in "0123456789abcdef" for c in value):
+                shown = f"{key} {value!r} is not" if isinstance(entry, dict) else "is not a mapping with"
+                raise SeqpeftInputError(
+                    path, f"{section}.{name}: {shown} {what}.", line=yaml_line(path, [section, str(name), key]),
+                    fix="correct it, or delete the entry and run `seqpeft pin` again.")
     return pins
+
+
+def stale_pins(config: dict, pins: dict, path: str | Path) -> list[str]:
+    """One line per pin that applies to nothing: its entry is gone from the config (renamed?) or
+    now names another repository / url (the pin was resolved for the old one)."""
+    notes = []
+    for section, where in (("models", "hub"), ("sources", "url")):
+        entries = config.get(section) or {}
+        for name, pin in (pins.get(section) or {}).items():
+            spec = entries.get(name)
+            line = yaml_line(path, [section, str(name)])
+            at = f"{path}, line {line}" if line else str(path)
+            if not isinstance(spec, dict):
+                notes.append(f"{at}: {section}.{name} pins an entry the config does not have (renamed or removed?); "
+                             "it is ignored. Fix: rename or delete it in pins.yaml.")
+            elif pin.get(where) != spec.get(where):
+                notes.append(f"{at}: {section}.{name} was pinned for {where} {pin.get(where)!r} but the config "
+                             f"names {spec.get(where)!r}; it is ignored. Fix: run `seqpeft pin` again, or delete it.")
+    return notes
 
 
 def apply_pins(config: dict, pins: dict) -> list[str]:
@@ -152,31 +204,31 @@ def apply_pins(config: dict, pins: dict) -> list[str]:
     return applied
 
 
-def merge_pins_file(config: dict, configfiles: Iterable[str | Path]) -> Path | None:
-    """Apply the ``pins.yaml`` beside the last config file, if there is one; its path or None."""
+def merge_pins_file(config: dict, configfiles: Iterable[str | Path], warn=None) -> Path | None:
+    """Apply the ``pins.yaml`` beside the last config file, if there is one; its path or None.
+    Pins that apply to nothing (``stale_pins``) are passed to ``warn`` (default: stderr)."""
+    import sys
+
     configfiles = [Path(f) for f in configfiles]
     if not configfiles:
         return None
     path = pins_path(configfiles[-1])
     if not path.is_file():
         return None
-    apply_pins(config, load_pins(path))
+    pins = load_pins(path)
+    for note in stale_pins(config, pins, path):
+        (warn or (lambda line: print(line, file=sys.stderr)))(note)
+    apply_pins(config, pins)
     return path
 
 
 def write_yaml_atomic(path: Path, data: dict, header: str = "") -> None:
+    """Atomically, with the permissions the umask gives (a pins file is meant to be committed)."""
     import yaml
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(header)
-            yaml.safe_dump(data, handle, sort_keys=True, default_flow_style=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from seqpeft.util.atomic import write_text_atomic
+
+    write_text_atomic(path, header + yaml.safe_dump(data, sort_keys=True, default_flow_style=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +292,7 @@ def pin_config(configfile: str | Path, used_only: bool = True, log=print) -> tup
             new["sources"][entry.name] = {"url": entry.where, "sha256": digest}
             log(f"sources.{entry.name}: {entry.where} -> sha256 {digest}")
     merged = {kind: {**(pins.get(kind) or {}), **new[kind]} for kind in ("models", "sources")}
-    if new["models"] or new["sources"] or not path.is_file():
+    if new["models"] or new["sources"]:  # nothing new: no file written or rewritten
         write_yaml_atomic(path, merged, _HEADER)
     return path, new
 

@@ -79,6 +79,18 @@ def _fold_splits(cache: TokenizedTask, partition: str, per_residue: bool) -> dic
             for name, indices in fold_indices(records["partition"], partition).items()}
 
 
+def csv_columns(first_line: str) -> list[str]:
+    """The lower-cased column names of a CSV header line ([] for a FASTA header)."""
+    import csv
+
+    if first_line.startswith(">"):
+        return []
+    try:
+        return [name.strip().lower() for name in next(csv.reader([first_line]), [])]
+    except csv.Error:
+        return []
+
+
 REPLICATES = PartitionScheme("replicates", "replicate seeds: integers >= 0, each a training run on the same "
                              "train/dev/test files", _replicate_problem, _replicate_splits, tunes_on_own_partition=False)
 def refuse_partition(path, partition) -> None:
@@ -113,6 +125,12 @@ class TaskKind:
     outputs: tuple[str, ...] = ()
     synthetic: dict[str, Callable] = field(default_factory=dict)  # demo data generators: name -> writer(out_dir, **kw)
     settings: Callable[[dict | None], dict] = lambda task_spec: {}  # the task's own settings, for metrics.json
+    # `seqpeft validate`: read one of the kind's files fully, raising on its first problem, and
+    # return its record count ((path, alphabet name or letters) -> int); None: the kind has no check.
+    validate_file: Callable[[Any, str], int] | None = None
+    # Whether a file whose first non-blank line (a CSV header, a FASTA header) is this one holds
+    # the kind's data: how `seqpeft validate` picks the kind when --kind is not given.
+    claims: Callable[[str], bool] = lambda first_line: False
 
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:

@@ -221,9 +221,13 @@ def unpack(archive: str | Path, dest_dir: str | Path) -> Path:
     return dest_dir
 
 
+class CorruptArchive(SeqpeftInputError):
+    """An archive that cannot be read to its end (``fetch_source`` words it for a download)."""
+
+
 def _corrupt(archive: Path, detail: str) -> SeqpeftInputError:
-    return SeqpeftInputError(archive, f"archive is truncated or corrupt ({detail}).",
-                             fix=f"delete {archive} and download it again (check its sha256 in the config).")
+    return CorruptArchive(archive, f"archive is truncated or corrupt ({detail}).",
+                          fix=f"delete {archive} and download it again (check its sha256 in the config).")
 
 
 def _extract(archive: Path, into: Path) -> None:
@@ -345,7 +349,14 @@ def fetch_source(spec: dict, out_dir: str | Path, verify: bool = True, record: s
             content.mkdir()
             os.replace(downloaded, content / filename)
         else:
-            unpack(downloaded, content)
+            try:
+                unpack(downloaded, content)
+            except CorruptArchive as error:  # its temporary copy is gone: the fix is about the source
+                named = " and ".join(f"{kind} {value}" for kind, value in given.items())
+                raise SeqpeftInputError(url, f"the downloaded {error.problem} Nothing was unpacked or kept.", fix=(
+                    f"the file matches the configured {named}, so the source itself is broken (pinned from an "
+                    "incomplete copy?): check the url and its checksum." if given else
+                    "the download was incomplete: run the job again.")) from None
         if record:
             (content / record).write_text(json.dumps({"url": url, **digests}, indent=1, sort_keys=True) + "\n")
         _publish(content, out_dir)

@@ -151,9 +151,36 @@ def _require_file(path: str | Path) -> Path:
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def not_utf8(path: Path) -> SeqpeftInputError:
+    """The error for a file that is not UTF-8, naming the line and the bytes that are not (a
+    Windows-1252 'é' is byte 0xe9), or saying it is UTF-16 (Excel's "Unicode text")."""
+    data = path.read_bytes()
+    if data.startswith(_UTF16_BOMS):
+        return SeqpeftInputError(path, "is UTF-16 text (Excel's \"Unicode text\" format), not UTF-8.",
+                                 fix="save it as \"CSV UTF-8\" (or convert it: iconv -f UTF-16 -t UTF-8).", line=1)
+    for magic, kind, tool in ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
+                              (b"\xfd7zXZ", "xz", "unxz")):
+        if data.startswith(magic):
+            return SeqpeftInputError(path, f"is {kind}-compressed, not text.",
+                                     fix=f"decompress it ({tool}) and point at the file inside.")
+    try:
+        data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise SeqpeftInputError(path, f"is not UTF-8 text ({err.reason} at byte {err.start}).",
-                                fix="save the file as plain UTF-8 text (is it compressed or binary?).") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        bad = data[err.start:err.end].hex(" ")
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        return SeqpeftInputError(path, f"is not UTF-8 text: byte(s) {bad} at column {column} ({err.reason}; "
+                                 "Windows-1252 or Latin-1 text, or a compressed or binary file?).",
+                                 fix="save the file as UTF-8 (e.g. iconv -f WINDOWS-1252 -t UTF-8), or remove "
+                                     "the accented or special characters.", line=line)
+    return SeqpeftInputError(path, "is not UTF-8 text.", fix="save the file as plain UTF-8 text.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,9 +202,8 @@ def read_labeled_csv(path: str | Path, alphabet: str = "dna", require_labels: bo
         reader = csv.reader(handle, strict=True)
         try:
             return _parse_csv(path, reader, letters, require_labels)
-        except UnicodeDecodeError as err:
-            raise SeqpeftInputError(path, f"is not UTF-8 text ({err.reason}).",
-                                    fix="save the file as plain UTF-8 CSV (is it compressed or binary?).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
         except csv.Error as err:
             raise SeqpeftInputError(path, f"is not valid CSV ({err}).",
                                     fix="check the quoting: a '\"' that opens a field must close it on the same "

@@ -1,5 +1,6 @@
 """Unlabelled sequences for prediction (plain FASTA, or the sequence column of a CSV), and
-``validate_file``, which checks any task file in the format its name and first line say."""
+``first_line``: the one rule (first non-blank line) by which prediction and ``seqpeft validate``
+(``seqpeft.preflight.validate.validate_task_file``) tell a file's format."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.data.signalp import _split_lines, read_signalp_fasta
 
 
-def _looks_like_signalp(header: str) -> bool:
+def looks_like_signalp(header: str) -> bool:
     fields = header.lstrip(">").strip().split("|")
     return len(fields) == 4 and fields[1].strip() in KINGDOMS and fields[2].strip() in SP_TYPES
 
@@ -26,10 +27,10 @@ def read_fasta(path: str | Path, alphabet: str) -> tuple[list[str], list[str]]:
     path = _require_file(path)
     letters = resolve_alphabet(alphabet)
     lines = _split_lines(_read_text(path))
-    first = next((line.strip() for line in lines if line.strip()), None)
+    first = first_line(path)
     if first is None:
         raise SeqpeftInputError(path, "file is empty.", fix="expected FASTA records ('>id' line, then sequence lines).")
-    if first.startswith(">") and _looks_like_signalp(first):
+    if first.startswith(">") and looks_like_signalp(first):
         filled = [line.strip() for line in lines if line.strip()]
         if len(filled) >= 3 and not filled[2].startswith(">"):  # three-line records: labels follow
             records = read_signalp_fasta(path)
@@ -38,14 +39,14 @@ def read_fasta(path: str | Path, alphabet: str) -> tuple[list[str], list[str]]:
             return [r.accession for r in records], [r.sequence for r in records]
         # Two-line records with SignalP headers (PEFT-SP's prediction input): the id is the accession.
         ids, sequences = _parse_plain_fasta(path, lines, letters)
-        return [i.split("|")[0] if _looks_like_signalp(i) else i for i in ids], sequences
+        return [i.split("|")[0] if looks_like_signalp(i) else i for i in ids], sequences
     return _parse_plain_fasta(path, lines, letters)
 
 
 def _parse_plain_fasta(path: Path, lines: list[str], letters: str) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     sequences: list[str] = []
-    first_line: dict[str, int] = {}
+    seen_on: dict[str, int] = {}
     chunks: list[str] = []
     header_line = 0
 
@@ -62,7 +63,7 @@ def _parse_plain_fasta(path: Path, lines: list[str], letters: str) -> tuple[list
             finish()
             chunks = []
             header_line = number
-            ids.append(_fasta_id(path, line, number, first_line))
+            ids.append(_fasta_id(path, line, number, seen_on))
         elif not line:
             continue  # blank lines carry no residues in FASTA
         elif not ids:
@@ -76,15 +77,15 @@ def _parse_plain_fasta(path: Path, lines: list[str], letters: str) -> tuple[list
     return ids, sequences
 
 
-def _fasta_id(path: Path, header: str, line: int, first_line: dict[str, int]) -> str:
+def _fasta_id(path: Path, header: str, line: int, seen_on: dict[str, int]) -> str:
     words = header[1:].split()
     if not words:
         raise SeqpeftInputError(path, "header has no id.", fix="write '>id' with a non-empty id.", line=line)
     ident = words[0]
-    if ident in first_line:
-        raise SeqpeftInputError(path, f"duplicate id {ident!r} (first used on line {first_line[ident]}).",
+    if ident in seen_on:
+        raise SeqpeftInputError(path, f"duplicate id {ident!r} (first used on line {seen_on[ident]}).",
                                 fix="make FASTA ids (the first word of each header) unique.", line=line, record=ident)
-    first_line[ident] = line
+    seen_on[ident] = line
     return ident
 
 
@@ -108,27 +109,20 @@ def read_sequences(path: str | Path, alphabet: str) -> tuple[list[str], list[str
 
 
 def _first_nonblank_char(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    return text[0] if text else None
+    line = first_line(path)
+    return line[0] if line else None
 
 
-def validate_file(path: str | Path, alphabet: str = "dna") -> int:
-    """Read any supported input fully, raising on the first problem; returns the record count.
+def first_line(path: str | Path) -> str | None:
+    """The first non-blank line of a text file (byte-order mark and surrounding blanks removed),
+    or None for an empty one: what decides how prediction and validation read a file."""
+    with Path(path).open(encoding="utf-8-sig", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                return line.strip()
+    return None
 
-    What ``seqpeft validate`` runs, so a user can check data before submitting thousands of jobs:
-    ``.csv`` is a labelled GUE-format file, a FASTA whose headers have the four SignalP fields is
-    read as SignalP 6.0, any other FASTA as plain sequences.
-    """
-    path = _require_file(path)
-    if path.suffix.lower() == ".csv":
-        return len(read_labeled_csv(path, alphabet).sequences)
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline().strip()
-    if first.startswith(">") and _looks_like_signalp(first):
-        return len(read_signalp_fasta(path))
-    if not first:
-        # An empty FASTA: let the SignalP reader word the error like the others.
-        return len(read_signalp_fasta(path))
+
+def validate_plain_fasta(path: str | Path, alphabet: str) -> int:
+    """Records of an unlabelled FASTA as ``seqpeft predict`` reads it (no task kind claims one)."""
     return len(read_fasta(path, alphabet)[0])

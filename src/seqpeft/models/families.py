@@ -320,7 +320,17 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
         with new_head_expected() if transformers_head else contextlib.nullcontext():
             backbone, loading = model_class.from_pretrained(str(model_dir), output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors raises its own SafetensorError, outside the usual hierarchy
+        import pickle
+
+        from seqpeft.util.errors import unpickler_reason
+
         text = f"{type(error).__name__} {error}".lower()
+        if isinstance(error, pickle.UnpicklingError):  # allow_pickle: true, and the .bin carries more than tensors
+            raise SeqpeftInputError(model_dir / weights[0].name if weights else model_dir,
+                                    f"is not a plain tensor checkpoint: torch's weights_only unpickler refused it "
+                                    f"({unpickler_reason(error)}); nothing in it was run.",
+                                    fix="the pickle carries code or non-tensor objects: do not load it. Use weights "
+                                        "saved as safetensors (or a .bin of tensors only).") from None
         if "safetensor" in text or "header" in text or "deserializ" in text:
             raise SeqpeftInputError(model_dir, f"its weights could not be read ({error}).",
                                     fix="the safetensors file is corrupt or truncated: delete the directory and prepare it again.") from error

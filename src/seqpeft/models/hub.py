@@ -46,14 +46,29 @@ def download_hub_model(name: str, spec: dict, out_dir: Path) -> dict:
     snapshot_download(repo_id=hub, revision=commit, local_dir=out_dir, allow_patterns=patterns,
                       ignore_patterns=ignore or None)
     _remove_download_cache(out_dir)
-    converted = convert_pickled_weights(out_dir)
-    verify_weights(out_dir, spec, files)
+    try:
+        converted = convert_pickled_weights(out_dir)
+        verify_weights(out_dir, spec, files)
+    except SeqpeftInputError as error:
+        raise _named_in_repository(error, out_dir, hub, commit) from None
     record = {"hub": hub, "revision": commit, "pinned": pinned,
               "converted": [path.name for path in converted]}
     if not pinned:
         record["branch"] = str(spec.get("branch") or DEFAULT_BRANCH)
     write_record(out_dir / MODEL_RECORD, record)
     return record
+
+
+def _named_in_repository(error: SeqpeftInputError, out_dir: Path, hub: str, commit: str) -> SeqpeftInputError:
+    """An error about a downloaded file, naming it in the repository rather than in the staging
+    directory (``prepare_model`` deletes that directory before anyone reads the message)."""
+    from dataclasses import replace
+
+    try:
+        inside = Path(str(error.path)).relative_to(out_dir)
+    except ValueError:
+        return error
+    return replace(error, path=f"hub {hub}@{commit}" + (f": {inside}" if str(inside) != "." else ""))
 
 
 def _remove_download_cache(out_dir: Path) -> None:
@@ -75,7 +90,9 @@ def load_pickled_state_dict(path: Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        from seqpeft.util.errors import unpickler_reason
+
+        first = unpickler_reason(error)
         raise SeqpeftInputError(
             path, f"is not a plain tensor checkpoint: torch's weights_only unpickler refused it ({first}); "
                   "nothing in it was run.",

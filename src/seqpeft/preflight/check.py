@@ -60,6 +60,7 @@ def check_config(config: dict) -> None:
     experiments = config.get("experiments") or []
     _check_experiments(experiments, tasks, models, methods)
     _check_local_paths(sources, models)
+    _check_results(config)
     max_length_overrides(config)  # one input length per run
     _check_applicability(config, models, methods, experiments)
     check_hpo(config)
@@ -187,11 +188,39 @@ def _check_local_paths(sources: dict, models: dict) -> None:
         if local is not None and not Path(local).exists():
             _fail(f"sources.{name}.local", f"the pre-staged path {local!r} does not exist.",
                   "stage the data there, or remove 'local' to download it.")
+        if local is not None and Path(local).is_file() and (spec or {}).get("archive") != "none":
+            _fail(f"sources.{name}.local", f"{local!r} is a file{_archive_note(Path(local))}, but the tasks read "
+                  "folders inside a pre-staged copy (e.g. <local>/<task path>/train.csv).",
+                  f"unpack it and point 'local' at the unpacked folder (tar -xf / unzip), or set archive: none if "
+                  "the file itself is the data.")
     for name, spec in models.items():
         local = (spec or {}).get("path")
         if local is not None and not (Path(local) / "config.json").is_file():
             _fail(f"models.{name}.path", f"{local!r} is not a model directory (missing, or no config.json in it).",
                   "point it at a directory written by save_pretrained.")
+
+
+def _check_results(config: dict) -> None:
+    """The results folder, or the first of its parents that exists, must be a folder."""
+    results = Path(str(config.get("results") or default("results")))
+    for path in (results, *results.parents):
+        if path.exists():
+            if not path.is_dir():
+                _fail("results", f"{str(results)!r} cannot be a folder: {str(path)!r} is a file.",
+                      "point results at a folder (it is created if missing), or move the file away.")
+            return
+
+
+def _archive_note(path: Path) -> str:
+    """' (a zip archive)' / ' (a tar archive)' when the content says so (names lie), else ''."""
+    import tarfile
+    import zipfile
+
+    try:
+        kind = "zip" if zipfile.is_zipfile(path) else "tar" if tarfile.is_tarfile(path) else None
+    except OSError:
+        kind = None
+    return f" (a {kind} archive)" if kind else ""
 
 
 def _check_applicability(config: dict, models: dict, methods: dict, experiments: list) -> None:
@@ -308,3 +337,44 @@ def size_resources(config: dict, model: str) -> dict[str, Any]:
 
 def finetune_threads(config: dict) -> int:
     return int(with_defaults(config.get("resources"), "resources")["finetune_threads"])
+
+
+def read_config(configfile: str | Path, cross_check: bool = True) -> tuple[dict, Path | None]:
+    """A config file as the workflow sees it, for the commands that read one outside the DAG
+    (plan, pin, list): the pins.yaml beside it applied, the schema's types, names and defaults,
+    then (``cross_check``) ``check_config``. Every problem is a ``SeqpeftInputError`` naming the
+    file, never a traceback: those commands must refuse what ``snakemake`` would refuse."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from seqpeft.config.pins import merge_pins_file
+    from seqpeft.config.schema import SCHEMA
+
+    configfile = Path(configfile)
+    if not configfile.is_file():
+        raise SeqpeftInputError(configfile, "config file not found.", fix="pass --configfile config/config.yaml.")
+    try:
+        config = yaml.safe_load(configfile.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise SeqpeftInputError(configfile, f"is not valid YAML ({getattr(error, 'problem', None) or error}).",
+                                fix="check the indentation and quoting there.",
+                                line=mark.line + 1 if mark is not None else None) from None
+    if not isinstance(config, dict):
+        raise SeqpeftInputError(configfile, "is not a mapping of settings.", fix="start from config/demo.yaml.")
+    pins = merge_pins_file(config, [configfile])
+    try:
+        validate(config, str(SCHEMA))
+        if cross_check:
+            check_config(config)
+    except (WorkflowError, SeqpeftInputError) as error:
+        message = config_error_message(error)
+        if message is None:
+            raise
+        from seqpeft.config.pins import yaml_line
+
+        keys = [key for key in re.split(r"[.\[\]]", message.split(":")[0].split()[0]) if key]
+        raise SeqpeftInputError(configfile, f"invalid config: {message}", line=yaml_line(configfile, keys),
+                                fix="see the key named above (workflow/schemas/config.schema.yaml documents it).") from None
+    return config, pins

@@ -43,21 +43,9 @@ class Row:
 def load_config(configfile: Path) -> tuple[dict, Path | None]:
     """The config as the workflow sees it: pins.yaml beside it applied, schema defaults filled in,
     cross-references checked."""
-    import yaml
-    from snakemake.utils import validate
+    from seqpeft.preflight.check import read_config
 
-    from seqpeft.preflight.check import check_config
-    from seqpeft.util.errors import SeqpeftInputError
-    from seqpeft.config.pins import merge_pins_file
-    from seqpeft.config.schema import SCHEMA
-
-    if not configfile.is_file():
-        raise SeqpeftInputError(configfile, "config file not found.", fix="pass --configfile config/config.yaml.")
-    config = yaml.safe_load(configfile.read_text()) or {}
-    pins = merge_pins_file(config, [configfile])
-    validate(config, str(SCHEMA))
-    check_config(config)
-    return config, pins
+    return read_config(configfile)
 
 
 def parameter_count(config: dict, model: str) -> float | None:

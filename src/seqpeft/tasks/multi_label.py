@@ -24,7 +24,7 @@ from seqpeft.data.readers import read_labeled_csv
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.core.objectives import Objective
 from seqpeft.training.predict import predict_sequences, write_sequence_predictions
-from seqpeft.core.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
+from seqpeft.core.registry import REPLICATES, TaskKind, csv_columns, refuse_partition, register_task_kind
 from seqpeft.data.tokenize import tokenize_csv_splits
 
 KIND = "multi_label_classification"
@@ -40,18 +40,33 @@ def label_names(count: int) -> list[str]:
 # ---- reading ----
 
 
-def _flags(path: Path, text: str, line: int, expected: int | None) -> list[int]:
+def _flags(path: Path, text: str, line: int) -> list[int]:
     cells = [cell.strip() for cell in text.split(";")]
     if any(cell not in ("0", "1") for cell in cells):
         raise SeqpeftInputError(path, f"labels {text!r} are not ';'-separated 0/1 flags.",
                                 fix="write one 0 or 1 per label, separated by ';' (e.g. 1;0;1).", line=line)
-    if expected is not None and len(cells) != expected:
-        raise SeqpeftInputError(path, f"labels {text!r} hold {len(cells)} flag(s), the rows before {expected}.",
-                                fix="give every row one flag per label, in the same order.", line=line)
     return [int(cell) for cell in cells]
 
 
-def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int | None = None):
+def _check_widths(path: Path, flags: list[list[int]], lines: list[int], expected: int | None, expected_from: str) -> None:
+    """Every row holds ``expected`` flags (the model's or the training file's); without one, the
+    count most rows hold, so that an odd first row is the one blamed."""
+    from collections import Counter
+
+    widths = Counter(len(row) for row in flags)
+    if expected is not None:
+        reference = f"the {expected_from} has {expected} labels"
+    else:
+        expected, rows = widths.most_common(1)[0]
+        reference = f"{rows} of the {len(flags)} rows hold {expected}"
+    for row, line in zip(flags, lines):
+        if len(row) != expected:
+            raise SeqpeftInputError(path, f"labels {';'.join(map(str, row))!r} hold {len(row)} flag(s); {reference}.",
+                                    fix="give every row one flag per label, in the same order.", line=line)
+
+
+def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int | None = None,
+                        expected_from: str = "training file"):
     """The CSV's sequences (checked like a single-label CSV) and an (n, labels) 0/1 matrix."""
     records = read_labeled_csv(path, alphabet=alphabet, require_labels=False)
     with Path(path).open(newline="", encoding="utf-8-sig") as handle:
@@ -62,13 +77,16 @@ def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int |
         raise SeqpeftInputError(path, f"missing column {COLUMN!r}; found columns: {found}.",
                                 fix="the header of a multi_label_classification file is 'sequence,labels' "
                                     "(labels: ';'-separated 0/1 flags).", line=1)
+    if header.count(COLUMN) > 1:
+        raise SeqpeftInputError(path, f"column {COLUMN!r} appears {header.count(COLUMN)} times in the header.",
+                                fix="keep one column of that name.", line=1)
     column = header.index(COLUMN)
     matrix = []
     for row, line in zip(rows[1:], records.lines):
         if not row[column].strip():
             raise SeqpeftInputError(path, "missing labels.", fix="give every row its ';'-separated 0/1 flags.", line=line)
-        matrix.append(_flags(records.path, row[column].strip(), line, expected if expected is not None else
-                             (len(matrix[0]) if matrix else None)))
+        matrix.append(_flags(records.path, row[column].strip(), line))
+    _check_widths(records.path, matrix, records.lines, expected, expected_from)
     records.labels = np.asarray(matrix, dtype=np.int8)
     return records
 
@@ -157,7 +175,7 @@ OBJECTIVE = Objective(
 
 def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     refuse_partition(data_path, partition)
-    records = read_multilabel_csv(data_path, expected=predictor.num_labels)
+    records = read_multilabel_csv(data_path, expected=predictor.num_labels, expected_from="model")
     return predictor.evaluate(predictor.split_for(records.sequences, records.labels, source=data_path))
 
 
@@ -213,4 +231,6 @@ MULTI_LABEL = register_task_kind(TaskKind(
     KIND, summary="train/dev/test.csv with header sequence,labels (labels: ';'-separated 0/1 flags, one per label)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
     evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
-    synthetic={"dna_multilabel": write_multilabel_dna_task}))
+    synthetic={"dna_multilabel": write_multilabel_dna_task},
+    validate_file=lambda path, alphabet: len(read_multilabel_csv(path, alphabet)),
+    claims=lambda first_line: COLUMN in csv_columns(first_line) and "label" not in csv_columns(first_line)))

@@ -15,7 +15,7 @@ from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.training.metrics import classification_metrics
 from seqpeft.core.objectives import Objective
 from seqpeft.training.predict import flat_predictions, predict_sequences, write_sequence_predictions
-from seqpeft.core.registry import REPLICATES, TaskKind, refuse_partition, register_task_kind
+from seqpeft.core.registry import REPLICATES, TaskKind, csv_columns, refuse_partition, register_task_kind
 from seqpeft.data.tokenize import tokenize_csv_splits
 
 
@@ -87,7 +87,14 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
                                       lambda count: [str(i) for i in range(count)])
 
 
+def _validate_file(path: Path, alphabet: str) -> int:
+    from seqpeft.data.readers import read_labeled_csv
+
+    return len(read_labeled_csv(Path(path), alphabet=alphabet))
+
+
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
     "sequence_classification", summary="train/dev/test.csv with header sequence,label (one class per sequence)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
-    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True))
+    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
+    validate_file=_validate_file, claims=lambda first_line: "label" in csv_columns(first_line)))

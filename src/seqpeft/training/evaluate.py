@@ -36,11 +36,26 @@ class Predictor:
     num_labels: int | None = None
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
+    source: Any = None  # the file being read, for messages
+
+    def report_truncation(self, split, source: Any = None) -> int:
+        """Say (stderr) how many sequences are longer than ``max_length`` tokens and are cut to
+        it, as the workflow's jobs do; the count. Metrics and predictions see only the cut part."""
+        import sys
+
+        lengths = split.data.lengths
+        cut = int((lengths > self.max_length).sum())
+        if cut:
+            print(f"[seqpeft] {source or 'input'}: {cut} of {len(lengths)} sequences are longer than max_length="
+                  f"{self.max_length} tokens (the longest has {int(lengths.max())}) and are truncated to "
+                  f"{self.max_length} tokens", file=sys.stderr)
+        return cut
 
     def evaluate(self, split) -> dict:
         """The objective's metrics on a labelled split, as the workflow computes them."""
         import torch
 
+        self.report_truncation(split, self.source)
         return self.objective.evaluate(self.model, split, self.tokenizer.pad_token_id, self.max_length,
                                        self.batch_size, torch.device(PREDICT_DEVICE))
 
@@ -48,6 +63,7 @@ class Predictor:
         """Per-sequence logits in split order (labels, if the split has none, are placeholders)."""
         import torch
 
+        self.report_truncation(split, self.source)
         return self.objective.predict(self.model, split, self.tokenizer.pad_token_id, self.max_length, self.batch_size,
                                       torch.device(PREDICT_DEVICE))["logits"]
 
@@ -63,6 +79,7 @@ class Predictor:
                       "with the DSP template")
         else:
             ids, offsets = _encode(self.tokenizer, sequences)
+        self.source = source
         if labels is None:
             labels = np.zeros(len(sequences), dtype=np.int64)
         return Split(TokenizedSplit(ids, offsets, np.asarray(labels, dtype=np.int64)), per_residue=False)
@@ -79,7 +96,24 @@ class Predictor:
         return DspEncoder(self.tokenizer, DspSettings.from_dict(settings))
 
 
+# The command line has no model entry to set allow_pickle in: its fix for pickled weights.
+PICKLE_FIX = ("convert the weights to safetensors where you trust them (from_pretrained, then save_pretrained with "
+              "safe_serialization=True); `seqpeft evaluate`/`predict` load safetensors only.")
+
+
 def load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
+    """``_load_predictor``, with a fix for pickled weights that the command line can follow."""
+    from dataclasses import replace
+
+    try:
+        return _load_predictor(model_dir, adapter_dir, max_length)
+    except SeqpeftInputError as error:
+        if "allow_pickle" in error.fix:
+            raise replace(error, fix=PICKLE_FIX) from None
+        raise
+
+
+def _load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length: int | None = None) -> Predictor:
     """A ready-to-run classifier from ``--model DIR [--adapter DIR]``.
 
     ``--model`` alone: a run's artifacts directory, or a checkpoint with a ``score`` head.

@@ -49,8 +49,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(tmp)) and error.errno is not None:
+            # a failed write (full disk, size limit, read-only folder) names no file or the
+            # temporary one, which is gone: name the output
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

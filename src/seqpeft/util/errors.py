@@ -34,3 +34,14 @@ class SeqpeftInputError(ValueError):
         if self.fix:
             message += f" Fix: {self.fix}"
         return message
+
+
+def unpickler_reason(error: BaseException) -> str:
+    """What torch's weights_only unpickler objected to, as plain text: its "WeightsUnpickler error"
+    line without the terminal colour codes and without torch's advice to load the file unsafely."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else type(error).__name__)
+    return reason.split("WeightsUnpickler error:", 1)[-1].strip()

@@ -76,6 +76,7 @@ def _evaluate_file(predictor, fasta: Path, partition: int | None = None) -> dict
              "sp_type": np.array([SP_TYPES.index(r.sp_type) for r in records], dtype=np.int8)}
     split = Split(TokenizedSplit(ids, offsets, labels, label_offsets), per_residue=True, leading_specials=leading,
                   extra=extra)
+    predictor.source = fasta
     return predictor.evaluate(split)
 
 
@@ -116,6 +117,7 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
                                 fix="pass the artifacts directory of a signal_peptide run.")
     ids, sequences = read_sequences(Path(input_path), alphabet="protein")
     split = _residue_split(predictor, sequences)
+    predictor.report_truncation(split, input_path)
     predicted = signalp_predictions(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
                                     predictor.batch_size, torch.device("cpu"))
     buffer = io.StringIO()
@@ -127,6 +129,19 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
         writer.writerow([int(type_index), name, int(site), rounded, record_id, name, int(site)] + [f"{p:.6f}" for p in row])
     write_text_atomic(Path(output_path), buffer.getvalue())
     return len(ids)
+
+
+def _validate_file(path: Path, alphabet: str) -> int:
+    """A SignalP 6.0 three-line FASTA (its residues are always checked against the protein alphabet)."""
+    from seqpeft.data.signalp import read_signalp_fasta
+
+    return len(read_signalp_fasta(path))
+
+
+def _claims(first_line: str) -> bool:
+    from seqpeft.data.sequences import looks_like_signalp
+
+    return first_line.startswith(">") and looks_like_signalp(first_line)
 
 
 def _settings(task_spec: dict | None) -> dict:
@@ -141,4 +156,5 @@ SIGNAL_PEPTIDE = register_task_kind(TaskKind(
     evaluate_file=_evaluate_file, predict_file=_predict_file, alphabet="protein", per_residue=True,
     sharding_conflict="the signal-peptide CRF runs outside the sharded forward pass", settings=_settings,
     outputs=("signalp_table.csv", "figures/{task}/signalp_mcc.png", "figures/{task}/signalp_mcc.svg",
-             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg")))
+             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg"),
+    validate_file=_validate_file, claims=_claims))
