@@ -33,9 +33,10 @@ from seqpeft.distributed import SINGLE, join
 from seqpeft.errors import SeqpeftInputError
 from seqpeft.hf_head import head_description
 from seqpeft.objectives import loss_module
+from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.outcome import dev_best, run_metrics
 from seqpeft.predict import evaluate
-from seqpeft.recipe import make_optimizer, make_scheduler, selection_score
+from seqpeft.recipe import freeze_head, make_optimizer, make_scheduler, selection_score
 from seqpeft.tasks import TaskKind, task_kind
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -147,6 +148,8 @@ def prepare_model(run: Run) -> None:
     model, run.method, run.method_args, run.loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                                  run.num_labels, run.per_residue, run.total_steps, job.model)
     run.objective.attach(model)
+    if not with_defaults(job.method_spec, "methods", ENTRY)["train_head"]:
+        freeze_head(model)  # the objective's CRF as well (PEFT-SP's LoRA runs)
     if problem := setup_problem(ranks.world_size, training.batch_size, training.distributed, run.method, run.cache.kind):
         raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
     if tokenizer_fingerprint(run.loaded.tokenizer) != run.cache.fingerprint:

@@ -332,7 +332,7 @@ def passthrough_method(config_class: str) -> Method:
 
 # Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
 # prompting for the variant: it changes the inputs, not the method, see seqpeft.dsp).
-RESERVED_KEYS = ("method", "peft", "training", "description", "dsp", "train_head")  # train_head: seqpeft.assemble.build_model
+RESERVED_KEYS = ("method", "peft", "training", "description", "dsp", "train_head", "signal_peptide")  # train_head: seqpeft.assemble.build_model; signal_peptide: seqpeft.settings.FinetuneJob
 
 
 def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:

@@ -141,8 +141,11 @@ def freeze_head(model) -> None:
     which marks only the adapter weights trainable (``BaseTuner._mark_only_adapters_as_trainable``);
     the ``score`` head is put in ``modules_to_save`` (and so kept trainable) only by
     ``PeftModelForSequenceClassification``, which ``get_peft_model`` builds and ``add_adapter`` does not.
+
+    PEFT-SP's LoRA runs do the same to the emission Linear and the CRF (Adamax gets only
+    ``model_seq.esm2.layers``): call it again once the objective has attached ``model.crf``.
     """
-    for module in (model.head, getattr(model, "pooler", None)):
+    for module in (model.head, getattr(model, "pooler", None), getattr(model, "crf", None)):
         if module is not None:
             module.requires_grad_(False)
 

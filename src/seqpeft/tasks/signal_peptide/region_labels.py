@@ -125,6 +125,16 @@ def _allowed_moves() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return allowed, first, last
 
 
+def peft_sp_last_states() -> torch.Tensor:
+    """PEFT-SP's allowed last states taken literally (0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30,
+    34, 35, 36: every type's I, M, O but Sec/SPI's), for its soft constraints, under which a
+    Sec/SPI path may end but pays the penalty at its last state."""
+    last = _allowed_moves()[2].clone()
+    for region in ("I", "M", "O"):
+        last[STATE[f"SP_{region}"]] = False
+    return last
+
+
 # ---- label processing ----
 
 
