@@ -163,7 +163,11 @@ def test_each_seed_recipe_reaches_its_fine_tuning_job(name, tmp_path):
                 assert {k: recorded["resolved_nucleotide_ids"][k] for k in "ACGT"} == {"A": 5, "C": 7, "G": 8, "T": 6}
         if "last_n_layers" in spec:
             assert metrics["method_args"]["last_n_layers"] == spec["last_n_layers"]
-            assert metrics["remove_top_layers"] == config["models"][model]["remove_top_layers"]
+            assert metrics["remove_top_layers"] == config["models"][model].get("remove_top_layers", 0)
+        if name == "peft_sp":  # as published: full depth, soft constraints, fp32, head and CRF never trained
+            assert metrics["remove_top_layers"] == 0 and metrics["precision"] == "fp32"
+            assert metrics["signal_peptide"]["constraints"] == "soft" and metrics["train_head"] is False
+            assert metrics["unchanged_from_init"] == {"head": True, "crf": True}
 
 
 def test_block_max_length_reaches_the_job_and_gets_dsp_inputs_of_its_length(tmp_path):

@@ -36,7 +36,7 @@ from seqpeft.objectives import loss_module
 from seqpeft.schema import ENTRY, with_defaults
 from seqpeft.outcome import dev_best, run_metrics
 from seqpeft.predict import evaluate
-from seqpeft.recipe import freeze_head, make_optimizer, make_scheduler, selection_score
+from seqpeft.recipe import freeze_head, head_snapshot, make_optimizer, make_scheduler, selection_score
 from seqpeft.tasks import TaskKind, task_kind
 from seqpeft.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -82,6 +82,7 @@ class Run:
     checkpointer: Checkpointer | None = None
     state: LoopState | None = None
     best_state: Any = None
+    initial_head: dict | None = None  # head and CRF weights as built (seqpeft.recipe.head_snapshot)
 
 
 def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = None, dev_only: bool = False) -> dict:
@@ -150,6 +151,7 @@ def prepare_model(run: Run) -> None:
     run.objective.attach(model)
     if not with_defaults(job.method_spec, "methods", ENTRY)["train_head"]:
         freeze_head(model)  # the objective's CRF as well (PEFT-SP's LoRA runs)
+    run.initial_head = head_snapshot(model)
     if problem := setup_problem(ranks.world_size, training.batch_size, training.distributed, run.method, run.cache.kind):
         raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
     if tokenizer_fingerprint(run.loaded.tokenizer) != run.cache.fingerprint:

@@ -150,6 +150,34 @@ def freeze_head(model) -> None:
             module.requires_grad_(False)
 
 
+HEAD_PARTS = ("head", "crf")
+
+
+def head_snapshot(model) -> dict:
+    """CPU copies of the task head's and CRF's weights as built, to tell in metrics.json whether
+    training changed them (``unchanged_from_init``: PEFT-SP's LoRA runs leave both at random init)."""
+    return {part: {k: v.detach().float().cpu().clone() for k, v in _weights(getattr(model, part)).items()}
+            for part in HEAD_PARTS if getattr(model, part, None) is not None}
+
+
+def _weights(part) -> dict:
+    """A module's state dict; for a list of modules (``head: transformers``), theirs by index."""
+    if hasattr(part, "state_dict"):
+        return part.state_dict()
+    return {f"{i}.{k}": v for i, module in enumerate(part) for k, v in module.state_dict().items()}
+
+
+def unchanged_from_init(snapshot: dict | None, model) -> dict:
+    """{part: whether every weight of it equals its snapshot} for the head and the CRF."""
+    if not snapshot:
+        return {}
+    import torch
+
+    return {part: all(torch.equal(v.detach().float().cpu(), weights[k])
+                      for k, v in _weights(getattr(model, part)).items())
+            for part, weights in snapshot.items()}
+
+
 def adapter_settings(backbone) -> dict | None:
     """The active peft config's settings in effect (targets after family defaults, AdaLoRA's
     schedule, ...), for metrics.json; None for a backbone without one."""
