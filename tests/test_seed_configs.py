@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from helpers import QLORA_TINY, TINY, job_stats, run
 
@@ -151,6 +152,13 @@ def test_each_seed_recipe_reaches_its_fine_tuning_job(name, tmp_path):
             quantization = metrics["quantization"]
             assert quantization["quant_type"] == spec["quant_type"] and quantization["quantized_layers"] > 0
             assert (quantization["double_quant"], quantization["compute_dtype"]) == (spec["double_quant"], spec["compute_dtype"])
+            kinds = quantization["parameters"]["by_kind"]
+            assert kinds["4bit"]["parameters"] > 0 and sum(v["bytes"] for k, v in kinds.items() if k != "4bit") > 0
+            if name == "galaxy_mistral_dna":  # transformers 5's fused experts stay in full precision
+                experts = {k: v for k, v in quantization["parameters"]["by_name"].items() if ".experts." in k}
+                assert experts and all(v["kind"] == "float32" for v in experts.values())
+                head = load_file(str(target.parent / "artifacts" / "head.safetensors"))
+                assert metrics["head"] == "transformers" and not any("bias" in key for key in head)
         assert metrics["train_head"] is spec.get("train_head", True)
         if "init_r" in spec:  # AdaLoRA+RS: its schedule, with the run's real step count
             assert (adapter["init_r"], adapter["target_r"], adapter["tinit"], adapter["tfinal"], adapter["deltaT"]) == \
