@@ -312,3 +312,23 @@ def test_settings_are_checked():
     with pytest.raises(SeqpeftInputError, match="setting of the region CRF"):
         SignalPeptideSettings.from_task({"signal_peptide": {"constraints": "soft"}})
     assert not math.isnan(SignalPeptideSettings.from_task({"signal_peptide": {"region_regularization_alpha": 0}}).region_regularization_alpha)
+
+
+def test_a_method_variant_s_signal_peptide_block_reaches_the_objective_and_a_reload():
+    from types import SimpleNamespace
+
+    from helpers import finetune_job
+    from seqpeft.settings import FinetuneJob
+    from seqpeft.tasks import objective_for
+
+    task = {"kind": "signal_peptide", "signal_peptide": {"labels": "regions", "region_regularization_alpha": 0.5}}
+    job = finetune_job("c.npz", "m", "o", kind="signal_peptide", task_spec=task,
+                       method_spec={"method": "lora", "signal_peptide": {"constraints": "soft"}})
+    assert job.task_spec["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5, "constraints": "soft"}
+    assert FinetuneJob.from_dict(job.to_dict()).task_spec == job.task_spec  # worker processes see the same
+    assert task["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5}  # the config is untouched
+    model = SimpleNamespace()
+    objective_for("signal_peptide", job.task_spec).attach(model)  # as artifacts.load does with seqpeft.json
+    assert isinstance(model.crf, RegionCRF) and model.crf.forbidden == SOFT_PENALTY
+    objective_for("signal_peptide", task).attach(model)
+    assert model.crf.forbidden < -1e3 and float(model.crf.transitions.abs().sum()) == 0  # hard, zeros
