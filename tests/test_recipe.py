@@ -85,6 +85,7 @@ def test_peft_sp_recipe_trains_head_and_crf_under_lora(tmp_path, tiny_model_dir)
     assert metrics["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5, "constraints": "hard"}
     crf = load_file(str(tmp_path / "run" / "artifacts" / "crf.safetensors"))
     assert any(float(value.abs().sum()) > 0 for value in crf.values())  # the CRF starts at zeros: it trained
+    assert metrics["unchanged_from_init"] == {"head": False, "crf": False}
     from seqpeft.evaluate import load_predictor
 
     predictor = load_predictor(tmp_path / "run" / "artifacts")
