@@ -32,7 +32,9 @@ pilin rule.
 
 The constraints are PEFT-SP's ``model_config.py`` lists, with one correction: its allowed last
 states (0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30, 34, 35, 36) leave out SP_I, SP_M and SP_O
-(6, 7, 8), so taken literally no Sec/SPI path could end. Here every type's I, M and O may end.
+(6, 7, 8), so taken literally no Sec/SPI path could end. Here every type's I, M and O may end;
+the soft constraints (``signal_peptide.constraints: soft``) keep PEFT-SP's literal list
+(``peft_sp_last_states``), under which a Sec/SPI path ends at the -20 penalty, as in its code.
 """
 
 from __future__ import annotations
