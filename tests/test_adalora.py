@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from helpers import assert_reloaded_run_predicts_its_test_accuracy, dev_losses, finetune_job, motif_task
 from seqpeft.training.assemble import build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 40
 SPEC = {"init_r": 6, "target_r": 2, "tinit": 4, "tfinal": 10, "deltaT": 2}
 
@@ -97,3 +100,73 @@ def test_adalora_rs_run_counts_trains_and_reloads(tiny_model_dir, tmp_path):
     losses = dev_losses(tmp_path / "run")
     assert losses[-1] < losses[0]
     assert_reloaded_run_predicts_its_test_accuracy(tmp_path / "run", tmp_path / "data" / "test.csv", metrics, tmp_path)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_rs_readmitted_triplets_restart_from_zero_as_lingo_s_code_unless_restored(tiny_model_dir, restore):
+    # probability 1: every kept triplet is dropped and every pruned one re-admitted, so the outcome is exact
+    torch.manual_seed(0)
+    spec = {**SPEC, "rs_probability": 1.0, "rs_restore": restore}
+    model, _, _, _ = build_model(tiny_model_dir("llama"), {}, "adalora_rs", spec, 2, False, total_steps=TOTAL_STEPS,
+                                 model_name="llama")
+    backbone = model.backbone
+    values = {n: p for n, p in backbone.named_parameters() if "lora_E" in n}
+    with torch.no_grad():
+        for p in values.values():
+            p.normal_()
+    input_ids = torch.randint(4, 9, (4, 10), generator=torch.Generator().manual_seed(0))
+    model(input_ids, torch.ones_like(input_ids)).sum().backward()
+    allocator = backbone.base_model.rankallocator
+    allocator.update_ipt(backbone)
+    before = {n: p.detach().clone() for n, p in values.items()}
+    pattern = allocator.mask_to_budget(backbone, SPEC["init_r"] * len(values) // 2)
+    readmitted = 0
+    for name, p in values.items():
+        kept = torch.tensor(pattern[name])
+        assert torch.all(p.detach().view(-1)[~kept] == 0)  # dropped: zero
+        expected = before[name].view(-1)[kept] if restore else torch.zeros(int(kept.sum()))
+        assert torch.equal(p.detach().view(-1)[kept], expected)
+        readmitted += int(kept.sum())
+    assert readmitted == SPEC["init_r"] * len(values) // 2  # exactly the pruned half came back
+
+
+@pytest.mark.parametrize("every", [0, 1, 7])
+def test_allocation_cadence_and_a_hard_coded_total_step(tiny_model_dir, every):
+    """LINGO's DSP scripts allocate every 50 steps against total_step 7485, its train_opt125m.py never."""
+    spec = {**SPEC, "allocate_every": every, "total_step": 7485, "tfinal": 200}
+    model, method, _, _ = build_model(tiny_model_dir("llama"), {}, "adalora", spec, 2, False, total_steps=TOTAL_STEPS,
+                                      model_name="llama")
+    config = model.backbone.peft_config[model.backbone.active_adapter]
+    assert (config.total_step, config.tfinal) == (7485, 200)  # not the run's 40 steps
+    input_ids = torch.randint(4, 9, (4, 10), generator=torch.Generator().manual_seed(0))
+    model(input_ids, torch.ones_like(input_ids)).sum().backward()  # importance needs gradients
+    tuner = model.backbone.base_model
+    called = []
+    real = tuner.update_and_allocate
+    tuner.update_and_allocate = lambda step: (called.append(step), real(step))
+    for step in range(1, 22):
+        method.after_optimizer_step(model.backbone, step)
+    assert called == ([] if every == 0 else list(range(every, 22, every)))
+
+
+def test_lingo_s_adalora_targets_give_the_notebook_s_trainable_count_on_opt_125m_shapes():
+    """LINGO's DNA_llm_test.ipynb reports 1,183,200 trainable parameters for OPT-125M + AdaLoRA+RS
+    (init_r 8): r x (in + out + 1) on q, k, v, fc1, fc2 of 12 layers is 1,180,128; the other 3,072
+    are 2 x 768 x 2, OPT's bias-free 2-label score head counted twice (peft of the seed's time left
+    the original of the modules_to_save copy trainable)."""
+    import yaml
+    from transformers import OPTConfig, OPTModel
+
+    from seqpeft.methods.registry import MethodContext, resolve_method
+    from seqpeft.models.families import FAMILIES
+
+    spec = yaml.safe_load((ROOT / "config" / "seeds" / "lingo.yaml").read_text())["methods"]["adalora_rs"]
+    config = OPTConfig(hidden_size=768, ffn_dim=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=50272,
+                       word_embed_proj_dim=768, max_position_embeddings=2048)
+    with torch.device("meta"):
+        backbone = OPTModel(config)
+    method, args = resolve_method("adalora_rs", spec)
+    wrapped = method.apply(backbone, args, MethodContext(FAMILIES["opt"], 20000, "opt_125m"))
+    adapter = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    assert adapter == 1_180_128
+    assert adapter + 2 * 768 * 2 == 1_183_200

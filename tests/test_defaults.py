@@ -68,7 +68,10 @@ def test_defaults_are_what_the_workflow_fills_in():
     validate(config, str(schema.SCHEMA))
     filled = {key for key, sub in schema.node("training")["properties"].items() if "default" in sub}
     assert config["training"] == {key: value for key, value in defaults("training").items() if key in filled}
-    assert config["tasks"]["demo_sp"]["signal_peptide"] == defaults("tasks", ENTRY, "signal_peptide")
+    filled = {key for key, sub in schema.node("tasks", ENTRY, "signal_peptide")["properties"].items() if "default" in sub}
+    assert config["tasks"]["demo_sp"]["signal_peptide"] == {
+        key: value for key, value in defaults("tasks", ENTRY, "signal_peptide").items() if key in filled}
+    assert "constraints" not in filled and defaults("tasks", ENTRY, "signal_peptide")["constraints"] == "hard"
     assert config["hpo"] == defaults("hpo")
     assert all("on_too_long" not in spec for spec in config["models"].values())
     assert TrainingConfig.from_dict(config["training"]) == TrainingConfig.from_dict({})

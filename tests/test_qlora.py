@@ -102,8 +102,14 @@ def test_qlora_trains_reloads_and_predicts_alike_on_both_cpu_paths(tiny_model_di
     training = {"epochs": 3, "batch_size": 32, "learning_rate": 1e-2, "patience": 3}
     metrics = run_finetune(finetune_job(tmp_path / "cache.npz", model_dir, tmp_path / "run", method="qlora", method_spec={"r": 4},
                                         training=training))
+    census = metrics["quantization"].pop("parameters")
     assert metrics["quantization"] == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
                                        "quantized_layers": 14, "unquantized_layers": {}}
+    # hidden 64, MLP 128, 2 layers: q, k, v, o (64 x 64) and gate, up, down (64 x 128) in 4 bits, two per byte
+    assert census["by_kind"]["4bit"] == {"tensors": 14, "parameters": 2 * (4 * 64 * 64 + 3 * 64 * 128),
+                                         "bytes": 4 * 64 * 64 + 3 * 64 * 128}
+    kinds = {name.removeprefix("model."): entry["kind"] for name, entry in census["by_name"].items()}
+    assert kinds["layers.*.self_attn.q_proj.weight"] == "4bit" and kinds["embed_tokens.weight"] == "float32"
     losses = dev_losses(tmp_path / "run")
     assert min(losses[1:]) < losses[0]
     test_csv = tmp_path / "data" / "test.csv"

@@ -82,9 +82,10 @@ def test_peft_sp_recipe_trains_head_and_crf_under_lora(tmp_path, tiny_model_dir)
     recorded = metrics["training"]
     assert (recorded["optimizer"], recorded["scheduler"], recorded["max_grad_norm"]) == ("Adamax", "constant", 0.25)
     assert metrics["remove_top_layers"] == 1 and metrics["method_args"]["last_n_layers"] == 33
-    assert metrics["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5}
+    assert metrics["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5, "constraints": "hard"}
     crf = load_file(str(tmp_path / "run" / "artifacts" / "crf.safetensors"))
     assert any(float(value.abs().sum()) > 0 for value in crf.values())  # the CRF starts at zeros: it trained
+    assert metrics["unchanged_from_init"] == {"head": False, "crf": False}
     from seqpeft.training.evaluate import load_predictor
 
     predictor = load_predictor(tmp_path / "run" / "artifacts")

@@ -124,3 +124,24 @@ def test_shipped_published_table_cites_every_number_and_matches_config_names():
     for method, group in mcc2.groupby("method"):  # the paper's mean row is the mean of its 16 cells
         mean = published[(published.experiment == "peft_sp") & (published.kingdom == "ALL") & (published.method == method)]
         assert group["value"].mean() == pytest.approx(float(mean["value"].iloc[0]), abs=6e-4), method
+    runs = published[published.model != "signalp6"]  # every published model run says its size
+    assert runs["model_size"].str.match(r"^\d+[MB]$").all()
+    peft_sp = published[published.experiment == "peft_sp"]
+    assert peft_sp["source"].str.contains("journal version; not the bioRxiv preprint").all()
+    adapter = peft_sp[(peft_sp.method == "adapter_3b") & (peft_sp.kingdom == "ALL")].iloc[0]
+    assert adapter["value"] == pytest.approx(0.762) and "0.030" in adapter["note"] and "journal Table 2 value kept" in adapter["note"]
+    galaxy = published[published.experiment == "galaxy_mistral_dna"]
+    assert galaxy["note"].str.contains("epoch 3.0 of the 5-epoch run").all()
+
+
+def test_reproduction_csv_carries_model_size_and_note(tmp_path):
+    summary = _summary({("signalp", "esm2_3b", "adapter_3b"): [0.5, 0.6]})
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    shipped = read_published(REPO / "config" / "published.csv")
+    adapter = shipped[(shipped.method == "adapter_3b") & (shipped.kingdom == "ALL")]
+    adapter.to_csv(tmp_path / "published.csv", index=False)
+    table = write_reproduction(tmp_path / "published.csv", tmp_path / "summary.csv", [], tmp_path / "r.csv",
+                               tmp_path / "r.png", tmp_path / "r.svg")
+    written = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    assert written["model_size"].tolist() == ["3B"] == table["model_size"].tolist()
+    assert "preprint" in written["note"].iloc[0] and written["note"].iloc[0] == adapter["note"].iloc[0]

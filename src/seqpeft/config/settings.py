@@ -95,6 +95,14 @@ class FinetuneJob:
     gpus: int = 0  # GPUs of the job (resources.sizes.<size>.gpu); more than one trains data-parallel
 
     PATHS = ("cache_path", "model_dir", "out_dir", "best_params")
+    # Task settings blocks a method variant may override for its own runs (PEFT-SP's as-published
+    # variants run the region CRF with soft constraints, their _fixed twins with hard ones).
+    METHOD_OVERRIDES = ("signal_peptide",)
+
+    def __post_init__(self):
+        for block in self.METHOD_OVERRIDES:
+            if self.method_spec.get(block):
+                self.task_spec = {**self.task_spec, block: {**(self.task_spec.get(block) or {}), **self.method_spec[block]}}
 
     @property
     def dsp(self) -> dict | None:

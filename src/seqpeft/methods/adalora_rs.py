@@ -6,6 +6,11 @@ search keeps exploring instead of locking in early importance estimates. It is p
 ``RankAllocator`` with one override, swapped into the AdaLoRA model after wrapping: no vendored
 copy of peft. The draws come from a seeded ``torch.Generator`` so runs are reproducible, and
 its state is part of the resumable method state.
+
+What a re-admitted triplet starts from: LINGO's code (``peftnew/tuners/adalora.py``) zeroes every
+unimportant singular value before the draw, so a re-admitted one restarts from zero and must regrow
+from gradients (``rs_restore: false``, the seed's published behaviour); seqpeft's correction
+(``rs_restore: true``, the default) gives it back the value it had before the masking step.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ def _allocator_class():
     class RandomSamplingRankAllocator(RankAllocator):
         """peft's allocator whose budget mask is randomly perturbed after each masking step."""
 
-        def __init__(self, model, peft_config, adapter_name, probability: float, seed: int):
+        def __init__(self, model, peft_config, adapter_name, probability: float, seed: int, restore: bool):
             super().__init__(model, peft_config, adapter_name)
             self.probability = float(probability)
+            self.restore = bool(restore)
             self.generator = torch.Generator().manual_seed(int(seed))
 
         def mask_to_budget(self, model, budget):
-            # peft zeroes the pruned singular values in place; keep them so a re-admitted triplet
-            # comes back with the value it had, not as a dead zero.
+            # peft zeroes the pruned singular values in place; with restore, keep them so a
+            # re-admitted triplet comes back with the value it had (LINGO's code: from zero).
             marker = f"lora_E.{self.adapter_name}"
             before = {n: p.detach().clone() for n, p in model.named_parameters() if marker in n}
             rank_pattern = super().mask_to_budget(model, budget)
@@ -41,7 +47,8 @@ def _allocator_class():
                     kept = torch.tensor(rank_pattern[name], dtype=torch.bool)
                     flip = torch.rand(kept.shape, generator=self.generator) < self.probability
                     kept = kept ^ flip
-                    values = torch.where(kept.view(-1, 1).to(param.device), before[name], torch.zeros_like(param))
+                    source = before[name] if self.restore else param.detach().clone()
+                    values = torch.where(kept.view(-1, 1).to(param.device), source, torch.zeros_like(param))
                     param.copy_(values)
                     rank_pattern[name] = kept.tolist()
             return rank_pattern
@@ -49,7 +56,7 @@ def _allocator_class():
     return RandomSamplingRankAllocator
 
 
-def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0):
+def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0, restore: bool = True):
     """Replace the AdaLoRA peft model's rank allocator by the RS one (same config, same budget)."""
     if not 0.0 <= probability <= 1.0:
         from seqpeft.util.errors import SeqpeftInputError
@@ -58,7 +65,7 @@ def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0):
                                 fix="set rs_probability between 0 and 1 (the seed uses 0.1).")
     tuner = model.base_model
     adapter = tuner.trainable_adapter_name
-    tuner.rankallocator = _allocator_class()(tuner.model, tuner.peft_config[adapter], adapter, probability, seed)
+    tuner.rankallocator = _allocator_class()(tuner.model, tuner.peft_config[adapter], adapter, probability, seed, restore)
     return model
 
 

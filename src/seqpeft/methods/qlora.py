@@ -21,7 +21,7 @@ Two facts of bitsandbytes' CPU backend shape this module:
 from __future__ import annotations
 
 from seqpeft.models.quantization import (BLOCKSIZE, PACKED_ROW_BLOCK, QuantizationPlan,  # noqa: F401 (re-exported)
-                                         kernels_accept, plan_quantization)
+                                         kernels_accept, plan_quantization, precision_census)
 from seqpeft.util.errors import SeqpeftInputError
 
 OWN_KEYS = ("compute_dtype", "double_quant", "quant_type", "gradient_checkpointing")

@@ -140,9 +140,10 @@ def adalora_schedule(total_steps: int, args: dict) -> dict:
     """AdaLoRA's tinit/tfinal/deltaT scaled to the real number of optimizer steps.
 
     The seed code hard-coded ``total_step``; here it comes from epochs x steps per epoch, with
-    warm-up (no pruning) for the first 10 % and a fixed budget for the last 20 %.
+    warm-up (no pruning) for the first 10 % and a fixed budget for the last 20 %, unless the
+    method sets ``total_step`` itself (LINGO as published: 7485, whatever the run's length).
     """
-    total_steps = max(int(total_steps), 10)
+    total_steps = int(args["total_step"]) if args.get("total_step") else max(int(total_steps), 10)
     tinit = int(args.get("tinit", max(1, total_steps // 10)))
     tfinal = int(args.get("tfinal", max(1, total_steps // 5)))
     if tinit + tfinal >= total_steps:
@@ -155,17 +156,27 @@ def adalora_schedule(total_steps: int, args: dict) -> dict:
 def _adalora(backbone, args: dict, ctx: MethodContext):
     from peft import AdaLoraConfig
 
+    args = dict(args)
+    every = int(args.pop("allocate_every", 1))
+    if every < 0:
+        raise SeqpeftInputError(None, f"adalora: allocate_every {every} is negative.",
+                                fix="1 (every optimizer step, peft's documented use), 50 (LINGO's DSP scripts) or 0 (never).")
     targets = _targets(args, ctx.family.lora_targets)
     _check_targets(backbone, targets, "adalora", ctx.model_name)
     options = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args}
     options.update(adalora_schedule(ctx.total_steps, args))
     options["target_modules"] = targets
-    return _peft_wrap(backbone, ctx.peft_config(AdaLoraConfig, options))
+    model = _peft_wrap(backbone, ctx.peft_config(AdaLoraConfig, options))
+    model.seqpeft_allocate_every = every
+    return model
 
 
 def _adalora_step(model, global_step: int) -> None:
     # The HF Trainer never calls this; without it AdaLoRA is LoRA with extra parameters.
-    model.base_model.update_and_allocate(global_step)
+    # allocate_every: LINGO's CustomTrainer calls it every 50 steps; its train_opt125m.py never (0).
+    every = getattr(model, "seqpeft_allocate_every", 1)
+    if every and global_step % every == 0:
+        model.base_model.update_and_allocate(global_step)
 
 
 def _adalora_save_state(model) -> dict:
@@ -202,7 +213,8 @@ def _adalora_rs(backbone, args: dict, ctx: MethodContext):
     args = dict(args)
     probability = float(args.pop("rs_probability", adalora_rs.DEFAULT_PROBABILITY))
     seed = int(args.pop("rs_seed", 0))
-    return adalora_rs.install(_adalora(backbone, args, ctx), probability, seed)
+    restore = bool(args.pop("rs_restore", True))
+    return adalora_rs.install(_adalora(backbone, args, ctx), probability, seed, restore)
 
 
 def _adalora_rs_save_state(model) -> dict:
@@ -336,7 +348,7 @@ def passthrough_method(config_class: str) -> Method:
 
 # Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
 # prompting for the variant: it changes the inputs, not the method, see seqpeft.methods.dsp).
-RESERVED_KEYS = ("method", "peft", "training", "description", "dsp", "train_head")  # train_head: seqpeft.training.assemble.build_model
+RESERVED_KEYS = ("method", "peft", "training", "description", "dsp", "train_head", "signal_peptide")  # train_head: seqpeft.training.assemble.build_model; signal_peptide: seqpeft.config.settings.FinetuneJob
 
 
 def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:

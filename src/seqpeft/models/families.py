@@ -344,8 +344,12 @@ def load_backbone(model_dir: Path, spec: dict | None = None, num_labels: int | N
 
         drop_top_layers(backbone, int(spec["remove_top_layers"]), model_dir)
     head = _read_pretrained_head(weights, num_labels, family.published_head) if num_labels and not transformers_head else {}
+    if quantization is not None:
+        from seqpeft.models.quantization import precision_census
+
+        quantization = {**quantization.as_dict(), "parameters": precision_census(backbone)}
     loaded = LoadedBackbone(backbone, family, output_width(config, family), tokenizer or load_tokenizer(tokenizer_dir or model_dir),
-                            head, dict(loading), quantization.as_dict() if quantization else None,
+                            head, dict(loading), quantization,
                             weights_dtype={"checkpoint": checkpoint_dtype(weights), "loaded": loaded_dtype(backbone)})
     if transformers_head:
         loaded.head_modules = missing_head_modules(backbone, loading)

@@ -68,3 +68,31 @@ def plan_quantization(kwargs: dict, skeleton) -> QuantizationPlan | None:
         # An explicit skip list replaces transformers' default one, so it carries the defaults too.
         config.llm_int8_skip_modules = sorted(skipped_by_default | set(plan.kept))
     return plan
+
+
+def precision_census(backbone) -> dict:
+    """Which weights a 4-bit load left in 4 bits and which in higher precision, for metrics.json:
+    per storage kind (``4bit`` or the dtype) the tensors, parameters and bytes, and per parameter
+    name (layer indices as ``*``) its kind and totals. Under transformers 5 a Mixtral's experts are
+    fused 3-D parameters (``mlp.experts.gate_up_proj`` / ``down_proj``) that bitsandbytes, which
+    quantizes Linear layers only, leaves in full precision; transformers 4 had per-expert Linears."""
+    import re
+
+    import bitsandbytes as bnb
+
+    kinds: dict[str, dict] = {}
+    names: dict[str, dict] = {}
+    for name, param in backbone.named_parameters():
+        if isinstance(param, bnb.nn.Params4bit) and getattr(param, "quant_state", None) is not None:
+            kind, count = "4bit", int(param.quant_state.shape.numel())
+        else:
+            kind, count = str(param.dtype).removeprefix("torch."), int(param.numel())
+        size = int(param.numel() * param.element_size())
+        for key, table in ((kind, kinds), (re.sub(r"\.\d+\.", ".*.", name), names)):
+            entry = table.setdefault(key, {"kind": kind, "tensors": 0, "parameters": 0, "bytes": 0})
+            entry["tensors"] += 1
+            entry["parameters"] += count
+            entry["bytes"] += size
+    for entry in kinds.values():
+        del entry["kind"]
+    return {"by_kind": kinds, "by_name": names}

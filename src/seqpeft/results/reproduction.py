@@ -1,7 +1,8 @@
 """Published numbers beside ours: ``reproduction.csv`` and its figure.
 
 ``config/published.csv`` holds one row per published number (experiment, source, task, model,
-method, split, metric, kingdom, sp_type, value, spread, note). A row is reproduced when the run
+method, split, metric, kingdom, sp_type, value, spread, note; optionally model_size, the size of
+the published model in the source's words). A row is reproduced when the run
 matrix has runs of its task x model x method; its value is compared with the mean ± sd over those
 runs' partitions:
 
@@ -32,6 +33,7 @@ from seqpeft.util.errors import SeqpeftInputError
 
 PUBLISHED_COLUMNS = ("experiment", "source", "task", "model", "method", "split", "metric", "kingdom", "sp_type",
                      "value", "spread", "note")
+OPTIONAL_COLUMNS = ("model_size",)  # may be absent or empty; reproduction.csv carries it
 KEYS = ("experiment", "task", "model", "method", "split", "metric", "kingdom", "sp_type")
 SPLITS = ("test", "dev")
 ALL = "ALL"
@@ -47,6 +49,8 @@ def read_published(path: str | Path) -> pd.DataFrame:
     missing = [column for column in PUBLISHED_COLUMNS if column not in frame.columns]
     if missing:
         raise SeqpeftInputError(path, f"lacks the column(s) {missing}.", line=1, fix=f"use the header {','.join(PUBLISHED_COLUMNS)}.")
+    for column in OPTIONAL_COLUMNS:
+        frame[column] = frame[column].fillna("") if column in frame.columns else ""
     for index, row in frame.iterrows():
         line = int(index) + 2  # header is line 1
         for column in ("experiment", "source", "task", "model", "method", "metric"):
@@ -130,9 +134,10 @@ def build_reproduction(published: pd.DataFrame, summary: pd.DataFrame, signalp_r
             within = ""
         records.append({**{key: row[key] for key in PUBLISHED_COLUMNS if key not in ("note", "source")},
                         "published": row["value"], "reproduced_mean": mean, "reproduced_sd": sd, "reproduced_n": n,
-                        "difference": difference, "within": within, "source": row["source"], "note": row["note"]})
+                        "difference": difference, "within": within, "model_size": row.get("model_size", ""),
+                        "source": row["source"], "note": row["note"]})
     columns = [*KEYS, "published", "spread", "reproduced_mean", "reproduced_sd", "reproduced_n", "difference", "within",
-               "source", "note"]
+               "model_size", "source", "note"]
     return pd.DataFrame(records, columns=columns)
 
 

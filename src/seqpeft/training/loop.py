@@ -34,9 +34,10 @@ from seqpeft.training.distributed import SINGLE, join
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.models.hf_head import head_description
 from seqpeft.core.objectives import loss_module
+from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.training.outcome import dev_best, run_metrics
 from seqpeft.training.predict import evaluate
-from seqpeft.config.recipe import make_optimizer, make_scheduler, selection_score
+from seqpeft.config.recipe import freeze_head, head_snapshot, make_optimizer, make_scheduler, selection_score
 from seqpeft.core.registry import TaskKind, task_kind
 from seqpeft.config.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.data.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
@@ -83,6 +84,7 @@ class Run:
     checkpointer: Checkpointer | None = None
     state: LoopState | None = None
     best_state: Any = None
+    initial_head: dict | None = None  # head and CRF weights as built (seqpeft.config.recipe.head_snapshot)
 
 
 def train(job: FinetuneJob, on_evaluate: Callable[[int, dict], None] | None = None, dev_only: bool = False) -> dict:
@@ -173,6 +175,9 @@ def prepare_model(run: Run) -> None:
     model, run.method, run.method_args, run.loaded = build_model(job.model_dir, job.model_spec, job.method, job.method_spec,
                                                                  run.num_labels, run.per_residue, run.total_steps, job.model)
     run.objective.attach(model)
+    if not with_defaults(job.method_spec, "methods", ENTRY)["train_head"]:
+        freeze_head(model)  # the objective's CRF as well (PEFT-SP's LoRA runs)
+    run.initial_head = head_snapshot(model)
     if problem := setup_problem(ranks.world_size, training.batch_size, training.distributed, run.method, run.cache.kind):
         raise SeqpeftInputError(None, f"training.{problem[0]}: {problem[1]}", fix=problem[2])
     if tokenizer_fingerprint(run.loaded.tokenizer) != run.cache.fingerprint:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from seqpeft.training.assemble import CUDA_PEAK, cpu_peak_mb
 from seqpeft.models.hf_head import head_mode
-from seqpeft.config.recipe import adapter_settings
+from seqpeft.config.recipe import adapter_settings, unchanged_from_init
 from seqpeft.config.schema import ENTRY, with_defaults
 
 
@@ -50,6 +50,7 @@ def run_metrics(run, test: dict, tuned: dict | None) -> dict:
         # the recipe as it reached the model: input length, head, adapter settings in effect
         "head": head_mode(job.model_spec),
         "max_length": run.max_length, "train_head": bool(with_defaults(job.method_spec, "methods", ENTRY)["train_head"]),
+        "unchanged_from_init": unchanged_from_init(run.initial_head, run.core),
         **({"adapter_config": adapter} if (adapter := adapter_settings(run.core.backbone)) else {}),
         **run.kind.settings(job.task_spec),
         **({"hpo": tuned} if tuned is not None else {}),

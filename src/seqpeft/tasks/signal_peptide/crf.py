@@ -54,8 +54,8 @@ def gold_states(residue_labels: np.ndarray, sp_type: int) -> np.ndarray:
 
 class LinearChainCRF(nn.Module):
     """A linear-chain CRF with learned start/transition/end scores over ``num_states``; moves
-    (and first and last states) the constraints forbid are masked to a large negative score, never
-    learned. Forward-backward over left-aligned residues (``mask``); the 8-state type CRF and the
+    (and first and last states) the constraints forbid are masked to ``forbidden`` (a large negative
+    score), never learned. Forward-backward over left-aligned residues (``mask``); the 8-state type CRF and the
     37-state region CRF (``seqpeft.tasks.signal_peptide.regions``) differ only in their states."""
 
     def __init__(self, allowed: torch.Tensor, first_allowed: torch.Tensor | None = None,
@@ -69,12 +69,13 @@ class LinearChainCRF(nn.Module):
         self.register_buffer("allowed", allowed, persistent=False)
         self.register_buffer("first_allowed", every if first_allowed is None else first_allowed, persistent=False)
         self.register_buffer("last_allowed", every if last_allowed is None else last_allowed, persistent=False)
+        self.forbidden = _FORBIDDEN  # the region CRF's soft constraints lower it to PEFT-SP's -20
 
     def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(start, transitions, end) with forbidden entries at a large negative score."""
-        return (self.start.masked_fill(~self.first_allowed, _FORBIDDEN),
-                self.transitions.masked_fill(~self.allowed, _FORBIDDEN),
-                self.end.masked_fill(~self.last_allowed, _FORBIDDEN))
+        """(start, transitions, end) with forbidden entries at ``self.forbidden`` (a large negative score)."""
+        return (self.start.masked_fill(~self.first_allowed, self.forbidden),
+                self.transitions.masked_fill(~self.allowed, self.forbidden),
+                self.end.masked_fill(~self.last_allowed, self.forbidden))
 
     def _transitions(self) -> torch.Tensor:
         return self.scores()[1]
@@ -116,6 +117,33 @@ class LinearChainCRF(nn.Module):
         log_z = self._final(alpha, mask)
         return torch.exp(alpha + beta - log_z[:, None, None]) * mask.unsqueeze(2)
 
+    def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor, start_allowed: torch.Tensor | None = None) -> list[list[int]]:
+        """Best path per sequence under the start/transition/end scores (forbidden moves, first and
+        last states at their masked scores); ``start_allowed`` [batch, states] restricts residue 0."""
+        start, transitions, end = self.scores()
+        score = start + emissions[:, 0]
+        if start_allowed is not None:
+            score = score.masked_fill(~start_allowed, 2 * _FORBIDDEN * emissions.shape[1])
+        states = torch.arange(score.shape[1], device=score.device)
+        pointers = []
+        for t in range(1, emissions.shape[1]):
+            best, pointer = (score.unsqueeze(2) + transitions).max(dim=1)
+            keep = mask[:, t:t + 1]
+            score = torch.where(keep, best + emissions[:, t], score)
+            pointers.append(torch.where(keep, pointer, states.expand_as(pointer)))
+        # Backtracking is sequential: do it on the CPU in one transfer, not one GPU sync per step.
+        last_states = (score + end).argmax(dim=1).tolist()
+        back = torch.stack(pointers).cpu().numpy() if pointers else None
+        paths = []
+        for b, length in enumerate(mask.sum(dim=1).tolist()):
+            state = last_states[b]
+            path = [state]
+            for t in range(int(length) - 2, -1, -1):
+                state = int(back[t, b, state])
+                path.append(state)
+            paths.append(path[::-1])
+        return paths
+
 
 class SignalPeptideCRF(LinearChainCRF):
     """The 8-state CRF of ``labels: types``: I, O, M and one state per SP type."""
@@ -144,32 +172,6 @@ class SignalPeptideCRF(LinearChainCRF):
         first = self.marginals(emissions, mask)[:, 0]
         mature = len(MATURE_STATES)
         return torch.cat([first[:, :mature].sum(dim=1, keepdim=True), first[:, mature:]], dim=1)
-
-    def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor, start_allowed: torch.Tensor | None = None) -> list[list[int]]:
-        """Best allowed path per sequence; ``start_allowed`` [batch, states] restricts residue 0."""
-        transitions = self._transitions()
-        score = self.start + emissions[:, 0]
-        if start_allowed is not None:
-            score = score.masked_fill(~start_allowed, 2 * _FORBIDDEN * emissions.shape[1])
-        pointers = []
-        for t in range(1, emissions.shape[1]):
-            best, pointer = (score.unsqueeze(2) + transitions).max(dim=1)
-            step = best + emissions[:, t]
-            keep = mask[:, t:t + 1]
-            score = torch.where(keep, step, score)
-            pointers.append(torch.where(keep, pointer, torch.arange(NUM_STATES, device=score.device).expand_as(pointer)))
-        # Backtracking is sequential: do it on the CPU in one transfer, not one GPU sync per step.
-        last_states = (score + self.end).argmax(dim=1).tolist()
-        back = torch.stack(pointers).cpu().numpy() if pointers else None
-        paths = []
-        for b, length in enumerate(mask.sum(dim=1).tolist()):
-            state = last_states[b]
-            path = [state]
-            for t in range(int(length) - 2, -1, -1):
-                state = int(back[t, b, state])
-                path.append(state)
-            paths.append(path[::-1])
-        return paths
 
 
 def residue_emissions(logits: torch.Tensor, attention: torch.Tensor, leading_specials: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,7 +103,8 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     full-precision ``prob_<TYPE>`` per type.
 
     The cleavage site is the 0-based index of the first mature residue (the position after the
-    last signal-peptide residue), PEFT-SP's convention and the one the metrics use. The input is a
+    last signal-peptide residue), PEFT-SP's convention and the one the metrics use; -1 for a
+    protein predicted NO_SP, and (region CRF) for one whose Viterbi path has no signal peptide. The input is a
     CSV or FASTA: plain, two-line with SignalP headers (PEFT-SP's input) or SignalP three-line.
     """
     import torch
@@ -125,6 +126,7 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     writer.writerow(list(PEFT_SP_COLUMNS) + ["id", "prediction", "cleavage_site"] + [f"prob_{name}" for name in SP_TYPES])
     for record_id, type_index, site, row in zip(ids, predicted["type"], predicted["site"], predicted["probabilities"]):
         name = SP_TYPES[int(type_index)]
+        site = -1 if name == "NO_SP" else site  # the region CRF's Viterbi site does not follow the type
         rounded = "[" + ", ".join(str(round(float(p), 3)) for p in row) + "]"
         writer.writerow([int(type_index), name, int(site), rounded, record_id, name, int(site)] + [f"{p:.6f}" for p in row])
     write_text_atomic(Path(output_path), buffer.getvalue())

@@ -131,7 +131,9 @@ def signal_peptide_objective(task_spec: dict | None) -> Objective:
         return TYPES_OBJECTIVE
 
     def attach(model) -> None:
-        model.crf = RegionCRF()
+        # soft constraints are PEFT-SP's CRF whole: its penalty, last states and random initialisation
+        soft = settings.constraints == "soft"
+        model.crf = RegionCRF(settings.constraints, init="peft_sp" if soft else "zeros")
 
     return Objective("signal_peptide", num_outputs=lambda n: NUM_REGION_STATES, attach=attach,
                      loss=region_loss(float(settings.region_regularization_alpha)), normaliser=TYPES_OBJECTIVE.normaliser,

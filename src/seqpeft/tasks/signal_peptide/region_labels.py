@@ -32,7 +32,9 @@ pilin rule.
 
 The constraints are PEFT-SP's ``model_config.py`` lists, with one correction: its allowed last
 states (0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30, 34, 35, 36) leave out SP_I, SP_M and SP_O
-(6, 7, 8), so taken literally no Sec/SPI path could end. Here every type's I, M and O may end.
+(6, 7, 8), so taken literally no Sec/SPI path could end. Here every type's I, M and O may end;
+the soft constraints (``signal_peptide.constraints: soft``) keep PEFT-SP's literal list
+(``peft_sp_last_states``), under which a Sec/SPI path ends at the -20 penalty, as in its code.
 """
 
 from __future__ import annotations
@@ -123,6 +125,16 @@ def _allowed_moves() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         for region in ("I", "M", "O"):
             last[STATE[f"{sp_type}_{region}"]] = True
     return allowed, first, last
+
+
+def peft_sp_last_states() -> torch.Tensor:
+    """PEFT-SP's allowed last states taken literally (0, 1, 2, 13, 14, 15, 20, 21, 22, 28, 29, 30,
+    34, 35, 36: every type's I, M, O but Sec/SPI's), for its soft constraints, under which a
+    Sec/SPI path may end but pays the penalty at its last state."""
+    last = _allowed_moves()[2].clone()
+    for region in ("I", "M", "O"):
+        last[STATE[f"SP_{region}"]] = False
+    return last
 
 
 # ---- label processing ----

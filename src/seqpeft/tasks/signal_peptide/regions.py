@@ -5,13 +5,17 @@ Selected by a signal-peptide task's ``signal_peptide.labels: regions`` (``types`
 CRF of ``seqpeft.tasks.signal_peptide.crf``, is the default).
 
 The CRF is a multi-tag linear-chain CRF: the loss is ``log Z - log(sum of the scores of every
-allowed path inside the bitmap)``; transitions, first and last states are hard constraints
-(PEFT-SP's ``--constrain_crf`` lists). A path never leaves the block of states of the type it
-starts in, so P(type) is the block's marginal mass (PEFT-SP averages it over positions; the value
-is the same at every position). The cleavage site is read from the region marginals as well: within
-the chosen type, P(residue t is in the signal peptide | type) falls monotonically with t (the signal
-peptide is a prefix of every path), and the site is the number of residues where it exceeds 1/2,
-i.e. the posterior median of the signal-peptide length.
+allowed path inside the bitmap)``; transitions, first and last states are constrained by PEFT-SP's
+``--constrain_crf`` lists, hard by default (forbidden = never), or with ``constraints: soft`` as
+PEFT-SP's code has them (a forbidden move, first or last state scores -20, and its literal last
+states, which leave out Sec/SPI's I/M/O). A path never leaves the block of states of the type it
+starts in, so P(type) is the block's marginal mass (PEFT-SP averages it over positions).
+
+The cleavage site is decoded as PEFT-SP decodes it (``bert_crf`` -> ``crf.decode`` ->
+``tagged_seq_to_cs_multiclass``): the last residue of the constrained Viterbi path in SP_C,
+LIPO_CS, TAT_C, TATLIPO_CS or PILIN_P, plus 1 (-1 when the path has none), independently of the
+predicted type; the metrics' masking (``seqpeft.tasks.signal_peptide.metrics.type_metrics``)
+drops sites predicted under another SP type. Prediction, metrics and model selection all read it.
 """
 
 from __future__ import annotations
@@ -26,17 +30,35 @@ from seqpeft.data.readers import SP_TYPES
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.tasks.signal_peptide.crf import LinearChainCRF
-from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, region_bitmap)
+from seqpeft.tasks.signal_peptide.region_labels import (AMINO_ACIDS, C_STATES, HC_TYPES, H_STATES, IN_SIGNAL, NH_TYPES, NUM_REGION_STATES, N_STATES, STATE, STATE_TYPE, FORBIDDEN_SCORE, allowed_moves, peft_sp_last_states, region_bitmap)
 
 
 # ---- the CRF ----
 
+# PEFT-SP's multi_tag_crf.do_transition_constraint: the score of a forbidden move, first or last state.
+SOFT_PENALTY = -20.0
+# The states whose last residue ends the signal peptide (PEFT-SP's sp_tokens [5, 11, 19, 26, 31]).
+SITE_STATES = tuple(STATE[name] for name in ("SP_C", "LIPO_CS", "TAT_C", "TATLIPO_CS", "PILIN_P"))
+
 
 class RegionCRF(LinearChainCRF):
-    """Linear-chain CRF over the 37 region states with hard constraints and multi-tag targets."""
+    """Linear-chain CRF over the 37 region states with multi-tag targets; ``constraints``
+    ``hard`` (forbidden moves never taken) or ``soft`` (PEFT-SP's code: they score ``SOFT_PENALTY``
+    and its literal last-state list applies); ``init`` ``zeros`` (seqpeft) or ``peft_sp`` (the
+    random initialisation PEFT-SP's LoRA runs keep: transitions uniform(+-0.577), start and end
+    pytorch-crf's uniform(+-0.1))."""
 
-    def __init__(self):
-        super().__init__(*allowed_moves())
+    def __init__(self, constraints: str = "hard", init: str = "zeros"):
+        allowed, first, last = allowed_moves()
+        if constraints == "soft":
+            last = peft_sp_last_states()
+        super().__init__(allowed, first, last)
+        self.forbidden = SOFT_PENALTY if constraints == "soft" else FORBIDDEN_SCORE
+        if init == "peft_sp":
+            with torch.no_grad():
+                self.transitions.uniform_(-0.577, 0.577)
+                self.start.uniform_(-0.1, 0.1)
+                self.end.uniform_(-0.1, 0.1)
 
     def nll_and_marginals(self, emissions: torch.Tensor, bitmap: torch.Tensor, mask: torch.Tensor,
                           marginals: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -71,24 +93,20 @@ def type_probabilities(marginals: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return (blocks * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
 
-def decode_marginals(marginals: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(type index, cleavage site, type probabilities) per sequence, all from the marginals.
+def viterbi_site(path: list[int]) -> int:
+    """PEFT-SP's ``tagged_seq_to_cs_multiclass``: 1 + the last residue in a site state, -1 if none."""
+    positions = [t for t, state in enumerate(path) if state in SITE_STATES]
+    return positions[-1] + 1 if positions else -1
 
-    The site is -1 for NO_SP; otherwise the number of residues whose probability of lying in the
-    chosen type's signal peptide, given that type, exceeds 1/2.
-    """
+
+def decode_viterbi(crf: "RegionCRF", emissions: torch.Tensor, marginals: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(type index, cleavage site, type probabilities) per sequence: the type from the marginals,
+    the site from the unrestricted constrained Viterbi path (so it may be -1 for a predicted SP type
+    or set for a predicted NO_SP, exactly as in PEFT-SP)."""
     probabilities = type_probabilities(marginals, mask)
-    types = probabilities.argmax(dim=1)
-    sites = []
-    for b, chosen in enumerate(types.tolist()):
-        if chosen == 0:
-            sites.append(-1)
-            continue
-        block = torch.as_tensor(STATE_TYPE == chosen, device=marginals.device)
-        signal = torch.as_tensor(IN_SIGNAL & (STATE_TYPE == chosen), device=marginals.device)
-        within = marginals[b][:, signal].sum(dim=1) / marginals[b][:, block].sum(dim=1).clamp(min=1e-30)
-        sites.append(int(((within > 0.5) & mask[b]).sum()))
-    return types.cpu().numpy(), np.array(sites, dtype=np.int64), probabilities.detach().cpu().numpy()
+    sites = np.array([viterbi_site(path) for path in crf.viterbi(emissions, mask)], dtype=np.int64)
+    return probabilities.argmax(dim=1).cpu().numpy(), sites, probabilities.detach().cpu().numpy()
 
 
 # ---- the region regulariser ----
@@ -128,25 +146,39 @@ def one_hot_residues(sequences: list[str], length: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SignalPeptideSettings:
-    """A signal-peptide task's ``signal_peptide:`` block (its defaults: the config schema's)."""
+    """A signal-peptide task's ``signal_peptide:`` block (its defaults: the config schema's); a
+    method variant's own ``signal_peptide:`` block overrides it (``seqpeft.config.settings.FinetuneJob``)."""
 
     labels: str
     region_regularization_alpha: float
+    constraints: str
+
+    KEYS = ("labels", "region_regularization_alpha", "constraints")
 
     @classmethod
     def from_task(cls, task_spec: dict | None) -> "SignalPeptideSettings":
         values = dict((task_spec or {}).get("signal_peptide") or {})
-        unknown = sorted(set(values) - {"labels", "region_regularization_alpha"})
+        unknown = sorted(set(values) - set(cls.KEYS))
         if unknown:
             raise SeqpeftInputError(f"signal_peptide.{unknown[0]}", "unknown key.",
-                                    fix="use labels and region_regularization_alpha.")
+                                    fix=f"use {', '.join(cls.KEYS)}.")
         settings = cls(**with_defaults(values, "tasks", ENTRY, "signal_peptide"))
         if settings.labels not in ("types", "regions"):
             raise SeqpeftInputError("signal_peptide.labels", f"{settings.labels!r} is not a label scheme.",
                                     fix="use types (8 states) or regions (SignalP 6.0's 37 region states).")
         if not float(settings.region_regularization_alpha) >= 0:
             raise SeqpeftInputError("signal_peptide.region_regularization_alpha", "must be >= 0.", fix="e.g. 0.5 (PEFT-SP).")
+        if settings.constraints not in CONSTRAINTS:
+            raise SeqpeftInputError("signal_peptide.constraints", f"{settings.constraints!r} is not a constraint mode.",
+                                    fix=f"use one of {', '.join(CONSTRAINTS)}.")
+        if settings.constraints == "soft" and settings.labels != "regions":
+            raise SeqpeftInputError("signal_peptide.constraints", "soft constraints are a setting of the region CRF.",
+                                    fix="set labels: regions, or leave constraints at hard.")
         return settings
+
+
+# hard: forbidden moves never taken; soft: PEFT-SP's CRF as its code has it (RegionCRF).
+CONSTRAINTS = ("hard", "soft")
 
 
 # ---- the training objective of ``labels: regions`` ----
@@ -204,7 +236,7 @@ def region_predict(model, split, pad_id: int, max_length: int, batch_size: int, 
             batch["nll"] = nll.cpu().numpy()
         else:
             marginals = model.crf.marginals(emissions, mask)
-        batch["type"], batch["site"], batch["probabilities"] = decode_marginals(marginals, mask)
+        batch["type"], batch["site"], batch["probabilities"] = decode_viterbi(model.crf, emissions, marginals, mask)
         return batch
 
     return predict_in_split_order(model, split, pad_id, max_length, batch_size, device, score_batch)
