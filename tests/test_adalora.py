@@ -163,8 +163,8 @@ def test_lingo_s_adalora_targets_give_the_notebook_s_trainable_count_on_opt_125m
     spec = yaml.safe_load((ROOT / "config" / "seeds" / "lingo.yaml").read_text())["methods"]["adalora_rs"]
     config = OPTConfig(hidden_size=768, ffn_dim=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=50272,
                        word_embed_proj_dim=768, max_position_embeddings=2048)
-    with torch.device("meta"):
-        backbone = OPTModel(config)
+    # a real (CPU) model: on the meta device peft re-creates AdaLoRA's constant ``ranknum`` as a trainable parameter
+    backbone = OPTModel(config)
     method, args = resolve_method("adalora_rs", spec)
     wrapped = method.apply(backbone, args, MethodContext(FAMILIES["opt"], 20000, "opt_125m"))
     adapter = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
