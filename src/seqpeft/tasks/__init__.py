@@ -20,12 +20,29 @@ from seqpeft.tasks.signal_peptide import kind as _signal_peptide  # noqa: F401,E
 from seqpeft.tokenize import TokenizedTask, cache_meta, save_cache
 
 __all__ = ["FOLDS", "REPLICATES", "TASK_KINDS", "PartitionScheme", "TaskKind", "fold_indices", "objective_for",
-           "task_kind", "task_splits", "tokenize_dsp_task", "tokenize_task"]
+           "task_kind", "task_splits", "tokenize_dsp_task", "tokenize_task", "predictions_frame",
+           "write_test_predictions"]
 
 
 def objective_for(kind: str, task_spec: dict | None = None):
     """The training objective of a task of ``kind`` (its settings may pick a variant, e.g. region labels)."""
     return task_kind(kind).objective(task_spec)
+
+
+def predictions_frame(kind: TaskKind, split, predictions: dict):
+    """One row per test example in split order, with the kind's columns (``example_id`` first)."""
+    import pandas as pd
+
+    return pd.DataFrame(kind.prediction_columns(split, predictions))
+
+
+def write_test_predictions(path: Path, kind: TaskKind, split, predictions: dict) -> None:
+    """A run's ``predictions_test.parquet``, atomically (seqpeft.atomic)."""
+    from seqpeft.atomic import atomic_file
+
+    frame = predictions_frame(kind, split, predictions)
+    with atomic_file(path) as tmp:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
 
 
 def task_splits(cache: TokenizedTask, partition: str) -> dict:

@@ -153,6 +153,29 @@ OBJECTIVE = Objective(
     predict=_predict, score=score)
 
 
+def _prediction_columns(split, predictions: dict) -> dict:
+    """``example_id`` (0-based row of test.csv), then per label ``label_<name>`` (0/1),
+    ``predicted_<name>`` (probability > 1/2) and ``prob_<name>``."""
+    truth = np.asarray(predictions["labels"], dtype=np.int64)
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(predictions["logits"], dtype=np.float64)))
+    columns: dict = {"example_id": np.arange(len(truth))}
+    for index, name in enumerate(label_names(truth.shape[1])):
+        columns[f"label_{name}"] = truth[:, index]
+        columns[f"predicted_{name}"] = (probabilities[:, index] > 0.5).astype(np.int64)
+        columns[f"prob_{name}"] = probabilities[:, index]
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """The mean over labels of each label's MCC (labels with an undefined MCC left out), as ``score``."""
+    from sklearn.metrics import matthews_corrcoef
+
+    names = [column[len("label_"):] for column in frame.columns if column.startswith("label_")]
+    values = [float(matthews_corrcoef(frame[f"label_{name}"], frame[f"predicted_{name}"])) for name in names]
+    values = [value for value in values if not math.isnan(value)]
+    return float(np.mean(values)) if values else math.nan
+
+
 # ---- the command line ----
 
 
@@ -214,4 +237,5 @@ MULTI_LABEL = register_task_kind(TaskKind(
     KIND, summary="train/dev/test.csv with header sequence,labels (labels: ';'-separated 0/1 flags, one per label)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
     evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
-    synthetic={"dna_multilabel": write_multilabel_dna_task}))
+    synthetic={"dna_multilabel": write_multilabel_dna_task},
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))

@@ -106,7 +106,13 @@ class TaskKind:
     outputs: tuple[str, ...] = ()
     synthetic: dict[str, Callable] = field(default_factory=dict)  # demo data generators: name -> writer(out_dir, **kw)
     settings: Callable[[dict | None], dict] = lambda task_spec: {}  # the task's own settings, for metrics.json
-
+    # Per-example test predictions (a run's predictions_test.parquet), so that every number can be
+    # recomputed and comparisons paired: (test split, the objective's predictions) -> named columns,
+    # ``example_id`` first. Each kind writes its own columns (labels, probabilities, residues).
+    prediction_columns: Callable[[Any, dict], dict] | None = None
+    # The kind's score (its test_mcc in summary.csv) from a predictions frame, or from a resample
+    # of its rows: what seqpeft.stats bootstraps for intervals and paired comparisons.
+    score_predictions: Callable[[Any], float] | None = None
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:
         return self.partitions.splits(cache, str(partition), self.per_residue)
@@ -118,6 +124,9 @@ TASK_KINDS: dict[str, TaskKind] = {}
 def register_task_kind(kind: TaskKind) -> TaskKind:
     if kind.name in TASK_KINDS:
         raise ValueError(f"task kind {kind.name!r} is registered twice")
+    if kind.prediction_columns is None or kind.score_predictions is None:
+        raise ValueError(f"task kind {kind.name!r} must declare prediction_columns and score_predictions "
+                         "(every run writes predictions_test.parquet; the statistics resample its score)")
     TASK_KINDS[kind.name] = kind
     return kind
 

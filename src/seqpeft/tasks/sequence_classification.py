@@ -109,7 +109,26 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
                                       lambda count: [str(i) for i in range(count)])
 
 
+def _prediction_columns(split, predictions: dict) -> dict:
+    """``example_id`` (0-based row of test.csv), ``label``, ``predicted`` and ``prob_<class>``."""
+    logits = np.asarray(predictions["logits"], dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    columns = {"example_id": np.arange(len(logits)), "label": np.asarray(predictions["labels"]).reshape(-1),
+               "predicted": logits.argmax(axis=1)}
+    columns.update({f"prob_{c}": probabilities[:, c] for c in range(probabilities.shape[1])})
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """MCC of ``predicted`` against ``label``: the run's test MCC."""
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(frame["label"], frame["predicted"]))
+
+
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
     "sequence_classification", summary="train/dev/test.csv with header sequence,label (one class per sequence)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
-    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True))
+    evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))

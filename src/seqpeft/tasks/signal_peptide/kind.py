@@ -129,6 +129,40 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     return len(ids)
 
 
+def _prediction_columns(split, predictions: dict) -> dict:
+    """One row per protein: ``example_id`` (accession), ``kingdom``, the true ``sp_type``,
+    ``true_cleavage_site`` and residue labels (``true_labels``, one letter per residue), then
+    PEFT-SP's prediction columns (``sp_type_id``, ``sp_type_name``, ``cv_position``) and one
+    ``prob_<TYPE>`` per type."""
+    from seqpeft.data import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.tasks.signal_peptide.objective import _true_sites
+
+    letters = np.array(list(RESIDUE_LABELS))
+    types = np.asarray(predictions["type"], dtype=np.int64)
+    columns = {
+        "example_id": np.asarray(split.extra["accession"]).astype(str),
+        "kingdom": np.array(KINGDOMS)[np.asarray(split.extra["kingdom"])],
+        "sp_type": np.array(SP_TYPES)[np.asarray(split.extra["sp_type"])],
+        "true_cleavage_site": _true_sites(split),
+        "true_labels": ["".join(letters[split.data.residue_labels(i)]) for i in range(len(split.data))],
+        "sp_type_id": types, "sp_type_name": np.array(SP_TYPES)[types],
+        "cv_position": np.asarray(predictions["site"], dtype=np.int64),
+    }
+    probabilities = np.asarray(predictions["probabilities"], dtype=np.float64)
+    columns.update({f"prob_{name}": probabilities[:, index] for index, name in enumerate(SP_TYPES)})
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """Mean MCC2 over kingdoms x SP types (PEFT-SP's headline score, the run's test ``mcc``)."""
+    from seqpeft.tasks.signal_peptide.metrics import kingdom_type_table, mean_mcc2
+
+    table = kingdom_type_table(frame["kingdom"].to_numpy(), frame["sp_type"].to_numpy(),
+                               frame["sp_type_name"].to_numpy(), frame["true_cleavage_site"].to_numpy(),
+                               frame["cv_position"].to_numpy())
+    return mean_mcc2(table)
+
+
 def _settings(task_spec: dict | None) -> dict:
     from seqpeft.tasks.signal_peptide.regions import SignalPeptideSettings
 
@@ -141,4 +175,5 @@ SIGNAL_PEPTIDE = register_task_kind(TaskKind(
     evaluate_file=_evaluate_file, predict_file=_predict_file, alphabet="protein", per_residue=True,
     sharding_conflict="the signal-peptide CRF runs outside the sharded forward pass", settings=_settings,
     outputs=("signalp_table.csv", "figures/{task}/signalp_mcc.png", "figures/{task}/signalp_mcc.svg",
-             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg")))
+             "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg"),
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
