@@ -121,3 +121,22 @@ def test_plot_mcc_over_time(tmp_path):
     with pytest.raises(SeqpeftInputError, match="wall_seconds, dev_mcc") as info:
         plot_mcc_over_time([broken], "promoter", png, svg)
     assert str(broken) in str(info.value)
+
+
+def test_pareto_axis_keeps_the_shared_value_of_dodged_runs(tmp_path):
+    """Three methods with the same parameter count (demo_tf's LoRA variants of tiny_llama_bytes,
+    8,768 each) are drawn side by side, and the axis labels the value they share, not rounded
+    neighbours no run has."""
+    summary = pd.DataFrame({"task": "t", "model": "m", "method": ["lora", "lora_dsp", "lora_dsp_nt"],
+                            "partition": "0", "test_mcc": [0.6, 0.7, 0.8], "trainable_params": 8768})
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    figure = plot_pareto(tmp_path / "summary.csv", "t", "params", tmp_path / "p.png", tmp_path / "p.svg")
+    ax = figure.axes[0]
+    figure.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [(tick, label.get_text()) for tick, label in zip(ax.xaxis.get_majorticklocs(), ax.xaxis.get_majorticklabels())
+             if low <= tick <= high and label.get_text()]
+    assert shown == [(8768, "8,768")]
+    assert not [label for label in ax.xaxis.get_minorticklabels() if label.get_text()]
+    drawn = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_marker() not in ("None", None, ""))
+    assert len(set(drawn)) == 3 and drawn[0] < 8768 < drawn[-1]  # markers dodged around the real value

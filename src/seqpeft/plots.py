@@ -99,17 +99,24 @@ def _memory_axis(runs: pd.DataFrame) -> tuple[str, float]:
 
 
 def _short_log_ticks(ax, values) -> None:
-    """A log axis spanning less than a decade gets three plain, rounded ticks (matplotlib's minor
-    labels like 8.4x10^3 8.6x10^3 ... run into each other there)."""
+    """A log axis spanning less than a decade is labelled at the runs' own values (at most three:
+    the smallest, the largest and the one nearest the middle), written out in full; rounded ticks
+    there (8,200 / 8,800 / 9,400 around markers dodged off 8,768) would show values no run has,
+    and matplotlib's minor labels (8.4x10^3 8.6x10^3 ...) run into each other."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+    values = np.unique(np.asarray(values, dtype=float))
     values = values[values > 0]
     if not len(values) or values.max() / values.min() >= 10:
         return
-    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(values.min(), values.max(), 3)])
+    middle = values[np.argmin(np.abs(np.log(values) - np.log(np.sqrt(values.min() * values.max()))))]
+    ticks = np.unique([values.min(), middle, values.max()])
+    if len(ticks) == 3 and min(np.log10(ticks[1] / ticks[0]), np.log10(ticks[2] / ticks[1])) < 0.08:
+        ticks = ticks[[0, 2]]  # a middle value too close to an end for its label to fit
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 and v == round(v) else f"{v:.4g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(FixedLocator([]))
 
 
 def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
@@ -206,7 +213,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
             ax.text(0.5, 0.5, "no runs with finite values", transform=ax.transAxes, ha="center", va="center")
         if log_x:
             ax.set_xscale("log")
-            _short_log_ticks(ax, points["x"])
+            _short_log_ticks(ax, points["x_true"])
         ax.margins(x=0.15, y=0.15)
         ax.set_title(f"model: {model}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
@@ -304,5 +311,71 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
     fig.suptitle(f"{task}: dev MCC during training", x=0.02, ha="left")
     handles = [Line2D([], [], color=st.colour, marker=st.marker, markersize=4, label=m) for m, st in styles.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
+    save_figure(fig, out_png, out_svg)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# critical-difference diagram of average ranks
+
+
+def plot_ranks(ranks_csv: str | Path, scope: str, out_png: str | Path, out_svg: str | Path):
+    """Demšar's critical-difference diagram of one scope of ``ranks.csv`` (a model, or all models):
+    the methods at their average ranks on an axis from 1 (best) to k, the Nemenyi critical
+    difference as a bar, and a thick line joining methods whose ranks are not significantly
+    different. With fewer than two tasks or three methods the figure says why there is no test."""
+    ranks_csv = Path(ranks_csv)
+    ranks = pd.read_csv(ranks_csv, keep_default_na=False, na_values=[""])
+    _require_columns(ranks, ["scope", "method", "average_rank", "critical_difference", "friedman_p", "n_blocks",
+                             "not_different_from"], ranks_csv, fix="Regenerate it with seqpeft.stats.build_ranks.")
+    rows = ranks[(ranks["scope"].astype(str) == scope) & ranks["method"].notna()].sort_values("average_rank")
+    fig = new_figure(width=8.0, height=max(2.6, 1.2 + 0.28 * len(rows)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axis_off()
+    k = len(rows)
+    if k == 0:
+        ax.text(0.5, 0.5, f"{scope}: no method ran on every task", ha="center", va="center", gid="note")
+        save_figure(fig, out_png, out_svg)
+        return fig
+    first = rows.iloc[0]
+    cd, p, blocks = float(first["critical_difference"]), float(first["friedman_p"]), int(first["n_blocks"])
+    low, high = 1, max(k, 2)
+    ax.set_xlim(low - 0.5, high + 0.5)
+    ax.set_ylim(-0.6 - 0.5 * math.ceil(k / 2), 1.6)
+    ax.plot([low, high], [0, 0], color="black", linewidth=1)
+    for tick in range(low, high + 1):
+        ax.plot([tick, tick], [0, 0.08], color="black", linewidth=1)
+        ax.text(tick, 0.15, str(tick), ha="center", va="bottom", fontsize=8)
+    half = math.ceil(k / 2)
+    for index, row in enumerate(rows.itertuples()):
+        left = index < half
+        level = -0.4 - 0.5 * (index if left else k - 1 - index)
+        end = low - 0.3 if left else high + 0.3
+        ax.plot([row.average_rank, row.average_rank, end], [0, level, level], color="0.3", linewidth=0.8)
+        ax.text(end, level, f"{row.method} ({row.average_rank:.2f})", ha="right" if left else "left", va="center",
+                fontsize=8, gid=f"rank-{row.method}")
+    if math.isfinite(cd):
+        ax.plot([low, low + cd], [1.1, 1.1], color="black", linewidth=2, gid="critical-difference")
+        ax.text(low + cd / 2, 1.2, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+        # cliques: maximal runs of consecutive methods within the critical difference, when Friedman rejects
+        if p < 0.05:
+            values = rows["average_rank"].to_numpy()
+            bars = []
+            for start in range(k):
+                stop = start
+                while stop + 1 < k and values[stop + 1] - values[start] <= cd:
+                    stop += 1
+                if stop > start and not any(s <= start and stop <= e for s, e in bars):
+                    bars.append((start, stop))
+            for level, (start, stop) in enumerate(bars):
+                ax.plot([values[start] - 0.03, values[stop] + 0.03], [-0.15 - 0.1 * level] * 2, color="black",
+                        linewidth=3, gid="clique")
+    title = f"{scope}: average rank over {blocks} task(s)"
+    if math.isfinite(p):
+        title += f"; Friedman p = {p:.3g}" + (" (methods joined by a bar do not differ)" if p < 0.05 else
+                                                 " (no method differs significantly)")
+    else:
+        title += "; no Friedman test (it needs at least 2 tasks and 3 methods)"
+    fig.suptitle(title, x=0.02, ha="left", fontsize=9)
     save_figure(fig, out_png, out_svg)
     return fig

@@ -168,10 +168,10 @@ def _prediction_columns(split, predictions: dict) -> dict:
 
 def _score_predictions(frame) -> float:
     """The mean over labels of each label's MCC (labels with an undefined MCC left out), as ``score``."""
-    from sklearn.metrics import matthews_corrcoef
+    from seqpeft.metrics import fast_mcc
 
     names = [column[len("label_"):] for column in frame.columns if column.startswith("label_")]
-    values = [float(matthews_corrcoef(frame[f"label_{name}"], frame[f"predicted_{name}"])) for name in names]
+    values = [fast_mcc(frame[f"label_{name}"].to_numpy(), frame[f"predicted_{name}"].to_numpy()) for name in names]
     values = [value for value in values if not math.isnan(value)]
     return float(np.mean(values)) if values else math.nan
 
