@@ -140,9 +140,20 @@ def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
     return points
 
 
+def _half_bar(row, intervals: bool) -> float:
+    """The larger half of a point's error bar, for placing its label clear of it."""
+    if intervals:
+        low, high = row.test_mcc_ci_low, row.test_mcc_ci_high
+        return float(max(row.y - low, high - row.y)) if np.isfinite(low) and np.isfinite(high) else 0.0
+    return row.sd if row.n > 1 and np.isfinite(row.sd) else 0.0
+
+
 def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Path, out_svg: str | Path,
-                methods: Sequence[str] | None = None):
-    """Test MCC (mean ± sd over partitions) against a cost, one panel per model of ``task``.
+                methods: Sequence[str] | None = None, table_csv: str | Path | None = None):
+    """Test MCC (mean over partitions) against a cost, one panel per model of ``task``.
+
+    With ``table_csv`` (table.csv with intervals, seqpeft.stats) the error bars are each point's
+    interval (t over runs, or bootstrap over test examples); without it, one sd over partitions.
 
     ``axis`` is ``"params"`` (trainable parameters, log x), ``"memory"`` (peak memory, MB) or
     ``"time"`` (training seconds). Colour and marker mark the method (``method_styles``: the
@@ -173,6 +184,13 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
              x_sd=(column, "std"))
         .reset_index()
     )
+    intervals = table_csv is not None
+    if intervals:
+        table = pd.read_csv(table_csv, dtype={"task": str, "model": str, "method": str})
+        _require_columns(table, ["task", "model", "method", "test_mcc_ci_low", "test_mcc_ci_high"], Path(table_csv),
+                         fix="Regenerate it with the aggregate rule (seqpeft.aggregate.write_summary with predictions).")
+        grouped = grouped.merge(table[table["task"] == task][["model", "method", "test_mcc_ci_low", "test_mcc_ci_high"]],
+                                on=["model", "method"], how="left")
     finite = np.isfinite(grouped["x"]) & np.isfinite(grouped["y"])
     if log_x:
         finite &= grouped["x"] > 0
@@ -193,7 +211,11 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         points = _dodge(grouped[grouped["model"] == model].reset_index(drop=True), log_x)
         for row in points.itertuples():
             style = styles[row.method]
-            sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
+            if intervals:
+                finite_ci = np.isfinite(row.test_mcc_ci_low) and np.isfinite(row.test_mcc_ci_high)
+                sd = [[max(row.y - row.test_mcc_ci_low, 0)], [max(row.test_mcc_ci_high - row.y, 0)]] if finite_ci else None
+            else:
+                sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
             ax.errorbar(row.x, row.y, yerr=sd, marker=style.marker, linestyle="none", color=style.colour,
                         markersize=6, capsize=3 if sd is not None else 0, elinewidth=1, zorder=3)
         segments = []
@@ -218,10 +240,13 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         ax.set_title(f"model: {model}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(True, alpha=0.3)
-        placements.append((ax, [(r.x, r.y, r.sd if r.n > 1 and np.isfinite(r.sd) else 0.0, r.method,
-                                 styles[r.method].colour) for r in points.itertuples()], segments))
+        placements.append((ax, [(r.x, r.y, _half_bar(r, intervals), r.method, styles[r.method].colour)
+                                for r in points.itertuples()], segments))
     several = bool(len(grouped)) and int(grouped["n"].max()) > 1
-    axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
+    if intervals:
+        axes[0].set_ylabel("Test MCC (mean, 95% interval: t over runs or bootstrap over test examples)")
+    else:
+        axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
     fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
 
     handles = [Line2D([], [], linestyle="", marker=st.marker, color=st.colour, label=m) for m, st in styles.items()

@@ -83,6 +83,7 @@ rule answer:
 rule pareto_figure:
     input:
         summary=f"{R}/summary.csv",
+        table=f"{R}/table.csv",
     output:
         png=report(f"{R}/figures/{{task}}/pareto_{{axis}}.png", caption="../report/pareto.rst",
                    category=task_family, subcategory="{task}", labels={"figure": "Pareto: MCC vs {axis}"}),
