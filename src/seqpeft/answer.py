@@ -73,7 +73,8 @@ def build_answer(table: pd.DataFrame, comparisons: pd.DataFrame, ranks: pd.DataF
     for model in sorted(costs["model"].unique()):
         lines += [f"## Model `{model}`", ""]
         for task in sorted(costs[costs["model"] == model]["task"].unique()):
-            here = costs[(costs["model"] == model) & (costs["task"] == task)].reset_index(drop=True)
+            here = (costs[(costs["model"] == model) & (costs["task"] == task)]
+                    .sort_values("score", ascending=False, kind="stable").reset_index(drop=True))
             fronts = {word: pareto_methods(here, column) for column, _, word in COSTS}
             lines += [f"### Task `{task}`", ""]
             full = here[here["method"] == settings.full]
@@ -142,9 +143,11 @@ def build_answer(table: pd.DataFrame, comparisons: pd.DataFrame, ranks: pd.DataF
     lines += ["", "## Caveats", ""]
     few = table[table["n_runs"] < settings.min_replicates]
     if len(few):
-        cells = ", ".join(f"{r.task}/{r.model}/{r.method} ({r.n_runs})" for r in few.itertuples())
-        lines.append(f"- Fewer than {settings.min_replicates} runs (interval from a bootstrap over test examples, "
-                     f"which leaves out seed-to-seed variation): {cells}.")
+        tasks = ", ".join(f"{task} ({', '.join(sorted(set(part['n_runs'].astype(str))))} run(s))"
+                          for task, part in few.groupby("task", sort=True))
+        lines.append(f"- {len(few)} of {len(table)} task x model x method cells have fewer than "
+                     f"{settings.min_replicates} runs, so their interval is a bootstrap over test examples, which "
+                     f"leaves out seed-to-seed variation: tasks {tasks}.")
     missing = sorted({m for text in ranks.get("left_out_methods", pd.Series(dtype=str)).dropna() for m in
                       str(text).split(";") if m})
     if missing:

@@ -124,3 +124,39 @@ def view_figures(report_html: Path, screenshot_dir: Path | None = None, chromium
 def _rendered_size(dom: str) -> tuple[int, int]:
     match = re.search(rf"<title>{re.escape(TITLE_PREFIX)}(\d+)x(\d+)</title>", dom)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+_CLICK_SCRIPT = """
+<script id="seqpeft-click">
+// Click header number `column` of the first table `clicks` times (from the URL fragment), as a reader would.
+window.addEventListener("load", function () {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const header = document.querySelectorAll("table thead th")[parseInt(fragment.get("column"), 10)];
+  for (let i = 0; i < parseInt(fragment.get("clicks"), 10); i++) { header.click(); }
+  document.title = "%(prefix)sclicked";
+});
+</script>
+""" % {"prefix": TITLE_PREFIX}
+
+
+def sorted_table(page_html: Path, column: int, clicks: int, chromium: str | None = None,
+                 timeout: float = 120.0) -> list[list[str]]:
+    """The rows (cell texts) of a page's first table after a reader clicks header ``column``
+    ``clicks`` times in headless Chromium: what the leaderboard's sorting shows."""
+    import html as html_lib
+
+    executable = find_chromium(chromium)
+    text = Path(page_html).read_text(encoding="utf-8")
+    end = text.rindex("</body>")
+    with tempfile.TemporaryDirectory(prefix="seqpeft-table-view-") as work:
+        page = Path(work) / "page.html"
+        page.write_text(text[:end] + _CLICK_SCRIPT + text[end:], encoding="utf-8")
+        url = f"{page.as_uri()}#column={column}&clicks={clicks}"
+        dom = subprocess.run([executable, *CHROMIUM_FLAGS, f"--user-data-dir={Path(work) / 'profile'}",
+                              "--virtual-time-budget=5000", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=timeout).stdout
+    if f"{TITLE_PREFIX}clicked" not in dom:
+        raise SeqpeftInputError(page_html, "Chromium did not run the page's script.", fix="check the page and Chromium.")
+    body = dom[dom.index("<tbody>"):dom.index("</tbody>")]
+    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]

@@ -1,0 +1,100 @@
+"""answer.md and the leaderboard from small synthetic tables; the leaderboard sorted in headless Chromium."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqpeft.answer import build_answer, build_leaderboard, leaderboard_html, pareto_methods
+from seqpeft.stats import StatsSettings, build_ranks
+
+SETTINGS = StatsSettings(confidence=0.95, bootstrap=200, seed=0, min_replicates=3, full="full")
+# task -> method -> (score, trainable params, seconds, memory)
+RUNS = {
+    "t1": {"full": (0.90, 50_000, 100, 900), "lora": (0.88, 800, 60, 500), "frozen": (0.40, 66, 30, 400),
+           "ia3": (0.85, 900, 70, 520)},
+    "t2": {"full": (0.80, 50_000, 90, 900), "lora": (0.82, 800, 50, 500), "frozen": (0.30, 66, 30, 400),
+           "ia3": (0.70, 900, 65, 520)},
+}
+
+
+def _tables():
+    summary = pd.DataFrame([{"task": task, "model": "m", "method": method, "partition": "0", "test_mcc": v[0],
+                             "trainable_params": v[1], "train_seconds": v[2], "peak_memory_mb": v[3], "world_size": 1}
+                            for task, methods in RUNS.items() for method, v in methods.items()])
+    table = summary.rename(columns={"test_mcc": "test_mcc_mean"}).assign(
+        n_runs=1, test_mcc_ci_low=lambda f: f["test_mcc_mean"] - 0.05, test_mcc_ci_high=lambda f: f["test_mcc_mean"] + 0.05,
+        test_mcc_ci_method="bootstrap")
+    comparisons = pd.DataFrame([{"task": task, "model": "m", "method": method, "reference": "full",
+                                 "reference_method": "full", "difference": v[0] - methods["full"][0],
+                                 "ci_low": v[0] - methods["full"][0] - 0.03, "ci_high": v[0] - methods["full"][0] + 0.03,
+                                 "significant": abs(v[0] - methods["full"][0]) > 0.03,
+                                 "share": v[0] / methods["full"][0], "share_ci_low": v[0] / methods["full"][0] - 0.04,
+                                 "share_ci_high": v[0] / methods["full"][0] + 0.04}
+                                for task, methods in RUNS.items() for method, v in methods.items() if method != "full"])
+    ranks = build_ranks(table, ["m"], 0.05)
+    return summary, table, comparisons, ranks
+
+
+def test_pareto_methods_are_the_undominated_ones():
+    costs = pd.DataFrame({"method": ["full", "lora", "frozen", "ia3"], "score": [0.9, 0.88, 0.4, 0.85],
+                          "trainable_params": [50_000, 800, 66, 900]})
+    assert pareto_methods(costs, "trainable_params") == ["full", "lora", "frozen"]  # ia3: lora is better and cheaper
+
+
+def test_answer_names_fronts_shares_ranks_and_caveats():
+    summary, table, comparisons, ranks = _tables()
+    text = build_answer(table, comparisons, ranks, summary, SETTINGS)
+    assert text.startswith("# The answer")
+    t1 = text[text.index("### Task `t1`"):text.index("### Task `t2`")]
+    rows = {line.split("|")[1].strip(): line for line in t1.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"method", "full", "lora", "frozen"}  # ia3 is on no front
+    # lora keeps 0.88 / 0.90 = 97.8% of full's score at 800 / 50,000 = 1.6% of its parameters
+    assert "97.8% [93.8%, 101.8%]" in rows["lora"] and "| 1.6% |" in rows["lora"] and "params" in rows["lora"]
+    assert "100% (reference)" in rows["full"]
+    # ranks over 2 tasks: lora (1.5), full (1.5), ia3 (3), frozen (4); Friedman with 2 blocks is not significant
+    assert "- model `m`, 2 task(s): full (1.50), lora (1.50), ia3 (3.00), frozen (4.00)." in text
+    assert "no method's rank differs significantly" in text
+    assert "- t1 / m: frozen below full by -0.500 [-0.530, -0.470]." in text
+    assert "8 of 8 task x model x method cells have fewer than 3 runs" in text and "tasks t1 (1 run(s)), t2" in text
+    assert t1.index("| full |") < t1.index("| lora |") < t1.index("| frozen |")  # by score
+
+
+def test_leaderboard_averages_tasks_and_combines_intervals():
+    summary, table, _, ranks = _tables()
+    board = build_leaderboard(table, ranks, summary, SETTINGS).set_index("method")
+    lora = board.loc["lora"]
+    assert lora["score"] == pytest.approx(0.85) and lora["tasks"] == 2 and lora["average_rank"] == 1.5
+    # two independent half-widths of 0.05: the mean's is sqrt(2) * 0.05 / 2
+    assert lora["ci_high"] - lora["score"] == pytest.approx(math.sqrt(2) * 0.05 / 2)
+    assert lora["device_hours"] == pytest.approx(110 / 3600) and lora["peak_memory_mb"] == 500
+
+
+def test_leaderboard_sorts_by_every_column_in_headless_chromium(tmp_path):
+    from test_report import _chromium
+    from seqpeft.answer import LEADERBOARD_COLUMNS
+    from seqpeft.report_view import sorted_table
+
+    chromium = _chromium()
+    summary, table, _, ranks = _tables()
+    board = build_leaderboard(table, ranks, summary, SETTINGS)
+    board.loc[board["method"] == "ia3", "average_rank"] = np.nan  # a missing value sorts last both ways
+    page = tmp_path / "leaderboard.html"
+    page.write_text(leaderboard_html(board, 0.95))
+    methods = list(LEADERBOARD_COLUMNS)
+    for index, (column, _, fmt) in enumerate(methods):
+        for clicks, ascending in ((1, True), (2, False)):
+            rows = sorted_table(page, index, clicks, chromium)
+            shown = [row[1] for row in rows]  # the method column
+            if fmt is None:
+                expected = sorted(board[column].astype(str), reverse=not ascending)
+                assert [row[index] for row in rows] == expected, (column, clicks)
+                continue
+            values = board.set_index("method")[column]
+            finite = values.dropna().sort_values(ascending=ascending, kind="stable")
+            got = [values[m] for m in shown]
+            assert [v for v in got if not np.isnan(v)] == list(finite), (column, clicks)
+            assert all(np.isnan(v) for v in got[len(finite):]), (column, clicks)
