@@ -128,21 +128,32 @@ def _rendered_size(dom: str) -> tuple[int, int]:
 
 _CLICK_SCRIPT = """
 <script id="seqpeft-click">
-// Click header number `column` of the first table `clicks` times (from the URL fragment), as a reader would.
+// Click the headers listed in the URL fragment one after another, as a reader would, and after
+// each click record the table's rows (cell texts) in a <pre> that --dump-dom returns.
 window.addEventListener("load", function () {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const header = document.querySelectorAll("table thead th")[parseInt(fragment.get("column"), 10)];
-  for (let i = 0; i < parseInt(fragment.get("clicks"), 10); i++) { header.click(); }
+  const headers = document.querySelectorAll("table thead th");
+  const record = [];
+  location.hash.slice(1).split(",").forEach(function (column) {
+    headers[parseInt(column, 10)].click();
+    const body = headers[0].closest("table").tBodies[0];
+    record.push(Array.from(body.rows).map(function (row) {
+      return Array.from(row.cells).map(function (cell) { return cell.textContent; });
+    }));
+  });
+  const out = document.createElement("pre");
+  out.id = "seqpeft-sorts";
+  out.textContent = JSON.stringify(record);
+  document.body.appendChild(out);
   document.title = "%(prefix)sclicked";
 });
 </script>
 """ % {"prefix": TITLE_PREFIX}
 
 
-def sorted_table(page_html: Path, column: int, clicks: int, chromium: str | None = None,
-                 timeout: float = 120.0) -> list[list[str]]:
-    """The rows (cell texts) of a page's first table after a reader clicks header ``column``
-    ``clicks`` times in headless Chromium: what the leaderboard's sorting shows."""
+def table_after_clicks(page_html: Path, columns: list[int], chromium: str | None = None,
+                       timeout: float = 120.0) -> list[list[list[str]]]:
+    """The rows (cell texts) of a page's first table after each of a reader's clicks on the
+    headers ``columns`` (in order), in one headless Chromium load: what the leaderboard's sorting shows."""
     import html as html_lib
 
     executable = find_chromium(chromium)
@@ -151,12 +162,12 @@ def sorted_table(page_html: Path, column: int, clicks: int, chromium: str | None
     with tempfile.TemporaryDirectory(prefix="seqpeft-table-view-") as work:
         page = Path(work) / "page.html"
         page.write_text(text[:end] + _CLICK_SCRIPT + text[end:], encoding="utf-8")
-        url = f"{page.as_uri()}#column={column}&clicks={clicks}"
+        url = f"{page.as_uri()}#{','.join(str(c) for c in columns)}"
         dom = subprocess.run([executable, *CHROMIUM_FLAGS, f"--user-data-dir={Path(work) / 'profile'}",
                               "--virtual-time-budget=5000", "--dump-dom", url],
                              capture_output=True, text=True, timeout=timeout).stdout
-    if f"{TITLE_PREFIX}clicked" not in dom:
-        raise SeqpeftInputError(page_html, "Chromium did not run the page's script.", fix="check the page and Chromium.")
-    body = dom[dom.index("<tbody>"):dom.index("</tbody>")]
-    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    match = re.search(r'<pre id="seqpeft-sorts">(.*?)</pre>', dom, re.S)
+    if match is None:
+        raise SeqpeftInputError(page_html, "Chromium did not run the page's sorting script.",
+                                fix="check that the page has a table with a <thead> and that Chromium runs scripts.")
+    return json.loads(html_lib.unescape(match.group(1)))
