@@ -100,3 +100,70 @@ def test_leaderboard_sorts_by_every_column_in_headless_chromium(tmp_path):
             got = [values[m] for m in shown]
             assert [v for v in got if not np.isnan(v)] == list(finite), (column, clicks)
             assert all(np.isnan(v) for v in got[len(finite):]), (column, clicks)
+
+
+# ---- on the session's demo run (tests/conftest.py: demo_run) ----
+
+
+@pytest.mark.slow
+def test_demo_predictions_reproduce_every_runs_score(demo_run):
+    """Every run's predictions_test.parquet gives its summary score back, for every task kind."""
+    from seqpeft.tasks import task_kind
+
+    summary = pd.read_csv(demo_run.results / "summary.csv", dtype={"partition": str})
+    for row in summary.itertuples():
+        frame = pd.read_parquet(demo_run.results / "runs" / row.task / row.model / row.method / row.partition
+                                / "predictions_test.parquet")
+        assert task_kind(row.task_kind).score_predictions(frame) == pytest.approx(row.test_mcc, abs=1e-9), row
+
+
+@pytest.mark.slow
+def test_demo_statistics_answer_and_rank_figures(demo_run):
+    results = demo_run.results
+    table = pd.read_csv(results / "table.csv")
+    assert (table["test_mcc_ci_method"] == "bootstrap").all()  # one partition per demo run
+    assert ((table["test_mcc_ci_low"] <= table["test_mcc_mean"]) & (table["test_mcc_mean"] <= table["test_mcc_ci_high"])).all()
+    comparisons = pd.read_csv(results / "comparisons.csv")
+    # the planted motif: full fine-tuning learns it, the frozen backbone with a trained head does not
+    frozen = comparisons[(comparisons["task"] == "demo_tf") & (comparisons["model"] == "tiny_llama_dna")
+                         & (comparisons["method"] == "frozen") & (comparisons["reference"] == "full")].iloc[0]
+    assert frozen["significant"] and frozen["ci_high"] < 0, frozen
+    ranks = pd.read_csv(results / "ranks.csv")
+    models = sorted(set(pd.read_csv(results / "summary.csv")["model"]))
+    assert set(ranks["scope"]) == {*models, "all_models"}
+    llama = ranks[ranks["scope"] == "tiny_llama_dna"]
+    assert set(llama["n_blocks"]) == {2} and len(llama) == 11  # demo_tf and demo_marks, the same 11 methods
+    for scope in [*models, "all_models"]:
+        assert (results / "figures" / f"ranks_{scope}.png").stat().st_size > 10_000
+    answer = (results / "answer.md").read_text()
+    for model in models:
+        assert f"## Model `{model}`" in answer
+    assert "## Ranking across tasks" in answer and "## Caveats" in answer
+    assert "- demo_tf / tiny_llama_dna: frozen below full by" in answer
+
+
+@pytest.mark.slow
+def test_demo_pareto_axes_show_only_run_values(demo_run, tmp_path):
+    """No Pareto axis of the demo labels a value between runs: where runs share an x value (the
+    DSP variants of tiny_llama_bytes, 8,768 parameters each) the axis keeps that value."""
+    from seqpeft.plots import plot_pareto
+
+    results = demo_run.results
+    summary = pd.read_csv(results / "summary.csv")
+    figure = plot_pareto(results / "summary.csv", "demo_tf", "params", tmp_path / "p.png", tmp_path / "p.svg",
+                         table_csv=results / "table.csv")
+    figure.canvas.draw()
+    for ax in figure.axes:
+        if not ax.get_visible() or not ax.get_title():
+            continue
+        model = ax.get_title().removeprefix("model: ")
+        values = set(summary[(summary["task"] == "demo_tf") & (summary["model"] == model)]["trainable_params"])
+        low, high = ax.get_xlim()
+        ticks = [tick for tick, label in zip(ax.xaxis.get_majorticklocs(), ax.xaxis.get_majorticklabels())
+                 if low <= tick <= high and label.get_text()]
+        if max(values) / min(values) < 10:  # a short axis: labelled at the runs' values only
+            assert ticks and set(ticks) <= values, (model, ticks, values)
+        else:  # a long one: decades only
+            assert all(math.log10(tick) == round(math.log10(tick)) for tick in ticks), (model, ticks)
+    bytes_model = summary[(summary["task"] == "demo_tf") & (summary["model"] == "tiny_llama_bytes")]
+    assert set(bytes_model["trainable_params"]) == {8768}
