@@ -97,6 +97,21 @@ def _percentile(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+class Columns(dict):
+    """A predictions frame as {column: array}: resampled by fancy indexing, thousands of times
+    faster than ``DataFrame.iloc``; a kind's ``score_predictions`` reads it like the frame."""
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "Columns":
+        return cls({column: frame[column].to_numpy() for column in frame.columns})
+
+    def take(self, indices: np.ndarray) -> "Columns":
+        return Columns({column: values[indices] for column, values in self.items()})
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values()))) if super().__len__() else 0
+
+
 def _example_sets(frames: list[pd.DataFrame]) -> list[int]:
     """Which runs share a test set (the same example ids in the same order): one resample each."""
     keys: dict[tuple, int] = {}
@@ -109,10 +124,11 @@ def bootstrap_mean_score(frames: list[pd.DataFrame], score: Scorer, settings: St
     rng = np.random.default_rng(settings.seed)
     sets = _example_sets(frames)
     sizes = {s: len(frame) for s, frame in zip(sets, frames)}
+    columns = [Columns.of(frame) for frame in frames]
     draws = np.empty(settings.bootstrap)
     for b in range(settings.bootstrap):
         picks = {s: rng.integers(0, size, size) for s, size in sizes.items()}
-        draws[b] = np.nanmean([score(frame.iloc[picks[s]]) for s, frame in zip(sets, frames)])
+        draws[b] = np.nanmean([score(frame.take(picks[s])) for s, frame in zip(sets, columns)])
     return _percentile(draws, settings.confidence)
 
 
@@ -166,7 +182,7 @@ def paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], score: Scor
         shared = first.merge(second[["example_id"]], on="example_id")["example_id"]
         a = first.set_index("example_id").loc[shared].reset_index()
         b = second.set_index("example_id").loc[shared].reset_index()
-        aligned.append((a, b))
+        aligned.append((Columns.of(a), Columns.of(b)))
     mean_a = float(np.nanmean([score(a) for a, _ in aligned]))
     mean_b = float(np.nanmean([score(b) for _, b in aligned]))
     rng = np.random.default_rng(settings.seed)
@@ -177,8 +193,8 @@ def paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], score: Scor
         for index in chosen:
             a, b = aligned[index]
             pick = rng.integers(0, len(a), len(a))
-            first_scores.append(score(a.iloc[pick]))
-            second_scores.append(score(b.iloc[pick]))
+            first_scores.append(score(a.take(pick)))
+            second_scores.append(score(b.take(pick)))
         fa, fb = np.nanmean(first_scores), np.nanmean(second_scores)
         diffs[k], shares[k] = fa - fb, (fa / fb if fb else math.nan)
     low, high = _percentile(diffs, settings.confidence)

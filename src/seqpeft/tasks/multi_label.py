@@ -170,8 +170,8 @@ def _score_predictions(frame) -> float:
     """The mean over labels of each label's MCC (labels with an undefined MCC left out), as ``score``."""
     from seqpeft.metrics import fast_mcc
 
-    names = [column[len("label_"):] for column in frame.columns if column.startswith("label_")]
-    values = [fast_mcc(frame[f"label_{name}"].to_numpy(), frame[f"predicted_{name}"].to_numpy()) for name in names]
+    names = [column[len("label_"):] for column in frame if column.startswith("label_")]
+    values = [fast_mcc(np.asarray(frame[f"label_{name}"]), np.asarray(frame[f"predicted_{name}"])) for name in names]
     values = [value for value in values if not math.isnan(value)]
     return float(np.mean(values)) if values else math.nan
 

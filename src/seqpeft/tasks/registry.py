@@ -110,8 +110,9 @@ class TaskKind:
     # recomputed and comparisons paired: (test split, the objective's predictions) -> named columns,
     # ``example_id`` first. Each kind writes its own columns (labels, probabilities, residues).
     prediction_columns: Callable[[Any, dict], dict] | None = None
-    # The kind's score (its test_mcc in summary.csv) from a predictions frame, or from a resample
-    # of its rows: what seqpeft.stats bootstraps for intervals and paired comparisons.
+    # The kind's score (its test_mcc in summary.csv) from a predictions frame or a mapping of its
+    # columns to arrays (``frame[column]``; a bootstrap resample is such a mapping): what
+    # seqpeft.stats resamples for intervals and paired comparisons.
     score_predictions: Callable[[Any], float] | None = None
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:

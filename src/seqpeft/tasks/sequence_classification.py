@@ -124,7 +124,7 @@ def _score_predictions(frame) -> float:
     """MCC of ``predicted`` against ``label``: the run's test MCC."""
     from seqpeft.metrics import fast_mcc
 
-    return fast_mcc(frame["label"].to_numpy(), frame["predicted"].to_numpy())
+    return fast_mcc(np.asarray(frame["label"]), np.asarray(frame["predicted"]))
 
 
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
