@@ -28,7 +28,8 @@ COSTS = (("trainable_params", "trainable parameters", "params"), ("device_hours"
 def method_costs(summary: pd.DataFrame) -> pd.DataFrame:
     """Per task x model x method: mean score and mean costs over its runs; device-hours are
     training seconds x processes / 3600 (GPU-hours on GPUs)."""
-    summary = summary.assign(device_hours=summary["train_seconds"] * summary.get("world_size", 1).fillna(1) / 3600)
+    processes = summary["world_size"].fillna(1) if "world_size" in summary else 1
+    summary = summary.assign(device_hours=summary["train_seconds"] * processes / 3600)
     return (summary.groupby(["task", "model", "method"], sort=True)
             .agg(score=("test_mcc", "mean"), trainable_params=("trainable_params", "mean"),
                  device_hours=("device_hours", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
