@@ -115,3 +115,25 @@ def test_ranks_per_model_and_over_all_models_leave_out_incomplete_methods():
     assert not own["friedman_significant"].any()  # p = 0.105
     assert own.loc["a", "not_different_from"] == "b;c"
     assert set(ranks[ranks["scope"] == ALL_MODELS]["method"]) == {"a", "b", "c"}
+
+
+def test_critical_difference_diagram_draws_ranks_cd_and_cliques(tmp_path):
+    from seqpeft.rank_figure import plot_ranks
+
+    # a always first, b second, c third on 10 tasks: Friedman rejects; CD = 2.343 sqrt(12 / 60) = 1.048,
+    # so a-b and b-c (1 apart) do not differ, a-c (2 apart) does
+    rows = [{"task": f"t{i}", "model": "m", "method": method, "test_mcc_mean": value}
+            for i in range(10) for method, value in (("a", 0.9), ("b", 0.8), ("c", 0.7))]
+    ranks = build_ranks(pd.DataFrame(rows), ["m"], 0.05)
+    ranks.to_csv(tmp_path / "ranks.csv", index=False)
+    own = ranks[ranks["scope"] == "m"].set_index("method")
+    assert own["friedman_significant"].all() and own.loc["a", "not_different_from"] == "b"
+    figure = plot_ranks(tmp_path / "ranks.csv", "m", tmp_path / "r.png", tmp_path / "r.svg")
+    ax = figure.axes[0]
+    labels = {text.get_gid(): text for text in ax.texts if text.get_gid()}
+    assert [labels[f"rank-{m}"].get_text() for m in "abc"] == ["a (1.00)", "b (2.00)", "c (3.00)"]
+    (cd,) = [line for line in ax.get_lines() if line.get_gid() == "critical-difference"]
+    assert np.diff(cd.get_xdata())[0] == pytest.approx(2.343 * math.sqrt(3 * 4 / 60), abs=2e-3)
+    cliques = sorted(tuple(np.round(line.get_xdata(), 2)) for line in ax.get_lines() if line.get_gid() == "clique")
+    assert cliques == [(0.97, 2.03), (1.97, 3.03)]
+    assert "Friedman p" in figure.get_suptitle() and (tmp_path / "r.png").stat().st_size > 5_000
