@@ -167,3 +167,18 @@ def test_demo_pareto_axes_show_only_run_values(demo_run, tmp_path):
             assert all(math.log10(tick) == round(math.log10(tick)) for tick in ticks), (model, ticks)
     bytes_model = summary[(summary["task"] == "demo_tf") & (summary["model"] == "tiny_llama_bytes")]
     assert set(bytes_model["trainable_params"]) == {8768}
+
+
+@pytest.mark.slow
+def test_demo_answer_regenerates_alone_from_the_tables(demo_run):
+    """Deleting answer.md and asking for it reruns the answer rule only: no run, no other table."""
+    results = demo_run.results
+    target = results / "answer.md"
+    before = target.read_text()
+    others = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file() and p != target
+              and ".snakemake" not in p.parts and p.name not in ("leaderboard.html", "answer.log")}
+    target.unlink()
+    output = demo_run.snakemake(target.relative_to(demo_run.workdir))
+    assert target.read_text() == before
+    assert "rule answer" in output.replace("localrule", "rule") and "rule finetune" not in output
+    assert [p for p, mtime in others.items() if p.exists() and p.stat().st_mtime_ns != mtime] == []
