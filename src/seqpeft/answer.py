@@ -132,7 +132,7 @@ def build_answer(table: pd.DataFrame, comparisons: pd.DataFrame, ranks: pd.DataF
                          f"significantly better rank: {', '.join(apart) or 'none'}; all other pairs do not differ.")
         left = [text for text in (first.get("left_out_methods"), first.get("left_out_blocks")) if isinstance(text, str) and text]
         if left:
-            lines.append(f"  Left out (not run on every task): {'; '.join(left)}.")
+            lines.append(f"  Left out (not run on every task): {'; '.join(text.replace(';', ', ') for text in left)}.")
         lines.append("")
     significant = comparisons[(comparisons["reference"] == "full") & comparisons["significant"].fillna(False).astype(bool)]
     lines += ["## Within each task: significant differences from full fine-tuning", ""]

@@ -244,7 +244,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
                                 for r in points.itertuples()], segments))
     several = bool(len(grouped)) and int(grouped["n"].max()) > 1
     if intervals:
-        axes[0].set_ylabel("Test MCC (mean, 95% interval: t over runs or bootstrap over test examples)")
+        axes[0].set_ylabel("Test MCC (mean, 95% interval)")  # table.csv says which interval
     else:
         axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
     fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
