@@ -140,6 +140,9 @@ def test_demo_statistics_answer_and_rank_figures(demo_run):
         assert f"## Model `{model}`" in answer
     assert "## Ranking across tasks" in answer and "## Caveats" in answer
     assert "- demo_tf / tiny_llama_dna: frozen below full by" in answer
+    board = (results / "leaderboard.html").read_text()
+    table_pairs = {(r.model, r.method) for r in table.itertuples()}
+    assert board.count("<tr><td>") == len(table_pairs)  # one row per model x method
 
 
 @pytest.mark.slow
