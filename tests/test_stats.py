@@ -137,3 +137,14 @@ def test_critical_difference_diagram_draws_ranks_cd_and_cliques(tmp_path):
     cliques = sorted(tuple(np.round(line.get_xdata(), 2)) for line in ax.get_lines() if line.get_gid() == "clique")
     assert cliques == [(0.97, 2.03), (1.97, 3.03)]
     assert "Friedman p" in figure.get_suptitle() and (tmp_path / "r.png").stat().st_size > 5_000
+
+
+def test_a_kind_without_prediction_hooks_is_refused():
+    """Every run writes predictions_test.parquet and the statistics resample its score, so a task
+    kind must say how (a kind merged without them fails at import, naming what is missing)."""
+    from seqpeft.tasks.registry import REPLICATES, TaskKind, register_task_kind
+
+    kind = TaskKind("no_predictions", "x", REPLICATES, tokenize=None, objective=None, evaluate_file=None,
+                    predict_file=None)
+    with pytest.raises(ValueError, match="must declare prediction_columns and score_predictions"):
+        register_task_kind(kind)
