@@ -131,3 +131,11 @@ def test_lora_and_full_learn_every_label_and_predict_reproduces_the_run(marks, t
     assert list(rows[0]) == ["id", "prediction", "prob_label0", "prob_label1", "prob_label2"]
     first = [float(rows[0][f"prob_label{k}"]) for k in range(3)]
     assert rows[0]["prediction"] == ";".join("1" if p > 0.5 else "0" for p in first)
+    import pandas as pd
+    from seqpeft.tasks import task_kind
+
+    frame = pd.read_parquet(tmp_path / "run" / "predictions_test.parquet")
+    assert list(frame.columns[:4]) == ["example_id", "label_label0", "predicted_label0", "prob_label0"]
+    assert len(frame) == 300 and frame["prob_label2"].iloc[0] == pytest.approx(float(rows[0]["prob_label2"]), abs=1e-5)
+    assert (frame["label_label1"].to_numpy() == cache.splits["test"].labels[:, 1]).all()
+    assert task_kind(KIND).score_predictions(frame) == pytest.approx(metrics["test"]["mcc"], abs=1e-12)

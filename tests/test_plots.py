@@ -121,3 +121,43 @@ def test_plot_mcc_over_time(tmp_path):
     with pytest.raises(SeqpeftInputError, match="wall_seconds, dev_mcc") as info:
         plot_mcc_over_time([broken], "promoter", png, svg)
     assert str(broken) in str(info.value)
+
+
+def test_pareto_axis_keeps_the_shared_value_of_dodged_runs(tmp_path):
+    """Three methods with the same parameter count (demo_tf's LoRA variants of tiny_llama_bytes,
+    8,768 each) are drawn side by side, and the axis labels the value they share, not rounded
+    neighbours no run has."""
+    summary = pd.DataFrame({"task": "t", "model": "m", "method": ["lora", "lora_dsp", "lora_dsp_nt"],
+                            "partition": "0", "test_mcc": [0.6, 0.7, 0.8], "trainable_params": 8768})
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    figure = plot_pareto(tmp_path / "summary.csv", "t", "params", tmp_path / "p.png", tmp_path / "p.svg")
+    ax = figure.axes[0]
+    figure.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [(tick, label.get_text()) for tick, label in zip(ax.xaxis.get_majorticklocs(), ax.xaxis.get_majorticklabels())
+             if low <= tick <= high and label.get_text()]
+    assert shown == [(8768, "8,768")]
+    assert not [label for label in ax.xaxis.get_minorticklabels() if label.get_text()]
+    drawn = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_marker() not in ("None", None, ""))
+    assert len(set(drawn)) == 3 and drawn[0] < 8768 < drawn[-1]  # markers dodged around the real value
+
+
+def test_pareto_error_bars_are_the_tables_intervals(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    summary = pd.DataFrame({"task": "t", "model": "m", "method": ["full", "lora"], "partition": "0",
+                            "test_mcc": [0.8, 0.7], "trainable_params": [50_000, 800]})
+    table = pd.DataFrame({"task": "t", "model": "m", "method": ["full", "lora"], "test_mcc_ci_low": [0.75, 0.6],
+                          "test_mcc_ci_high": [0.82, 0.78]})
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    figure = plot_pareto(tmp_path / "summary.csv", "t", "params", tmp_path / "p.png", tmp_path / "p.svg",
+                         table_csv=tmp_path / "table.csv")
+    ax = figure.axes[0]
+    bars = {}
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer) and container.has_yerr:
+            (segment,) = container.lines[2][0].get_segments()
+            bars[round(float(segment[0][0]))] = (round(float(segment[0][1]), 6), round(float(segment[1][1]), 6))
+    assert bars == {50_000: (0.75, 0.82), 800: (0.6, 0.78)}
+    assert "95% interval" in ax.get_ylabel()

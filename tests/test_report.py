@@ -32,19 +32,23 @@ def expected_figures(config: dict) -> set[str]:
         figures |= {f"results/figures/{task}/{name}.png" for name in names}
     if config.get("published"):
         figures.add("results/figures/reproduction.png")  # published numbers beside the runs
+    models = {model for experiment in config["experiments"] for model in experiment["models"]}
+    figures |= {f"results/figures/ranks_{scope}.png" for scope in [*models, "all_models"]}  # critical differences
     return figures
 
 
 def test_report_contains_every_figure_and_table_with_captions(report_html):
     html_path, config = report_html
     html = html_path.read_text()
-    for name in [*expected_figures(config), "summary.csv", "table.csv", "signalp_table.csv", "reproduction.csv"]:
+    for name in [*expected_figures(config), "summary.csv", "table.csv", "signalp_table.csv", "reproduction.csv",
+                 "comparisons.csv", "ranks.csv", "answer.md", "leaderboard.html"]:
         assert name in html, name
     for phrase in ("Pareto front", "dev split", "One row per fine-tuning run", "standard deviation over partitions",
                    "against the published one", "inside the spread",
-                   "MCC1 (the type against sequences without a", "cleavage-site precision (left)"):
+                   "MCC1 (the type against sequences without a", "cleavage-site precision (left)",
+                   "paired bootstrap interval", "Click a column header to sort"):
         assert phrase in html, phrase
-    for category in ("DNA", "protein", "Tables"):
+    for category in ("DNA", "protein", "Tables", "1. Answer", "Ranks"):
         assert re.search(rf'"{category}"', html), category
 
 

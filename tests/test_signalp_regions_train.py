@@ -48,6 +48,16 @@ def test_region_runs_train_reload_and_predict(sp_task, tiny_model_dir, tmp_path,
     assert all(name in SP_TYPES for name in names)
     accuracy = np.mean([name == r.sp_type for name, r in zip(names, test_records)])
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+    # predictions_test.parquet: PEFT-SP's columns per protein, with the truth beside them
+    import pandas as pd
+    from seqpeft.tasks import task_kind
+
+    frame = pd.read_parquet(tmp_path / "run" / "predictions_test.parquet")
+    assert frame["example_id"].tolist() == [r.accession for r in test_records]
+    assert frame["true_labels"].tolist() == [r.labels for r in test_records]
+    assert frame["sp_type_name"].tolist() == names
+    assert frame["cv_position"].tolist() == [int(row["cv_position"]) for row in rows]
+    assert task_kind("signal_peptide").score_predictions(frame) == pytest.approx(metrics["test"]["mcc"], abs=1e-12)
 
 
 # PEFT-SP's README prediction example (its three records, as printed there: two-line, SignalP headers),

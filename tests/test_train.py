@@ -58,6 +58,16 @@ def test_run_writes_metrics_history_and_reloadable_artifacts(dna_task, tiny_mode
         labels = [int(row["label"]) for row in csv.DictReader(handle)]
     accuracy = float(np.mean(np.array(predictions) == np.array(labels)))
     assert accuracy == pytest.approx(saved["test"]["accuracy"], abs=1e-9)
+    # predictions_test.parquet: one row per test example, the run's own MCC recomputed from it
+    import pandas as pd
+    from seqpeft.tasks import task_kind
+
+    frame = pd.read_parquet(tmp_path / "run" / "predictions_test.parquet")
+    assert list(frame.columns) == ["example_id", "label", "predicted", "prob_0", "prob_1"]
+    assert frame["example_id"].tolist() == list(range(len(labels))) and frame["label"].tolist() == labels
+    assert frame["predicted"].tolist() == predictions
+    assert np.allclose(frame[["prob_0", "prob_1"]].sum(axis=1), 1.0)
+    assert task_kind("sequence_classification").score_predictions(frame) == pytest.approx(saved["test"]["mcc"], abs=1e-12)
 
 
 def test_cpu_peak_memory_is_the_runs_own(dna_task, tiny_model_dir, tmp_path):

@@ -24,7 +24,10 @@ FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
          "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
-         "signalp_figures", "reproduction", "all"]
+         "signalp_figures", "reproduction", "statistics", "rank_figure", "answer", "all"]
+# the rules that only read results (rerunning answer.md reruns some of these, never a training job)
+AGGREGATION = {"aggregate", "statistics", "rank_figure", "answer", "pareto_figure", "mcc_over_time_figure",
+               "signalp_table", "signalp_figures", "reproduction", "all"}
 
 def load(path: Path, results: Path) -> dict:
     config = yaml.safe_load(path.read_text())
@@ -59,6 +62,8 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert stats["tokenize"] == 4  # one cache per task x tokenizer, shared by the two char-level DNA models
     assert stats["tokenize_dsp"] == 4  # one per task x model x DSP encoding
     assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
+    assert stats["statistics"] == 1 and stats["answer"] == 1
+    assert stats["rank_figure"] == 4 + 1  # a critical-difference diagram per model and one over all models
     # a --configfile replaces config/config.yaml instead of being merged into it
     assert "sources/gue" not in out and "download_source" not in out
 
@@ -169,6 +174,14 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", figure, *triggers, "--configfile", configfile, workdir=workdir)
     assert code == 0 and "Nothing to be done" in out, out[-3000:]
 
+    # answer.md alone reruns from the tables; the statistics rerun their figures and the answer, no run
+    code, out = run("-n", *triggers, "--forcerun", "answer", "--configfile", configfile, workdir=workdir)
+    assert code == 0 and set(job_stats(out)) == {"answer", "all"}, out[-3000:]
+    code, out = run("-n", *triggers, "--forcerun", "statistics", "--configfile", configfile, workdir=workdir)
+    assert code == 0 and job_stats(out) == {"statistics": 1, "rank_figure": 5, "answer": 1, "all": 1}, out[-3000:]
+    code, out = run("-n", *triggers, "--forcerun", "aggregate", "--configfile", configfile, workdir=workdir)
+    assert code == 0 and set(job_stats(out)) <= AGGREGATION and "statistics" in job_stats(out), out[-3000:]
+
     unrelated = load(DEMO, results)
     unrelated["figures"]["pareto_axes"] = ["params"]
     unrelated["resources"]["finetune_threads"] = 2
@@ -193,8 +206,7 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     changed["tasks"]["demo_tf"]["domain"] = "promoters"
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
-    assert {rule: n for rule, n in job_stats(out).items() if rule not in ("aggregate", "pareto_figure",
-            "mcc_over_time_figure", "reproduction", "all")} == {"tokenize_dsp": 2, "finetune": 2}
+    assert {rule: n for rule, n in job_stats(out).items() if rule not in AGGREGATION} == {"tokenize_dsp": 2, "finetune": 2}
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora_dsp", "lora_dsp_nt"}
     changed = load(DEMO, results)

@@ -36,6 +36,7 @@ from seqpeft.methods.dsp import ENCODINGS
 R = results_dir(config)
 RUNS = expand_runs(config)
 RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
+RUN_MODELS = list(dict.fromkeys(run.model for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
@@ -181,7 +182,9 @@ def kind_run_metrics(kind):
 
 
 def all_outputs():
-    tables = [f"{R}/summary.csv", f"{R}/table.csv", f"{R}/summary.parquet"]
+    tables = [f"{R}/summary.csv", f"{R}/table.csv", f"{R}/summary.parquet", f"{R}/comparisons.csv", f"{R}/ranks.csv",
+              f"{R}/answer.md", f"{R}/leaderboard.html"]
+    tables += [f"{R}/figures/ranks_{scope}.{ext}" for scope in [*RUN_MODELS, "all_models"] for ext in ("png", "svg")]
     figures = [
         f"{R}/figures/{task}/{name}.{ext}"
         for task in RUN_TASKS

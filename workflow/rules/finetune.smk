@@ -3,6 +3,7 @@ rule finetune:
         unpack(finetune_input),
     output:
         metrics=f"{RUN_DIR}/metrics.json",
+        predictions=f"{RUN_DIR}/predictions_test.parquet",
         history=f"{RUN_DIR}/history.csv",
         artifacts=directory(f"{RUN_DIR}/artifacts"),
     log:

@@ -1,6 +1,7 @@
 rule aggregate:
     input:
         metrics=run_files("metrics.json"),
+        predictions=run_files("predictions_test.parquet"),
     output:
         summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Tables"),
         table=report(f"{R}/table.csv", caption="../report/table.rst", category="Tables"),
@@ -17,9 +18,72 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
+rule statistics:
+    input:
+        summary=f"{R}/summary.csv",
+        table=f"{R}/table.csv",
+        predictions=run_files("predictions_test.parquet"),
+    output:
+        comparisons=report(f"{R}/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
+        ranks=report(f"{R}/ranks.csv", caption="../report/ranks.rst", category="Tables"),
+    log:
+        f"{R}/logs/statistics.log",
+    params:
+        models=RUN_MODELS,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/statistics.py"
+
+
+rule rank_figure:
+    input:
+        ranks=f"{R}/ranks.csv",
+    output:
+        png=report(f"{R}/figures/ranks_{{scope}}.png", caption="../report/ranks_figure.rst", category="Ranks",
+                   labels={"figure": "critical difference: {scope}"}),
+        svg=f"{R}/figures/ranks_{{scope}}.svg",
+    log:
+        f"{R}/logs/figures/ranks_{{scope}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/plot_ranks.py"
+
+
+rule answer:
+    input:
+        table=f"{R}/table.csv",
+        comparisons=f"{R}/comparisons.csv",
+        ranks=f"{R}/ranks.csv",
+        summary=f"{R}/summary.csv",
+    output:
+        answer=report(f"{R}/answer.md", caption="../report/answer.rst", category="1. Answer"),
+        leaderboard=report(f"{R}/leaderboard.html", caption="../report/leaderboard.rst", category="1. Answer"),
+    log:
+        f"{R}/logs/answer.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/answer.py"
+
+
 rule pareto_figure:
     input:
         summary=f"{R}/summary.csv",
+        table=f"{R}/table.csv",
     output:
         png=report(f"{R}/figures/{{task}}/pareto_{{axis}}.png", caption="../report/pareto.rst",
                    category=task_family, subcategory="{task}", labels={"figure": "Pareto: MCC vs {axis}"}),

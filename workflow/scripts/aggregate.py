@@ -13,4 +13,6 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
         Path(sm.output.summary),
         Path(sm.output.table),
         Path(sm.output.parquet),
+        predictions_files=[Path(f) for f in sm.input.predictions],
+        config=sm.config,
     )

@@ -9,4 +9,4 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
 
     sm = snakemake  # noqa: F821
     plot_pareto(Path(sm.input.summary), sm.wildcards.task, sm.wildcards.axis, Path(sm.output.png), Path(sm.output.svg),
-                methods=list(sm.config.get("methods", {})))
+                methods=list(sm.config.get("methods", {})), table_csv=Path(sm.input.table))

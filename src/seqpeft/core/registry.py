@@ -132,6 +132,14 @@ class TaskKind:
     # the kind's data: how `seqpeft validate` picks the kind when --kind is not given.
     claims: Callable[[str], bool] = lambda first_line: False
 
+    # Per-example test predictions (a run's predictions_test.parquet), so that every number can be
+    # recomputed and comparisons paired: (test split, the objective's predictions) -> named columns,
+    # ``example_id`` first. Each kind writes its own columns (labels, probabilities, residues).
+    prediction_columns: Callable[[Any, dict], dict] | None = None
+    # The kind's score (its test_mcc in summary.csv) from a predictions frame or a mapping of its
+    # columns to arrays (``frame[column]``; a bootstrap resample is such a mapping): what
+    # seqpeft.results.stats resamples for intervals and paired comparisons.
+    score_predictions: Callable[[Any], float] | None = None
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:
         return self.partitions.splits(cache, str(partition), self.per_residue)
@@ -144,6 +152,9 @@ TASK_KINDS: dict[str, TaskKind] = {}
 def register_task_kind(kind: TaskKind) -> TaskKind:
     if kind.name in TASK_KINDS:
         raise ValueError(f"task kind {kind.name!r} is registered twice")
+    if kind.prediction_columns is None or kind.score_predictions is None:
+        raise ValueError(f"task kind {kind.name!r} must declare prediction_columns and score_predictions "
+                         "(every run writes predictions_test.parquet; the statistics resample its score)")
     TASK_KINDS[kind.name] = kind
     return kind
 
@@ -180,3 +191,19 @@ def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_pat
     meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
     meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
     save_cache(Path(out_path), arrays, meta)
+
+
+def predictions_frame(kind: TaskKind, split, predictions: dict):
+    """One row per test example in split order, with the kind's columns (``example_id`` first)."""
+    import pandas as pd
+
+    return pd.DataFrame(kind.prediction_columns(split, predictions))
+
+
+def write_test_predictions(path: Path, kind: TaskKind, split, predictions: dict) -> None:
+    """A run's ``predictions_test.parquet``, atomically (seqpeft.util.atomic)."""
+    from seqpeft.util.atomic import atomic_file
+
+    frame = predictions_frame(kind, split, predictions)
+    with atomic_file(path) as tmp:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")

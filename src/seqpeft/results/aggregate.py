@@ -235,11 +235,19 @@ def write_summary(
     summary_csv: str | Path,
     table_csv: str | Path,
     summary_parquet: str | Path | None = None,
+    predictions_files: Sequence[str | Path] | None = None,
+    config: dict | None = None,
 ) -> None:
-    """Write ``summary.csv`` (one row per run), ``table.csv`` (one row per task x model x method)
-    and optionally a Parquet copy of the summary, each atomically."""
+    """Write ``summary.csv`` (one row per run), ``table.csv`` (one row per task x model x method,
+    with the score's interval from ``seqpeft.results.stats`` when the runs' predictions are given) and
+    optionally a Parquet copy of the summary, each atomically."""
     summary = build_summary(metrics_files)
     table = build_table(summary)
+    if predictions_files is not None:
+        from seqpeft.results.stats import StatsSettings, add_intervals, load_predictions
+
+        frames, scorers = load_predictions(predictions_files)
+        table = add_intervals(table, summary, frames, scorers, StatsSettings.from_config(config))
     _write_atomic(summary_csv, lambda tmp: summary.to_csv(tmp, index=False))
     _write_atomic(table_csv, lambda tmp: table.to_csv(tmp, index=False))
     if summary_parquet is not None:

@@ -99,17 +99,24 @@ def _memory_axis(runs: pd.DataFrame) -> tuple[str, float]:
 
 
 def _short_log_ticks(ax, values) -> None:
-    """A log axis spanning less than a decade gets three plain, rounded ticks (matplotlib's minor
-    labels like 8.4x10^3 8.6x10^3 ... run into each other there)."""
+    """A log axis spanning less than a decade is labelled at the runs' own values (at most three:
+    the smallest, the largest and the one nearest the middle), written out in full; rounded ticks
+    there (8,200 / 8,800 / 9,400 around markers dodged off 8,768) would show values no run has,
+    and matplotlib's minor labels (8.4x10^3 8.6x10^3 ...) run into each other."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+    values = np.unique(np.asarray(values, dtype=float))
     values = values[values > 0]
     if not len(values) or values.max() / values.min() >= 10:
         return
-    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(values.min(), values.max(), 3)])
+    middle = values[np.argmin(np.abs(np.log(values) - np.log(np.sqrt(values.min() * values.max()))))]
+    ticks = np.unique([values.min(), middle, values.max()])
+    if len(ticks) == 3 and min(np.log10(ticks[1] / ticks[0]), np.log10(ticks[2] / ticks[1])) < 0.08:
+        ticks = ticks[[0, 2]]  # a middle value too close to an end for its label to fit
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 and v == round(v) else f"{v:.4g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(FixedLocator([]))
 
 
 def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
@@ -133,9 +140,20 @@ def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
     return points
 
 
+def _half_bar(row, intervals: bool) -> float:
+    """The larger half of a point's error bar, for placing its label clear of it."""
+    if intervals:
+        low, high = row.test_mcc_ci_low, row.test_mcc_ci_high
+        return float(max(row.y - low, high - row.y)) if np.isfinite(low) and np.isfinite(high) else 0.0
+    return row.sd if row.n > 1 and np.isfinite(row.sd) else 0.0
+
+
 def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Path, out_svg: str | Path,
-                methods: Sequence[str] | None = None):
-    """Test MCC (mean ± sd over partitions) against a cost, one panel per model of ``task``.
+                methods: Sequence[str] | None = None, table_csv: str | Path | None = None):
+    """Test MCC (mean over partitions) against a cost, one panel per model of ``task``.
+
+    With ``table_csv`` (table.csv with intervals, seqpeft.results.stats) the error bars are each point's
+    interval (t over runs, or bootstrap over test examples); without it, one sd over partitions.
 
     ``axis`` is ``"params"`` (trainable parameters, log x), ``"memory"`` (peak memory, MB) or
     ``"time"`` (training seconds). Colour and marker mark the method (``method_styles``: the
@@ -166,6 +184,13 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
              x_sd=(column, "std"))
         .reset_index()
     )
+    intervals = table_csv is not None
+    if intervals:
+        table = pd.read_csv(table_csv, dtype={"task": str, "model": str, "method": str})
+        _require_columns(table, ["task", "model", "method", "test_mcc_ci_low", "test_mcc_ci_high"], Path(table_csv),
+                         fix="Regenerate it with the aggregate rule (seqpeft.results.aggregate.write_summary with predictions).")
+        grouped = grouped.merge(table[table["task"] == task][["model", "method", "test_mcc_ci_low", "test_mcc_ci_high"]],
+                                on=["model", "method"], how="left")
     finite = np.isfinite(grouped["x"]) & np.isfinite(grouped["y"])
     if log_x:
         finite &= grouped["x"] > 0
@@ -186,7 +211,11 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         points = _dodge(grouped[grouped["model"] == model].reset_index(drop=True), log_x)
         for row in points.itertuples():
             style = styles[row.method]
-            sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
+            if intervals:
+                finite_ci = np.isfinite(row.test_mcc_ci_low) and np.isfinite(row.test_mcc_ci_high)
+                sd = [[max(row.y - row.test_mcc_ci_low, 0)], [max(row.test_mcc_ci_high - row.y, 0)]] if finite_ci else None
+            else:
+                sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
             ax.errorbar(row.x, row.y, yerr=sd, marker=style.marker, linestyle="none", color=style.colour,
                         markersize=6, capsize=3 if sd is not None else 0, elinewidth=1, zorder=3)
         segments = []
@@ -206,15 +235,18 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
             ax.text(0.5, 0.5, "no runs with finite values", transform=ax.transAxes, ha="center", va="center")
         if log_x:
             ax.set_xscale("log")
-            _short_log_ticks(ax, points["x"])
+            _short_log_ticks(ax, points["x_true"])
         ax.margins(x=0.15, y=0.15)
         ax.set_title(f"model: {model}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(True, alpha=0.3)
-        placements.append((ax, [(r.x, r.y, r.sd if r.n > 1 and np.isfinite(r.sd) else 0.0, r.method,
-                                 styles[r.method].colour) for r in points.itertuples()], segments))
+        placements.append((ax, [(r.x, r.y, _half_bar(r, intervals), r.method, styles[r.method].colour)
+                                for r in points.itertuples()], segments))
     several = bool(len(grouped)) and int(grouped["n"].max()) > 1
-    axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
+    if intervals:
+        axes[0].set_ylabel("Test MCC (mean, 95% interval)")  # table.csv says which interval
+    else:
+        axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
     fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
 
     handles = [Line2D([], [], linestyle="", marker=st.marker, color=st.colour, label=m) for m, st in styles.items()
@@ -306,3 +338,4 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
     save_figure(fig, out_png, out_svg)
     return fig
+

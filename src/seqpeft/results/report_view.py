@@ -124,3 +124,50 @@ def view_figures(report_html: Path, screenshot_dir: Path | None = None, chromium
 def _rendered_size(dom: str) -> tuple[int, int]:
     match = re.search(rf"<title>{re.escape(TITLE_PREFIX)}(\d+)x(\d+)</title>", dom)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+_CLICK_SCRIPT = """
+<script id="seqpeft-click">
+// Click the headers listed in the URL fragment one after another, as a reader would, and after
+// each click record the table's rows (cell texts) in a <pre> that --dump-dom returns.
+window.addEventListener("load", function () {
+  const headers = document.querySelectorAll("table thead th");
+  const record = [];
+  location.hash.slice(1).split(",").forEach(function (column) {
+    headers[parseInt(column, 10)].click();
+    const body = headers[0].closest("table").tBodies[0];
+    record.push(Array.from(body.rows).map(function (row) {
+      return Array.from(row.cells).map(function (cell) { return cell.textContent; });
+    }));
+  });
+  const out = document.createElement("pre");
+  out.id = "seqpeft-sorts";
+  out.textContent = JSON.stringify(record);
+  document.body.appendChild(out);
+  document.title = "%(prefix)sclicked";
+});
+</script>
+""" % {"prefix": TITLE_PREFIX}
+
+
+def table_after_clicks(page_html: Path, columns: list[int], chromium: str | None = None,
+                       timeout: float = 120.0) -> list[list[list[str]]]:
+    """The rows (cell texts) of a page's first table after each of a reader's clicks on the
+    headers ``columns`` (in order), in one headless Chromium load: what the leaderboard's sorting shows."""
+    import html as html_lib
+
+    executable = find_chromium(chromium)
+    text = Path(page_html).read_text(encoding="utf-8")
+    end = text.rindex("</body>")
+    with tempfile.TemporaryDirectory(prefix="seqpeft-table-view-") as work:
+        page = Path(work) / "page.html"
+        page.write_text(text[:end] + _CLICK_SCRIPT + text[end:], encoding="utf-8")
+        url = f"{page.as_uri()}#{','.join(str(c) for c in columns)}"
+        dom = subprocess.run([executable, *CHROMIUM_FLAGS, f"--user-data-dir={Path(work) / 'profile'}",
+                              "--virtual-time-budget=5000", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=timeout).stdout
+    match = re.search(r'<pre id="seqpeft-sorts">(.*?)</pre>', dom, re.S)
+    if match is None:
+        raise SeqpeftInputError(page_html, "Chromium did not run the page's sorting script.",
+                                fix="check that the page has a table with a <thead> and that Chromium runs scripts.")
+    return json.loads(html_lib.unescape(match.group(1)))

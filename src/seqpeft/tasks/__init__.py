@@ -14,11 +14,13 @@ import importlib
 import pkgutil
 
 from seqpeft.core.registry import (FOLDS, REPLICATES, TASK_KINDS, PartitionScheme, TaskKind, fold_indices,
-                                   objective_for, task_kind, task_kinds, task_splits, tokenize_task)
+                                   objective_for, predictions_frame, task_kind, task_kinds, task_splits,
+                                   tokenize_task, write_test_predictions)
 from seqpeft.methods.dsp import tokenize_dsp_task
 
 for _module in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
     importlib.import_module(_module.name)
 
 __all__ = ["FOLDS", "REPLICATES", "TASK_KINDS", "PartitionScheme", "TaskKind", "fold_indices", "objective_for",
-           "task_kind", "task_kinds", "task_splits", "tokenize_dsp_task", "tokenize_task"]
+           "predictions_frame", "task_kind", "task_kinds", "task_splits", "tokenize_dsp_task", "tokenize_task",
+           "write_test_predictions"]

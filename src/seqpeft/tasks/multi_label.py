@@ -170,6 +170,29 @@ OBJECTIVE = Objective(
     predict=_predict, score=score)
 
 
+def _prediction_columns(split, predictions: dict) -> dict:
+    """``example_id`` (0-based row of test.csv), then per label ``label_<name>`` (0/1),
+    ``predicted_<name>`` (probability > 1/2) and ``prob_<name>``."""
+    truth = np.asarray(predictions["labels"], dtype=np.int64)
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(predictions["logits"], dtype=np.float64)))
+    columns: dict = {"example_id": np.arange(len(truth))}
+    for index, name in enumerate(label_names(truth.shape[1])):
+        columns[f"label_{name}"] = truth[:, index]
+        columns[f"predicted_{name}"] = (probabilities[:, index] > 0.5).astype(np.int64)
+        columns[f"prob_{name}"] = probabilities[:, index]
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """The mean over labels of each label's MCC (labels with an undefined MCC left out), as ``score``."""
+    from seqpeft.training.metrics import fast_mcc
+
+    names = [column[len("label_"):] for column in frame if column.startswith("label_")]
+    values = [fast_mcc(np.asarray(frame[f"label_{name}"]), np.asarray(frame[f"predicted_{name}"])) for name in names]
+    values = [value for value in values if not math.isnan(value)]
+    return float(np.mean(values)) if values else math.nan
+
+
 # ---- the command line ----
 
 
@@ -233,4 +256,5 @@ MULTI_LABEL = register_task_kind(TaskKind(
     evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
     synthetic={"dna_multilabel": write_multilabel_dna_task},
     validate_file=lambda path, alphabet: len(read_multilabel_csv(path, alphabet)),
-    claims=lambda first_line: COLUMN in csv_columns(first_line) and "label" not in csv_columns(first_line)))
+    claims=lambda first_line: COLUMN in csv_columns(first_line) and "label" not in csv_columns(first_line),
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))

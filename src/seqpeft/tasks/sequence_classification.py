@@ -91,10 +91,27 @@ def _validate_file(path: Path, alphabet: str) -> int:
     from seqpeft.data.readers import read_labeled_csv
 
     return len(read_labeled_csv(Path(path), alphabet=alphabet))
+def _prediction_columns(split, predictions: dict) -> dict:
+    """``example_id`` (0-based row of test.csv), ``label``, ``predicted`` and ``prob_<class>``."""
+    logits = np.asarray(predictions["logits"], dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    columns = {"example_id": np.arange(len(logits)), "label": np.asarray(predictions["labels"]).reshape(-1),
+               "predicted": logits.argmax(axis=1)}
+    columns.update({f"prob_{c}": probabilities[:, c] for c in range(probabilities.shape[1])})
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """MCC of ``predicted`` against ``label``: the run's test MCC."""
+    from seqpeft.training.metrics import fast_mcc
+
+    return fast_mcc(np.asarray(frame["label"]), np.asarray(frame["predicted"]))
 
 
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
     "sequence_classification", summary="train/dev/test.csv with header sequence,label (one class per sequence)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
     evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
-    validate_file=_validate_file, claims=lambda first_line: "label" in csv_columns(first_line)))
+    validate_file=_validate_file, claims=lambda first_line: "label" in csv_columns(first_line),
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))

@@ -36,9 +36,9 @@ from seqpeft.models.hf_head import head_description
 from seqpeft.core.objectives import loss_module
 from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.training.outcome import dev_best, run_metrics
-from seqpeft.training.predict import evaluate
+from seqpeft.training.predict import evaluate, evaluate_with_predictions
 from seqpeft.config.recipe import freeze_head, head_snapshot, make_optimizer, make_scheduler, selection_score
-from seqpeft.core.registry import TaskKind, task_kind
+from seqpeft.core.registry import TaskKind, task_kind, write_test_predictions
 from seqpeft.config.settings import FinetuneJob, TrainingConfig, apply_tuning, seed_for, setup_problem, world_size
 from seqpeft.data.tokenize import TokenizedTask, load_cache, tokenizer_fingerprint
 
@@ -360,8 +360,8 @@ def finish(run: Run, tuned: dict | None) -> dict:
     job, ranks, state = run.job, run.ranks, run.state
     if "step" in state.best:  # a best evaluation was recorded (the same on every rank)
         ranks.load_trainable(run.core, run.best_state)
-    test = evaluate(run.objective, run.core, run.splits["test"], run.pad_id, run.max_length,
-                    run.training.eval_batch_size, run.device, ranks)
+    test, predictions = evaluate_with_predictions(run.objective, run.core, run.splits["test"], run.pad_id,
+                                                  run.max_length, run.training.eval_batch_size, run.device, ranks)
     metrics = run_metrics(run, test, tuned)
     saved_model = run.core
     if ranks.shards_parameters:
@@ -383,7 +383,8 @@ def finish(run: Run, tuned: dict | None) -> dict:
             **run.kind.settings(job.task_spec), **head_description(run.core, run.loaded, job.model_spec),
         }, trainable_only=run.method.saves_trainable)
         write_history(out_dir / "history.csv", state.history)
-        write_json_atomic(out_dir / "metrics.json", metrics)
+        write_test_predictions(out_dir / "predictions_test.parquet", run.kind, run.splits["test"], predictions)
+        write_json_atomic(out_dir / "metrics.json", metrics)  # last: the run's completion marker
         run.checkpointer.clear()
     run.say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
             f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")

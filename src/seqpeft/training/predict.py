@@ -88,12 +88,21 @@ def evaluate_split(model, split: Split, pad_id: int, max_length: int, batch_size
 def evaluate(objective, model, split: Split, pad_id: int, max_length: int, batch_size: int, device, ranks) -> dict:
     """The objective's metrics on a split; with several ranks each predicts its share and all
     score the gathered predictions, so every rank gets the same metrics (and stops together)."""
+    return evaluate_with_predictions(objective, model, split, pad_id, max_length, batch_size, device, ranks)[0]
+
+
+def evaluate_with_predictions(objective, model, split: Split, pad_id: int, max_length: int, batch_size: int, device,
+                              ranks) -> tuple[dict, dict]:
+    """(metrics, the per-sequence predictions they were scored from), as :func:`evaluate`; the test
+    split keeps its predictions for the run's predictions_test.parquet."""
     if not ranks.distributed:
-        return objective.score(split, objective.predict(model, split, pad_id, max_length, batch_size, device))
+        predictions = objective.predict(model, split, pad_id, max_length, batch_size, device)
+        return objective.score(split, predictions), predictions
     rows = ranks.eval_rows(len(split.data))
     predictions = objective.predict(model, split.subset(rows), pad_id, max_length, batch_size, device)
     ranks.reshard(model)
-    return objective.score(split, ranks.gather_rows(rows, predictions, len(split.data)))
+    predictions = ranks.gather_rows(rows, predictions, len(split.data))
+    return objective.score(split, predictions), predictions
 
 
 def write_sequence_predictions(predictor, input_path: Path, output_path: Path, placeholder_labels, probabilities,

@@ -6,6 +6,7 @@ objective (``seqpeft.tasks.signal_peptide.objective``), and the kingdom x type t
 from __future__ import annotations
 
 import csv
+import math
 import io
 from dataclasses import asdict
 from pathlib import Path
@@ -144,6 +145,44 @@ def _claims(first_line: str) -> bool:
     from seqpeft.data.sequences import looks_like_signalp
 
     return first_line.startswith(">") and looks_like_signalp(first_line)
+def _prediction_columns(split, predictions: dict) -> dict:
+    """One row per protein: ``example_id`` (accession), ``kingdom``, the true ``sp_type``,
+    ``true_cleavage_site`` and residue labels (``true_labels``, one letter per residue), then
+    PEFT-SP's prediction columns (``sp_type_id``, ``sp_type_name``, ``cv_position``) and one
+    ``prob_<TYPE>`` per type."""
+    from seqpeft.data.readers import KINGDOMS, RESIDUE_LABELS, SP_TYPES
+    from seqpeft.tasks.signal_peptide.objective import _true_sites
+
+    letters = np.array(list(RESIDUE_LABELS))
+    types = np.asarray(predictions["type"], dtype=np.int64)
+    columns = {
+        "example_id": np.asarray(split.extra["accession"]).astype(str),
+        "kingdom": np.array(KINGDOMS)[np.asarray(split.extra["kingdom"])],
+        "sp_type": np.array(SP_TYPES)[np.asarray(split.extra["sp_type"])],
+        "true_cleavage_site": _true_sites(split),
+        "true_labels": ["".join(letters[split.data.residue_labels(i)]) for i in range(len(split.data))],
+        "sp_type_id": types, "sp_type_name": np.array(SP_TYPES)[types],
+        "cv_position": np.asarray(predictions["site"], dtype=np.int64),
+    }
+    probabilities = np.asarray(predictions["probabilities"], dtype=np.float64)
+    columns.update({f"prob_{name}": probabilities[:, index] for index, name in enumerate(SP_TYPES)})
+    return columns
+
+
+def _score_predictions(frame) -> float:
+    """Mean MCC2 over kingdoms x SP types (PEFT-SP's headline score, the run's test ``mcc``): the
+    ``mcc2`` cells of ``kingdom_type_table`` alone, which is all a bootstrap resample needs."""
+    from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES, mcc
+
+    kingdom, truth, predicted = (np.asarray(frame[key]) for key in ("kingdom", "sp_type", "sp_type_name"))
+    values = []
+    for name in np.unique(kingdom):
+        rows = kingdom == name
+        for sp_type in REPORTED_TYPES:
+            positives = truth[rows] == sp_type
+            if positives.any():
+                values.append(mcc(positives, predicted[rows] == sp_type))
+    return float(np.mean(values)) if values else math.nan
 
 
 def _settings(task_spec: dict | None) -> dict:
@@ -159,4 +198,5 @@ SIGNAL_PEPTIDE = register_task_kind(TaskKind(
     sharding_conflict="the signal-peptide CRF runs outside the sharded forward pass", settings=_settings,
     outputs=("signalp_table.csv", "figures/{task}/signalp_mcc.png", "figures/{task}/signalp_mcc.svg",
              "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg"),
-    validate_file=_validate_file, claims=_claims))
+    validate_file=_validate_file, claims=_claims,
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
