@@ -18,9 +18,11 @@ from seqpeft.jobs import (
     tune_trials_spec,
 )
 from seqpeft.paths import (
+    REHEARSAL_PATTERN,
     RUN_PATTERN,
     TUNING_PATTERN,
     model_dir,
+    rehearsal_table,
     results_dir,
     source_dir,
     task_data_path,
@@ -39,6 +41,7 @@ RUN_TASKS = list(dict.fromkeys(run.task for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
+REHEARSAL_DIR = wildcard_pattern(REHEARSAL_PATTERN, config)
 TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.paths)
 # Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
 PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
@@ -180,6 +183,12 @@ def kind_run_metrics(kind):
                               for path in run_files("metrics.json", task=task)]
 
 
+def rehearsal_rows():
+    """rehearsal: the row of every fine-tuning job's rehearsal."""
+    return [f"{REHEARSAL_PATTERN.format(results=R, task=run.task, model=run.model, method=run.method, partition=run.partition)}/rehearsal.json"
+            for run in RUNS]
+
+
 def all_outputs():
     tables = [f"{R}/summary.csv", f"{R}/table.csv", f"{R}/summary.parquet"]
     figures = [
@@ -232,6 +241,11 @@ def finetune_mem_mb(wildcards, attempt):
     resources = size_resources(config, wildcards.model)
     processes = finetune_processes(wildcards) if int(resources["gpu"]) <= 1 else 1
     return int(resources["mem_mb"]) * processes * attempt
+
+
+def rehearsal_runtime(wildcards, attempt):
+    """Minutes a rehearsal job asks for: rehearsal.runtime, at most its fine-tuning job's own."""
+    return min(int(config["rehearsal"]["runtime"]), int(size_resources(config, wildcards.model)["runtime"])) * attempt
 
 
 FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
