@@ -258,3 +258,53 @@ def format_table(rows: list[dict]) -> str:
     for row in failed:
         lines.append(f"FAILED {row['task']}/{row['model']}/{row['method']}/{row['partition']}: {row['outcome']}")
     return "\n".join(lines)
+
+
+# ---- `seqpeft rehearse`: the workflow's rehearsal target, then the table ----
+
+
+def checkout() -> Path:
+    """The seqpeft checkout this package runs from (its Snakefile and profiles)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def rehearse_config(configfile: Path, profile: Path | None, steps: int | None, extra: list[str]) -> int:
+    """Run the ``rehearsal`` target of ``configfile`` with Snakemake (in this directory, under
+    ``profile``, default the checkout's local one; ``--keep-going``, so a job that dies outright
+    stops nobody else), then print the table of ``rehearsal.csv``; Snakemake's exit status.
+
+    ``steps`` replaces ``rehearsal.steps`` through a config file given before the user's (the
+    user's is last, so its pins.yaml is the one applied, see ``seqpeft.pins.merge_pins_file``).
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from seqpeft.paths import rehearsal_table
+    from seqpeft.plan import load_config
+
+    config, _ = load_config(configfile)
+    user = yaml.safe_load(Path(configfile).read_text()) or {}
+    if steps is not None and "steps" in (user.get("rehearsal") or {}):
+        raise SeqpeftInputError(configfile, f"sets rehearsal.steps: {user['rehearsal']['steps']} and --steps {steps} was "
+                                "given.", fix="drop --steps, or rehearsal.steps from the config.")
+    profile = Path(profile) if profile is not None else checkout() / "profiles" / "local"
+    with tempfile.TemporaryDirectory(prefix="seqpeft-rehearse-") as tmp:
+        configfiles = [str(configfile)]
+        if steps is not None:
+            overlay = Path(tmp) / "steps.yaml"
+            overlay.write_text(yaml.safe_dump({"rehearsal": {"steps": int(steps)}}))
+            configfiles.insert(0, str(overlay))
+        command = [sys.executable, "-m", "snakemake", "rehearsal", "--forcerun", "rehearsal", "--keep-going",
+                   "-s", str(checkout() / "Snakefile"), "-d", os.getcwd(), "--profile", str(profile), *extra,
+                   "--configfile", *configfiles]
+        print("[seqpeft] " + " ".join(command[2:]), flush=True)
+        code = subprocess.run(command).returncode
+    table = Path(rehearsal_table(config))
+    if table.is_file():
+        print(f"\n{table}:")
+        print(format_table(read_rows(table)))
+    return code
