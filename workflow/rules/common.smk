@@ -1,3 +1,4 @@
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -31,6 +32,7 @@ from seqpeft.paths import (
     tuning_dir,
     wildcard_pattern,
 )
+from seqpeft.plan import rehearsal_estimates
 from seqpeft.tasks import TASK_KINDS
 from seqpeft.tune_settings import study_settings
 from seqpeft.dsp import ENCODINGS
@@ -241,6 +243,20 @@ def finetune_mem_mb(wildcards, attempt):
     resources = size_resources(config, wildcards.model)
     processes = finetune_processes(wildcards) if int(resources["gpu"]) <= 1 else 1
     return int(resources["mem_mb"]) * processes * attempt
+
+
+# rehearsal.runtime_from_estimate (opt-in): a fine-tuning job asks for its rehearsal's estimate
+# with a margin instead of its size's runtime (seqpeft.plan reads the estimates)
+ESTIMATES = (rehearsal_estimates(config) or {}) if config["rehearsal"]["runtime_from_estimate"] else {}
+
+
+def finetune_runtime(wildcards, attempt):
+    """Minutes a fine-tuning job asks for: its size's runtime, or (opted in) its rehearsal's
+    estimate x rehearsal.runtime_margin, at least 10; times the attempt number."""
+    estimate = ESTIMATES.get((wildcards.task, wildcards.model, wildcards.method, wildcards.partition))
+    if estimate is None:
+        return int(size_resources(config, wildcards.model)["runtime"]) * attempt
+    return max(10, math.ceil(estimate / 60 * float(config["rehearsal"]["runtime_margin"]))) * attempt
 
 
 def rehearsal_runtime(wildcards, attempt):

@@ -16,7 +16,7 @@ rule finetune:
         gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
         mem_mb=finetune_mem_mb,
-        runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,
+        runtime=finetune_runtime,
     retries: 2
     conda:
         "../../envs/train.yaml"
