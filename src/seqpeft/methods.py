@@ -8,10 +8,14 @@ descriptions while parsing the DAG.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from seqpeft.errors import SeqpeftInputError
+from seqpeft.lopa import LopaConfig
+from seqpeft.qlora import OWN_KEYS as QLORA_OWN_KEYS
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Method:
     load_kwargs: Callable[[dict], dict] | None = None
     # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
     load_adapter: Callable[[Any, Any], Any] | None = None
+    # What a config entry may set (checked before any job, ``option_problem``): the fields of this
+    # peft config class, if any, and seqpeft's own arguments of the method.
+    peft_config: str | None = None
+    options: tuple[str, ...] = ()
 
 
 METHODS: dict[str, Method] = {}
@@ -269,24 +277,29 @@ def _ia3(backbone, args: dict, ctx: MethodContext):
 
 register(Method("full", "Full fine-tuning: every backbone weight and the head train.", _full, uses_peft=False))
 register(Method("frozen", "Frozen backbone, linear probe: only the task head trains.", _frozen, uses_peft=False))
-register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora))
+register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora,
+                peft_config="LoraConfig", options=("last_n_layers",)))
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_save_state, load_state=_adalora_load_state))
+                save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig"))
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
                 _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state))
+                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state, peft_config="AdaLoraConfig",
+                options=("rs_probability", "rs_seed")))
 register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
-                _qlora, load_kwargs=_qlora_load_kwargs))
+                _qlora, load_kwargs=_qlora_load_kwargs, peft_config="LoraConfig",
+                options=("last_n_layers", *QLORA_OWN_KEYS)))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
-                _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
+                _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10}), peft_config="PromptTuningConfig"))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",
-                _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10})))
+                _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10}), peft_config="PrefixTuningConfig"))
 register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
-                _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
+                _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64}),
+                peft_config="PromptEncoderConfig"))
 register(Method("lopa", "LoPA: per-input soft prompt Z_S * sigmoid(u v^T) from mean-pooled frozen embeddings (num_virtual_tokens, lp_rank).",
-                _lopa, load_adapter=_lopa_load))
-register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
+                _lopa, load_adapter=_lopa_load, options=tuple(LopaConfig.__dataclass_fields__)))
+register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3,
+                peft_config="IA3Config"))
 
 
 
@@ -303,9 +316,11 @@ def _deep_prompt(backbone, args: dict, ctx: MethodContext):
 
 
 register(Method("adapter", "Bottleneck adapters: two per block (after attention and feed-forward outputs), hidden/2, ReLU, "
-                "LayerNorm, residual, zero-init up-projection.", _adapter, uses_peft=False, saves_trainable=True))
+                "LayerNorm, residual, zero-init up-projection.", _adapter, uses_peft=False, saves_trainable=True,
+                options=("bottleneck",)))
 register(Method("deep_prompt", "Deep prompts (P-tuning v2 on hidden states): trainable virtual tokens re-inserted before every "
-                "layer; works on ESM, where peft prefix tuning does not.", _deep_prompt, uses_peft=False, saves_trainable=True))
+                "layer; works on ESM, where peft prefix tuning does not.", _deep_prompt, uses_peft=False, saves_trainable=True,
+                options=("num_virtual_tokens",)))
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -327,7 +342,7 @@ def passthrough_method(config_class: str) -> Method:
             _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
         return _peft_wrap(backbone, ctx.peft_config(config_cls, options))
 
-    return Method(config_class, f"peft pass-through: {config_class}", apply)
+    return Method(config_class, f"peft pass-through: {config_class}", apply, peft_config=config_class)
 
 
 # Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
@@ -345,3 +360,110 @@ def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:
         raise SeqpeftInputError(None, f"unknown method {registry_name!r} (methods.{name}).",
                                 fix=f"use one of {sorted(METHODS)} or 'peft: <ConfigClass>' for any other peft method.")
     return METHODS[registry_name], args
+
+
+
+# ---- what a method entry may set, known before any job runs (seqpeft.config.check_config) ----
+
+# peft config fields that seqpeft sets itself (MethodContext.peft_config) or that describe a saved
+# adapter rather than a method: an entry setting one would clash or be ignored.
+PEFT_FIELDS_SET_BY_SEQPEFT = ("task_type", "peft_type", "auto_mapping", "base_model_name_or_path", "revision",
+                              "inference_mode", "peft_version")
+
+
+@functools.cache
+def peft_config_fields() -> dict[str, frozenset[str]]:
+    """Every peft config class of the installed peft and its dataclass fields (inherited ones
+    included), read from peft's source with ``ast``: the Snakefile checks method options while
+    parsing, where importing peft (and with it torch) would cost seconds in every job.
+    tests/test_rehearse.py holds this equal to the imported classes' fields."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("peft")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    root = Path(list(spec.submodule_search_locations)[0])
+    classes: dict[str, tuple[list[str], list[str]]] = {}
+    for path in [root / "config.py", *sorted(root.glob("tuners/*.py")), *sorted(root.glob("tuners/*/config.py"))]:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                bases = [base.id if isinstance(base, ast.Name) else getattr(base, "attr", "") for base in node.bases]
+                own = [item.target.id for item in node.body
+                       if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)]
+                classes[node.name] = (bases, own)
+
+    def fields_of(name: str, seen: frozenset = frozenset()) -> set[str]:
+        if name not in classes or name in seen:
+            return set()
+        bases, own = classes[name]
+        return set(own).union(*(fields_of(base, seen | {name}) for base in bases))
+
+    return {name: frozenset(fields_of(name)) for name in classes
+            if name.endswith("Config") and "PeftConfig" in _ancestors(name, classes)}
+
+
+def _ancestors(name: str, classes: dict) -> set[str]:
+    found, todo = set(), [name]
+    while todo:
+        for base in classes.get(todo.pop(), ([], []))[0]:
+            if base not in found:
+                found.add(base)
+                todo.append(base)
+    return found
+
+
+def accepted_options(method: Method) -> frozenset[str] | None:
+    """The options a method entry may set for ``method``; None when peft is not installed (not checked)."""
+    own = set(method.options)
+    if method.peft_config is None:
+        return frozenset(own)
+    fields = peft_config_fields()
+    if not fields:
+        return None
+    return frozenset(own | (fields.get(method.peft_config, frozenset()) - set(PEFT_FIELDS_SET_BY_SEQPEFT)))
+
+
+def option_problem(method: Method, args: dict) -> tuple[str | None, str, str] | None:
+    """(option, problem, fix) for the first thing in a method entry's arguments that ``method``
+    does not accept, or None. The option is None when the entry as a whole is wrong."""
+    import difflib
+
+    if method.peft_config is not None:
+        known = peft_config_fields()
+        if known and method.peft_config not in known:
+            lower = {name.lower(): name for name in known}
+            close = difflib.get_close_matches(method.peft_config.lower(), sorted(lower), n=1)
+            return (None, f"peft has no config class {method.peft_config!r}.",
+                    f"did you mean {lower[close[0]]!r}?" if close else "name a peft config class, e.g. LoHaConfig, LoKrConfig.")
+    accepted = accepted_options(method)
+    if accepted is None:
+        return None
+    what = f"{method.name!r}" + (f" ({method.peft_config} fields and seqpeft's own arguments)"
+                                 if method.peft_config and method.options else
+                                 f" ({method.peft_config} fields)" if method.peft_config else "")
+    for key in args:
+        if key in PEFT_FIELDS_SET_BY_SEQPEFT and method.peft_config is not None:
+            return (key, f"is set by seqpeft, not by a method entry (method {what}).", f"delete {key}.")
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            listing = ", ".join(sorted(accepted)) or "none"
+            return (key, f"unknown option of method {what}.",
+                    f"did you mean {close[0]!r}?" if close else f"options it accepts: {listing}.")
+    if "LoraConfig" in (method.peft_config or "") and args.get("target_parameters") and float(args.get("lora_dropout") or 0):
+        return ("lora_dropout", "peft's LoRA on target_parameters has no dropout (it refuses lora_dropout != 0).",
+                "set lora_dropout: 0, or drop target_parameters.")
+    return None
+
+
+def pairing_problem(method: Method, args: dict, family) -> tuple[str, str, str] | None:
+    """(option, problem, fix) when a method entry cannot work on a model of ``family``
+    (a ``seqpeft.models.ModelFamily``), or None."""
+    if method.apply in (_lora, _qlora) and family.lora_target_parameters and "target_parameters" not in args \
+            and float(args.get("lora_dropout") or 0):
+        # _lora puts LoRA on the family's expert parameters through target_parameters
+        return ("lora_dropout", f"is {args['lora_dropout']}, but on {family.name} models seqpeft puts LoRA on the "
+                f"experts through peft's target_parameters ({', '.join(family.lora_target_parameters)}), where peft "
+                "refuses dropout.", "set lora_dropout: 0 for this model (a separate method variant), or "
+                "target_parameters: [] to keep LoRA off the experts.")
+    return None

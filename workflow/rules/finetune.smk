@@ -17,6 +17,7 @@ rule finetune:
         **FINETUNE_GPU_MODEL,
         mem_mb=finetune_mem_mb,
         runtime=finetune_runtime,
+        attempt=lambda wildcards, attempt: attempt,  # not retried after an error retrying cannot fix (_script.py)
     retries: 2
     conda:
         "../../envs/train.yaml"
