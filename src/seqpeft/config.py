@@ -19,7 +19,8 @@ from typing import Any
 
 from seqpeft.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.errors import SeqpeftInputError
-from seqpeft.methods import METHOD_NAMES, option_problem, pairing_problem, passthrough_method, resolve_method
+from seqpeft.method_options import option_problem, pairing_problem
+from seqpeft.methods import METHOD_NAMES, passthrough_method, resolve_method
 from seqpeft.models import FAMILIES
 from seqpeft.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.paths import section
@@ -230,7 +231,7 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
 
 def _check_method_options(config: dict, models: dict, methods: dict, experiments: list) -> None:
     """Each method variant's options against what its method accepts (its peft config class's
-    fields, seqpeft's own arguments; ``seqpeft.methods.option_problem``), and on each model it is
+    fields, seqpeft's own arguments; ``seqpeft.method_options``), and on each model it is
     paired with (``pairing_problem``): a misspelt option fails here, not three times in a job."""
     resolved = {}
     for name in methods:
