@@ -126,10 +126,11 @@ def test_plan_says_what_is_measured_and_runtime_from_estimate_is_opt_in(small):
     assert "h/job and GPU-h: the limits asked for" in plan
 
     def finetune_runtime(config_path: str) -> int:
-        out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-                              "--profile", str(REPO / "profiles" / "local"), "--quiet", "progress", "--configfile",
-                              config_path, "results/runs/demo_tf/tiny_bert_dna/lora/0/metrics.json"],
-                             cwd=workdir, env=OFFLINE_ENV, capture_output=True, text=True, timeout=300).stdout
+        out = subprocess.run([sys.executable, "-m", "snakemake", "results/runs/demo_tf/tiny_bert_dna/lora/0/metrics.json",
+                              "-n", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--profile",
+                              str(REPO / "profiles" / "local"), "--quiet", "progress", "--configfile", config_path],
+                             cwd=workdir, env=OFFLINE_ENV, capture_output=True, text=True, timeout=300)
+        out = out.stdout + out.stderr
         line = next(line for line in out.splitlines() if "resources:" in line and "runtime=" in line)
         return int(line.split("runtime=")[1].split(",")[0])
 
