@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, narrowed_to_shared, shared_path
 from seqpeft.jobs import expand_runs
 
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
@@ -139,3 +139,28 @@ def test_plan_says_what_is_measured_and_runtime_from_estimate_is_opt_in(small):
     (workdir / "opted.yaml").write_text(yaml.safe_dump(opted, sort_keys=False))
     expected = max(10, -(-float(row["estimated_seconds"]) * 100 // 60))
     assert finetune_runtime("opted.yaml") == expected
+
+
+@pytest.mark.parametrize("path", sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")]))
+def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(path):
+    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins: once
+    the stand-in hub serves each model (tests/hub_server.py), that test is `narrowed_to_shared(config,
+    hub.commits)`, `seqpeft rehearse` under hub_env(url), and every row ok."""
+    from snakemake.utils import validate
+
+    from seqpeft.config import check_config
+    from seqpeft.schema import SCHEMA
+
+    shared_path("data")
+    config = yaml.safe_load(path.read_text())
+    narrowed = narrowed_to_shared(config, {"meta-llama/Llama-3.2-1B": "a" * 40})
+    validate(narrowed, str(SCHEMA))
+    check_config(narrowed)
+    pairs = lambda c: {(run.model, run.method) for run in expand_runs(c)}  # noqa: E731
+    assert pairs(narrowed) == pairs(config)
+    for task in narrowed["tasks"].values():
+        assert Path(narrowed["sources"][task["source"]]["local"], task["path"]).exists()
+        assert len(task["partitions"]) == 1
+    assert all(spec["size"] == "tiny" for spec in narrowed["models"].values())
+    if "llama" in narrowed["models"]:
+        assert narrowed["models"]["llama"]["revision"] == "a" * 40
