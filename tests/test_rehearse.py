@@ -164,3 +164,28 @@ def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(
     assert all(spec["size"] == "tiny" for spec in narrowed["models"].values())
     if "llama" in narrowed["models"]:
         assert narrowed["models"]["llama"]["revision"] == "a" * 40
+
+
+@pytest.mark.slow
+def test_rehearsal_of_the_full_config_on_todays_stand_in_hub(tiny_model_dir, tmp_path):
+    """config/config.yaml's Llama from the offline hub (tests/hub_server.py's published Llama, under the
+    real repository id), narrowed to ../shared's GUE tf/0: its rehearsal is ok for a few methods.
+    With real-layout stand-ins of every model, the same lines cover every pair of every shipped config."""
+    from hub_server import FakeHub, HubServer, hub_env, published_llama
+
+    shared_path("data/gue/tf/0")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    hub = FakeHub()
+    repo = config["models"]["llama"]["hub"]
+    commit = hub.publish(repo, published_llama(tiny_model_dir("llama")))
+    narrowed = narrowed_to_shared(config, {repo: commit}, train_rows=64)
+    narrowed["experiments"] = [{"tasks": ["tf_0"], "models": ["llama"], "methods": ["full", "lora", "p_tuning"]}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(narrowed, sort_keys=False))
+    with HubServer(hub) as url:
+        result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml",
+                                 "--steps", "2", "--", "--cores", "2"], cwd=tmp_path, env={**os.environ, **hub_env(url, tmp_path)},
+                                capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = rows_of(tmp_path / "results" / "rehearsal.csv")
+    assert {key[2]: row["outcome"] for key, row in rows.items()} == {"full": "ok", "lora": "ok", "p_tuning": "ok"}
+    assert any(commit in request for request in hub.requests)

@@ -92,9 +92,11 @@ def rehearse(job, steps: int, started: float | None = None) -> RehearsalRow:
 
         traceback.print_exc()
         row.outcome = first_line(error) or type(error).__name__
-    finally:
-        shutil.rmtree(Path(job.out_dir) / "artifacts", ignore_errors=True)
-        shutil.rmtree(Path(job.out_dir) / "checkpoint", ignore_errors=True)
+    finally:  # what finish() wrote beside the artifacts is the rehearsal's, not a result: none of it stays
+        for name in ("artifacts", "checkpoint"):
+            shutil.rmtree(Path(job.out_dir) / name, ignore_errors=True)
+        for name in ("metrics.json", "history.csv"):
+            (Path(job.out_dir) / name).unlink(missing_ok=True)
     return row
 
 
@@ -156,8 +158,6 @@ def _rehearse(job, steps: int, started: float, row: RehearsalRow) -> None:
     row.estimated_seconds = (row.overhead_seconds + row.seconds_per_step * row.full_steps
                              + row.eval_seconds * row.full_evaluations)
     _check_reload(run, Path(job.out_dir) / "artifacts")
-    for name in ("metrics.json", "history.csv"):  # finish() wrote them beside the artifacts: not a result
-        (Path(job.out_dir) / name).unlink(missing_ok=True)
 
 
 def _check_reload(run, artifacts: Path) -> None:
