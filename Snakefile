@@ -83,10 +83,12 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/pins.smk"
+include: "workflow/rules/rehearse.smk"
 
 
 localrules:
     all,
+    rehearsal,
 
 
 rule all:

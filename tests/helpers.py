@@ -223,3 +223,41 @@ def run_job_in_subprocess(job: dict) -> str:
 
     return subprocess.run([sys.executable, "-c", _JOB_RUNNER, json.dumps(job)], capture_output=True, text=True,
                           check=True).stdout
+
+
+def narrowed_to_shared(config: dict, hub_commits: dict[str, str] | None = None, train_rows: int = 256) -> dict:
+    """A shipped config narrowed to what ../shared holds, for a rehearsal on stand-ins: each task whose
+    data is under ``../shared/data/<source>/<path>`` reads it from there (``local:``), one partition,
+    ``train_rows`` training rows, one epoch on the CPU; an experiment block whose tasks ../shared lacks
+    gets a task of the same family (dna, protein) and kind that it has, so every (model, method)
+    pair the config names is still run; every model is ``tiny`` (no GPU) and, where
+    ``hub_commits`` names its repository, at the stand-in hub's commit (serve it at HF_ENDPOINT)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    config["results"], config["published"] = "results", None
+    original = copy.deepcopy(config["tasks"])
+    available = {}
+    for name, task in config["tasks"].items():
+        staged = SHARED / "data" / task["source"]
+        if (staged / task["path"]).exists():
+            available[name] = task
+            task["partitions"] = task["partitions"][:1]
+            config["sources"][task["source"]] = {**config["sources"][task["source"]], "local": str(staged)}
+    if not available:
+        pytest.fail(f"../shared/data ({SHARED / 'data'}) holds no task of this config")
+    config["tasks"] = available
+    for block in config["experiments"]:
+        kept = [task for task in block["tasks"] if task in available]
+        if not kept:
+            wanted = {(original[task].get("family"), original[task]["kind"]) for task in block["tasks"]}
+            kept = [name for name, task in available.items() if (task.get("family"), task["kind"]) in wanted][:1]
+        assert kept, f"../shared has no task like {block['tasks']}"
+        block["tasks"] = kept
+    for spec in config["models"].values():
+        spec["size"] = "tiny"
+        if hub_commits and spec.get("hub") in hub_commits:
+            spec["revision"] = hub_commits[spec["hub"]]
+    config["training"] = {**(config.get("training") or {}), "epochs": 1, "max_train_samples": train_rows, "device": "cpu"}
+    config.setdefault("resources", {})["finetune_threads"] = 1
+    return config

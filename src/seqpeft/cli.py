@@ -1,4 +1,4 @@
-"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, validate, list, view-report, pin, plan)."""
+"""The ``seqpeft`` command: what people do outside the DAG (evaluate, predict, validate, list, view-report, pin, plan, rehearse)."""
 
 from __future__ import annotations
 
@@ -209,6 +209,13 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rehearse(args: argparse.Namespace) -> int:
+    from seqpeft.preflight.rehearse import rehearse_config
+
+    return rehearse_config(Path(args.configfile), Path(args.profile) if args.profile else None, args.steps,
+                           args.snakemake)
+
+
 def _load_config(path: str) -> dict:
     """The config as the workflow reads it (schema checked: an unknown task kind is refused here too)."""
     from seqpeft.preflight.check import read_config
@@ -268,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--configfile", default="config/config.yaml", help="the workflow config (its pins.yaml is applied)")
     plan.add_argument("--profile", help="a profile directory (e.g. profiles/slurm) whose default-resources fill in gpu_model")
     plan.set_defaults(handler=_plan)
+
+    rehearse = commands.add_parser("rehearse", help="before a benchmark spends GPU-hours: every fine-tuning job runs a few "
+                                   "steps, one dev evaluation and a save and reload, as the workflow would run it; "
+                                   "writes <results>/rehearsal.csv (outcome, step time, memory, extrapolated time) and "
+                                   "prints it per model x method")
+    rehearse.add_argument("--configfile", default="config/config.yaml", help="the workflow config (its pins.yaml is applied)")
+    rehearse.add_argument("--profile", help="Snakemake profile to run the jobs with, e.g. profiles/slurm "
+                          "(default: the checkout's profiles/local)")
+    rehearse.add_argument("--steps", type=int, help="optimizer steps per job (default: rehearsal.steps of the config, 20)")
+    rehearse.add_argument("snakemake", nargs="*", help="further Snakemake arguments, after --, e.g. -- --cores 8")
+    rehearse.set_defaults(handler=_rehearse)
 
     listing = commands.add_parser("list", help="list the models, methods or tasks seqpeft knows")
     listing.add_argument("what", choices=["models", "methods", "tasks", "kinds"])

@@ -1,3 +1,4 @@
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -18,9 +19,11 @@ from seqpeft.config.jobs import (
     tune_trials_spec,
 )
 from seqpeft.config.paths import (
+    REHEARSAL_PATTERN,
     RUN_PATTERN,
     TUNING_PATTERN,
     model_dir,
+    rehearsal_table,
     results_dir,
     source_dir,
     task_data_path,
@@ -29,6 +32,7 @@ from seqpeft.config.paths import (
     tuning_dir,
     wildcard_pattern,
 )
+from seqpeft.preflight.plan import rehearsal_estimates
 from seqpeft.core.registry import task_kind
 from seqpeft.config.tune_settings import study_settings
 from seqpeft.methods.dsp import ENCODINGS
@@ -40,6 +44,7 @@ RUN_MODELS = list(dict.fromkeys(run.model for run in RUNS))
 AXES = list(config["figures"]["pareto_axes"])
 FINETUNE_THREADS = finetune_threads(config)
 RUN_DIR = wildcard_pattern(RUN_PATTERN, config)
+REHEARSAL_DIR = wildcard_pattern(REHEARSAL_PATTERN, config)
 TUNE_DIR = wildcard_pattern(TUNING_PATTERN, config)  # its partition is the tuning partition (seqpeft.config.paths)
 # Shipped published tables live in the checkout: a relative path is read from there, wherever -d points.
 PUBLISHED = str(Path(workflow.basedir) / config["published"]) if config["published"] else None
@@ -181,6 +186,12 @@ def kind_run_metrics(kind):
                               for path in run_files("metrics.json", task=task)]
 
 
+def rehearsal_rows():
+    """rehearsal: the row of every fine-tuning job's rehearsal."""
+    return [f"{REHEARSAL_PATTERN.format(results=R, task=run.task, model=run.model, method=run.method, partition=run.partition)}/rehearsal.json"
+            for run in RUNS]
+
+
 def all_outputs():
     tables = [f"{R}/summary.csv", f"{R}/table.csv", f"{R}/summary.parquet", f"{R}/comparisons.csv", f"{R}/ranks.csv",
               f"{R}/answer.md", f"{R}/leaderboard.html"]
@@ -235,6 +246,25 @@ def finetune_mem_mb(wildcards, attempt):
     resources = size_resources(config, wildcards.model)
     processes = finetune_processes(wildcards) if int(resources["gpu"]) <= 1 else 1
     return int(resources["mem_mb"]) * processes * attempt
+
+
+# rehearsal.runtime_from_estimate (opt-in): a fine-tuning job asks for its rehearsal's estimate
+# with a margin instead of its size's runtime (seqpeft.preflight.plan reads the estimates)
+ESTIMATES = (rehearsal_estimates(config) or {}) if config["rehearsal"]["runtime_from_estimate"] else {}
+
+
+def finetune_runtime(wildcards, attempt):
+    """Minutes a fine-tuning job asks for: its size's runtime, or (opted in) its rehearsal's
+    estimate x rehearsal.runtime_margin, at least 10; times the attempt number."""
+    estimate = ESTIMATES.get((wildcards.task, wildcards.model, wildcards.method, wildcards.partition))
+    if estimate is None:
+        return int(size_resources(config, wildcards.model)["runtime"]) * attempt
+    return max(10, math.ceil(estimate / 60 * float(config["rehearsal"]["runtime_margin"]))) * attempt
+
+
+def rehearsal_runtime(wildcards, attempt):
+    """Minutes a rehearsal job asks for: rehearsal.runtime, at most its fine-tuning job's own."""
+    return min(int(config["rehearsal"]["runtime"]), int(size_resources(config, wildcards.model)["runtime"])) * attempt
 
 
 FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}

@@ -17,7 +17,8 @@ rule finetune:
         gpu=lambda wildcards: int(size_resources(config, wildcards.model)["gpu"]),
         **FINETUNE_GPU_MODEL,
         mem_mb=finetune_mem_mb,
-        runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,
+        runtime=finetune_runtime,
+        attempt=lambda wildcards, attempt: attempt,  # not retried after an error retrying cannot fix (_script.py)
     retries: 2
     conda:
         "../../envs/train.yaml"

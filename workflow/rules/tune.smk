@@ -27,6 +27,7 @@ rule tune_trials:
         mem_mb=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["mem_mb"]) * attempt,
         # one trial trains at most the run's epochs: a fine-tuning job's time
         runtime=lambda wildcards, attempt: int(size_resources(config, wildcards.model)["runtime"]) * attempt,
+        attempt=lambda wildcards, attempt: attempt,  # not retried after an error retrying cannot fix (_script.py)
     retries: 2
     conda:
         "../../envs/train.yaml"

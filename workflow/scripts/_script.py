@@ -4,6 +4,12 @@
 extensions and subprocesses, to the rule's log file, and turns a ``SeqpeftInputError`` into one
 line on the terminal instead of a traceback. Any failure exits with status 1; the log holds the
 details.
+
+A rule that Snakemake retries (``retries:``; the profile's ``retries``) and that declares the
+resource ``attempt`` is not retried after an error that retrying cannot fix (``NOT_RETRYABLE``:
+bad input, a wrong option, a programming error, rather than memory, time, preemption or I/O): the
+failed attempt leaves a ``<log>.not-retryable`` file, and a later attempt of the same Snakemake
+run finds it and fails at once with that error; a first attempt (a new Snakemake run) removes it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,41 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+# Errors that the same job with more memory, more time or another node would meet again.
+NOT_RETRYABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError, NotImplementedError, ImportError,
+                 AssertionError)
+
+
+def not_retryable(error: BaseException) -> bool:
+    from seqpeft.util.errors import SeqpeftInputError
+
+    return isinstance(error, (SeqpeftInputError, *NOT_RETRYABLE))
+
+
+def _refuse_retry(snakemake, log_path: Path, terminal) -> None:
+    """A later attempt after a not-retryable failure exits at once; a first attempt clears the mark."""
+    attempt = getattr(snakemake.resources, "attempt", None)
+    marker = log_path.with_name(log_path.name + ".not-retryable")
+    if attempt is None or not marker.is_file():
+        return
+    if int(attempt) <= 1:
+        marker.unlink(missing_ok=True)
+        return
+    message = marker.read_text().strip()
+    with open(log_path, "a") as log:
+        print(f"[seqpeft] attempt {attempt} not run: the first attempt failed with an error that retrying cannot fix: "
+              f"{message}", file=log)
+    print(f"{message} (not retried: attempt {attempt} would fail the same way)", file=terminal)
+    terminal.flush()
+    os._exit(1)
+
+
 @contextmanager
 def logged(snakemake, mode: str = "w"):
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    _refuse_retry(snakemake, log_path, terminal)
     with open(log_path, mode, buffering=1) as log:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -40,9 +76,12 @@ def logged(snakemake, mode: str = "w"):
 
             traceback.print_exc()
             if isinstance(error, SeqpeftInputError):
-                print(f"error in {job}: {error}", file=terminal)
+                line = f"error in {job}: {error}"
             else:
-                print(f"error in {job}: {type(error).__name__}: {error} (traceback in {log_path})", file=terminal)
+                line = f"error in {job}: {type(error).__name__}: {error} (traceback in {log_path})"
+            print(line, file=terminal)
+            if not_retryable(error) and getattr(snakemake.resources, "attempt", None) is not None:
+                log_path.with_name(log_path.name + ".not-retryable").write_text(line + "\n")
             log.flush()
             terminal.flush()
             os._exit(1)

@@ -16,6 +16,8 @@ from seqpeft.core.registry import task_kind
 RUN_PATTERN = "{results}/runs/{task}/{model}/{method}/{partition}"
 # The study of a run; its partition is the tuning partition (``tuning_partition``).
 TUNING_PATTERN = "{results}/tuning/{task}/{model}/{method}/{partition}"
+# A run's rehearsal (``seqpeft rehearse``): apart from the real run's folder, which it never touches.
+REHEARSAL_PATTERN = "{results}/rehearsal/runs/{task}/{model}/{method}/{partition}"
 
 
 def section(config: dict, key: str) -> dict:
@@ -33,6 +35,11 @@ def wildcard_pattern(pattern: str, config: dict) -> str:
 
 def results_dir(config: dict) -> str:
     return str(config.get("results") or default("results"))
+
+
+def rehearsal_table(config: dict) -> str:
+    """``rehearsal.csv``: one row per fine-tuning job's rehearsal (``seqpeft.preflight.rehearse``)."""
+    return f"{results_dir(config)}/rehearsal.csv"
 
 
 def tokenizer_of(config: dict, model: str) -> str:

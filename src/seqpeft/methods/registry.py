@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods.lopa import LopaConfig
+from seqpeft.methods.qlora import OWN_KEYS as QLORA_OWN_KEYS
 
 
 @dataclass
@@ -53,6 +55,13 @@ class Method:
     load_kwargs: Callable[..., dict] | None = None  # (args, device=None): from_pretrained arguments
     # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
     load_adapter: Callable[[Any, Any], Any] | None = None
+    # What a config entry may set (checked before any job, seqpeft.methods.options): the fields of this
+    # peft config class, if any, and seqpeft's own arguments of the method.
+    peft_config: str | None = None
+    options: tuple[str, ...] = ()
+    # LoRA on the family's expert parameters (ModelFamily.lora_target_parameters) unless the entry
+    # sets target_parameters: peft allows no dropout there (seqpeft.methods.options.pairing_problem)
+    on_family_parameters: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -285,24 +294,29 @@ def _ia3(backbone, args: dict, ctx: MethodContext):
 
 register(Method("full", "Full fine-tuning: every backbone weight and the head train.", _full, uses_peft=False))
 register(Method("frozen", "Frozen backbone, linear probe: only the task head trains.", _frozen, uses_peft=False))
-register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora))
+register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora,
+                peft_config="LoraConfig", options=("last_n_layers",), on_family_parameters=True))
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_save_state, load_state=_adalora_load_state))
+                save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig"))
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
                 _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state))
+                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state, peft_config="AdaLoraConfig",
+                options=("rs_probability", "rs_seed")))
 register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
-                _qlora, load_kwargs=_qlora_load_kwargs))
+                _qlora, load_kwargs=_qlora_load_kwargs, peft_config="LoraConfig",
+                options=("last_n_layers", *QLORA_OWN_KEYS), on_family_parameters=True))
 register(Method("prompt_tuning", "Prompt tuning: trainable virtual tokens prepended to the input embeddings (peft).",
-                _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10})))
+                _prompt_learning("PromptTuningConfig", {"num_virtual_tokens": 10}), peft_config="PromptTuningConfig"))
 register(Method("prefix_tuning", "Prefix tuning (P-tuning v2): trainable key/value prefixes at every layer (peft).",
-                _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10})))
+                _prompt_learning("PrefixTuningConfig", {"num_virtual_tokens": 10}), peft_config="PrefixTuningConfig"))
 register(Method("p_tuning", "P-tuning: virtual tokens produced by a small MLP prompt encoder (peft).",
-                _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64})))
+                _prompt_learning("PromptEncoderConfig", {"num_virtual_tokens": 10, "encoder_hidden_size": 64}),
+                peft_config="PromptEncoderConfig"))
 register(Method("lopa", "LoPA: per-input soft prompt Z_S * sigmoid(u v^T) from mean-pooled frozen embeddings (num_virtual_tokens, lp_rank).",
-                _lopa, load_adapter=_lopa_load))
-register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3))
+                _lopa, load_adapter=_lopa_load, options=tuple(LopaConfig.__dataclass_fields__)))
+register(Method("ia3", "IA3: learned rescaling of keys, values and feed-forward activations (peft).", _ia3,
+                peft_config="IA3Config"))
 
 
 
@@ -319,9 +333,11 @@ def _deep_prompt(backbone, args: dict, ctx: MethodContext):
 
 
 register(Method("adapter", "Bottleneck adapters: two per block (after attention and feed-forward outputs), hidden/2, ReLU, "
-                "LayerNorm, residual, zero-init up-projection.", _adapter, uses_peft=False, saves_trainable=True))
+                "LayerNorm, residual, zero-init up-projection.", _adapter, uses_peft=False, saves_trainable=True,
+                options=("bottleneck",)))
 register(Method("deep_prompt", "Deep prompts (P-tuning v2 on hidden states): trainable virtual tokens re-inserted before every "
-                "layer; works on ESM, where peft prefix tuning does not.", _deep_prompt, uses_peft=False, saves_trainable=True))
+                "layer; works on ESM, where peft prefix tuning does not.", _deep_prompt, uses_peft=False, saves_trainable=True,
+                options=("num_virtual_tokens",)))
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -343,7 +359,7 @@ def passthrough_method(config_class: str) -> Method:
             _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
         return _peft_wrap(backbone, ctx.peft_config(config_cls, options))
 
-    return Method(config_class, f"peft pass-through: {config_class}", apply)
+    return Method(config_class, f"peft pass-through: {config_class}", apply, peft_config=config_class)
 
 
 # Keys of a method entry that are not method arguments (``dsp`` switches on domain-shift
@@ -361,3 +377,5 @@ def resolve_method(name: str, spec: dict) -> tuple[Method, dict]:
         raise SeqpeftInputError(None, f"unknown method {registry_name!r} (methods.{name}).",
                                 fix=f"use one of {sorted(METHODS)} or 'peft: <ConfigClass>' for any other peft method.")
     return METHODS[registry_name], args
+
+

@@ -19,7 +19,9 @@ from typing import Any
 
 from seqpeft.methods.dsp import DEFAULT_TEMPLATE, ENCODINGS, template_problem
 from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods.options import option_problem, pairing_problem
 from seqpeft.methods.registry import METHOD_NAMES, passthrough_method, resolve_method
+from seqpeft.models.families import FAMILIES
 from seqpeft.config.jobs import dsp_encoding, max_length_overrides, method_spec, training_for, training_key
 from seqpeft.config.paths import section
 from seqpeft.config.schema import default, with_defaults
@@ -63,6 +65,7 @@ def check_config(config: dict) -> None:
     _check_results(config)
     max_length_overrides(config)  # one input length per run
     _check_applicability(config, models, methods, experiments)
+    _check_method_options(config, models, methods, experiments)
     check_hpo(config)
     _check_processes(config, tasks, models, methods, experiments)
 
@@ -253,6 +256,31 @@ def _check_applicability(config: dict, models: dict, methods: dict, experiments:
             if gpus > 0 and device == "cpu":
                 _fail("training.device", f"is 'cpu' but model {model!r} asks for {gpus} GPU(s) per job, "
                       "which would hold GPUs that nothing uses.", "set training.device: auto, or size: tiny for CPU models.")
+
+
+def _check_method_options(config: dict, models: dict, methods: dict, experiments: list) -> None:
+    """Each method variant's options against what its method accepts (its peft config class's
+    fields, seqpeft's own arguments; ``seqpeft.methods.options``), and on each model it is
+    paired with (``pairing_problem``): a misspelt option fails here, not three times in a job."""
+    resolved = {}
+    for name in methods:
+        method, args = resolve_method(name, method_spec(config, name))
+        resolved[name] = (method, args)
+        if problem := option_problem(method, args):
+            option, text, fix = problem
+            where = f"methods.{name}.{option}" if option else f"methods.{name}.peft"
+            _fail(where, f"{text} (method variant {name!r})" if option else text, fix)
+    for i, block in enumerate(experiments):
+        for model in (block or {}).get("models") or []:
+            spec = models.get(model) or {}
+            family = FAMILIES.get(str((spec.get("build") or {}).get("family") or spec.get("family")))
+            if family is None:  # known only once the model is downloaded: its job checks it
+                continue
+            for name in (block or {}).get("methods") or []:
+                if problem := pairing_problem(*resolved[name], family):
+                    option, text, fix = problem
+                    _fail(f"methods.{name}.{option}", f"{text} (method variant {name!r} with model {model!r}, "
+                          f"experiments[{i}])", fix)
 
 
 def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:

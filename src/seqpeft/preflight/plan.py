@@ -11,13 +11,19 @@ full fine-tuning saves the whole backbone per run; ``frozen`` only the head; oth
 adapter, counted as 1% of the model (LoRA r=8 on these models is 0.3-1%; prompt methods far less).
 The parameter count is read from a prepared model directory if there is one, else from the size
 in the repository name (``-117M``, ``-1B``); ``?`` when neither says.
+
+Where ``seqpeft rehearse`` has written ``rehearsal.csv`` in the config's results folder, each row
+also shows the measured estimate: every rehearsed job's extrapolated time (its measured seconds
+per step x the real number of steps, rows x epochs / batch size, plus its evaluations and its
+start/load/save overhead, without early stopping: ``seqpeft.preflight.rehearse``), summed, beside the limits
+asked for. Jobs without an ok rehearsal are counted at their limit and said so.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BYTES_PER_PARAM = 4
@@ -34,10 +40,23 @@ class Row:
     gpu_model: str
     hours: float
     disk_bytes: float | None
+    # rehearsal.csv: the extrapolated seconds of each job of the row that rehearsed ok
+    estimated_seconds: list[float] = field(default_factory=list)
+    rehearsed: bool = False  # the row's jobs are in rehearsal.csv (tuning trials are not)
 
     @property
     def gpu_hours(self) -> float:
         return self.jobs * self.gpus * self.hours
+
+    @property
+    def estimated_job_hours(self) -> float:
+        """Measured hours of the rehearsed jobs, the limit for the others."""
+        unmeasured = self.jobs - len(self.estimated_seconds)
+        return sum(self.estimated_seconds) / 3600 + unmeasured * self.hours
+
+    @property
+    def estimated_gpu_hours(self) -> float:
+        return self.estimated_job_hours * self.gpus
 
 
 def load_config(configfile: Path) -> tuple[dict, Path | None]:
@@ -92,14 +111,33 @@ def profile_gpu_model(profile: Path | None, rule: str = "finetune") -> str:
     return str(per_rule or default.get("gpu_model") or "")
 
 
+def rehearsal_estimates(config: dict) -> dict[tuple[str, str, str, str], float] | None:
+    """(task, model, method, partition) -> extrapolated seconds of each job that rehearsed ok, from
+    the config's ``rehearsal.csv``; None where there is none."""
+    import csv
+
+    from seqpeft.config.paths import rehearsal_table
+
+    path = Path(rehearsal_table(config))
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        return {(row["task"], row["model"], row["method"], row["partition"]): float(row["estimated_seconds"])
+                for row in csv.DictReader(handle) if row["outcome"] == "ok"}
+
+
 def plan_rows(config: dict, profile: Path | None = None) -> list[Row]:
     from seqpeft.preflight.check import size_resources
     from seqpeft.config.jobs import expand_runs, method_spec, training_for
     from seqpeft.config.tune_settings import study_settings
 
     counts: dict[tuple[str, str], int] = defaultdict(int)
+    estimates = rehearsal_estimates(config)
+    measured: dict[tuple[str, str], list[float]] = defaultdict(list)
     for run in expand_runs(config):
         counts[(run.model, run.method)] += 1
+        if estimates is not None and (run.task, run.model, run.method, run.partition) in estimates:
+            measured[(run.model, run.method)].append(estimates[(run.task, run.model, run.method, run.partition)])
     fallback_gpu_model = profile_gpu_model(profile)
     rows = []
     for (model, method), jobs in counts.items():
@@ -117,7 +155,7 @@ def plan_rows(config: dict, profile: Path | None = None) -> list[Row]:
         else:
             per_run = params * BYTES_PER_PARAM * ADAPTER_FRACTION
         rows.append(Row(model, method, jobs, gpus, gpu_model, int(resources["runtime"]) / 60,
-                        None if per_run is None else per_run * jobs))
+                        None if per_run is None else per_run * jobs, measured[(model, method)], estimates is not None))
         if training_for(config, method).get("hpo"):
             studies = len({(r.task, r.partition) for r in expand_runs(config) if (r.model, r.method) == (model, method)})
             # one job per trial, each at most a fine-tuning job's time
@@ -132,14 +170,25 @@ def _gb(value: float | None) -> str:
 
 
 def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Path) -> str:
+    from seqpeft.config.paths import rehearsal_table
     from seqpeft.config.pins import unpinned_entries
 
     lines = [f"seqpeft plan for {configfile}" + (f" (pins from {pins})" if pins else " (no pins.yaml beside it)"), ""]
+    rehearsed = any(row.rehearsed for row in rows)
     header = f"{'model':<24} {'method':<22} {'jobs':>6} {'GPUs/job':>8} {'GPU type':<10} {'h/job':>6} {'GPU-h':>10} {'disk':>11}"
+    if rehearsed:
+        header += f" {'measured':>9} {'est. h/job':>10} {'est. GPU-h':>10}"
     lines += [header, "-" * len(header)]
+    if rehearsed:
+        lines.insert(-2, "h/job and GPU-h: the limits asked for (runtime); measured, est. h/job and est. GPU-h: "
+                         "measured by the rehearsal")
     for row in rows:
-        lines.append(f"{row.model:<24} {row.method:<22} {row.jobs:>6} {row.gpus:>8} {row.gpu_model:<10} {row.hours:>6.1f} "
-                     f"{row.gpu_hours:>10,.0f} {_gb(row.disk_bytes):>11}")
+        line = (f"{row.model:<24} {row.method:<22} {row.jobs:>6} {row.gpus:>8} {row.gpu_model:<10} {row.hours:>6.1f} "
+                f"{row.gpu_hours:>10,.0f} {_gb(row.disk_bytes):>11}")
+        if rehearsed:
+            line += (f" {f'{len(row.estimated_seconds)}/{row.jobs}':>9} {row.estimated_job_hours / row.jobs:>10.3f} "
+                     f"{row.estimated_gpu_hours:>10,.1f}" if row.rehearsed else f" {'-':>9} {'-':>10} {'-':>10}")
+        lines.append(line)
     jobs = sum(row.jobs for row in rows)
     gpu_jobs = sum(row.jobs for row in rows if row.gpus)
     gpu_hours = sum(row.gpu_hours for row in rows)
@@ -148,8 +197,18 @@ def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Pa
     model_bytes = [parameter_count(config, m) for m in {row.model for row in rows}]
     lines += ["-" * len(header),
               f"total: {jobs} jobs ({gpu_jobs} on GPUs), {gpu_hours:,.0f} GPU-hours asked for (first attempts' runtime "
-              "limits, an upper bound; a retry asks for 2x, then 3x)",
-              f"disk: {_gb(sum(known))} for checkpoints/adapters (full fine-tuning: float32 backbone per run; adapters "
+              "limits, an upper bound; a retry asks for 2x, then 3x)"]
+    if rehearsed:
+        measured = sum(len(row.estimated_seconds) for row in rows)
+        limited = [row for row in rows if len(row.estimated_seconds) < row.jobs]
+        estimate = sum(row.estimated_gpu_hours if row.rehearsed else row.gpu_hours for row in rows)
+        job_hours = sum(row.estimated_job_hours if row.rehearsed else row.jobs * row.hours for row in rows)
+        lines.append(f"estimate: {estimate:,.1f} GPU-hours ({job_hours:,.2f} job-hours) measured by `seqpeft rehearse` "
+                     f"({rehearsal_table(config)}) for {measured} of {jobs} jobs: each one's measured seconds per step "
+                     "x its real steps (rows x epochs / batch size), evaluations and start-up included, without early "
+                     "stopping" + (f"; the other {jobs - measured} (not rehearsed, or not ok{', tuning trials' if any(not r.rehearsed for r in rows) else ''}) "
+                                   "at their limits" if limited else ""))
+    lines += [f"disk: {_gb(sum(known))} for checkpoints/adapters (full fine-tuning: float32 backbone per run; adapters "
               f"counted as {ADAPTER_FRACTION:.0%} of the model)" + (f"; unknown for {', '.join(unknown)}" if unknown else ""),
               f"      + {_gb(sum(b * BYTES_PER_PARAM for b in model_bytes if b))} for the prepared models (float32 upper bound)"]
     unpinned = unpinned_entries(config)

@@ -1,0 +1,191 @@
+"""`seqpeft rehearse` and `seqpeft plan` from its measurements: every fine-tuning job for a few steps
+through the workflow, its row in rehearsal.csv, nothing of the real run written or touched."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, narrowed_to_shared, shared_path
+from seqpeft.config.jobs import expand_runs
+
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+
+
+def seqpeft(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The ``seqpeft`` command in ``workdir``, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", *args], cwd=workdir, env=OFFLINE_ENV,
+                            capture_output=True, text=True, timeout=1800)
+    if check and result.returncode != 0:
+        pytest.fail(f"seqpeft {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def rows_of(path: Path) -> dict[tuple[str, str, str, str], dict]:
+    with open(path, newline="") as handle:
+        return {(row["task"], row["model"], row["method"], row["partition"]): row for row in csv.DictReader(handle)}
+
+
+def real_run_files(results: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the real run under ``results`` (not the rehearsal's own) with its size and mtime."""
+    own = {results / "rehearsal.csv", results / "logs" / "rehearsal.log"}
+    return {str(path.relative_to(results)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in results.rglob("*")
+            if path.is_file() and path not in own and (results / "rehearsal") not in path.parents}
+
+
+def plan_estimates(output: str) -> dict[tuple[str, str], float]:
+    """(model, method) -> estimated hours per job, from the plan's measured columns."""
+    estimates = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 12 and "/" in parts[9] and parts[10] != "-":
+            estimates[(parts[0], parts[1])] = float(parts[10])
+    return estimates
+
+
+@pytest.mark.slow
+def test_rehearsal_of_the_demo_is_ok_for_every_job_and_plan_estimates_its_real_times(demo_run):
+    results = demo_run.results
+    before = real_run_files(results)
+    assert any(name.startswith("runs/") for name in before) and "summary.csv" in before
+    out = seqpeft(demo_run.workdir, "rehearse", "--configfile", str(demo_run.config_path), "--", "--cores", "2")
+    rows = rows_of(results / "rehearsal.csv")
+    runs = expand_runs(demo_run.config)
+    assert set(rows) == {(r.task, r.model, r.method, r.partition) for r in runs}
+    assert {key: row["outcome"] for key, row in rows.items() if row["outcome"] != "ok"} == {}
+    for row in rows.values():
+        assert int(row["steps"]) == 20 and float(row["seconds_per_step"]) > 0 and float(row["peak_memory_mb"]) > 0
+        assert int(row["full_steps"]) == -(-int(row["train_rows"]) // 32) * 10  # rows / batch size x 10 epochs
+    assert f"{len(runs)} of {len(runs)} jobs ok" in out.stdout
+    # nothing of the real run (checkpoints, metrics, summaries, figures) written or touched
+    assert real_run_files(results) == before
+
+    plan = seqpeft(demo_run.workdir, "plan", "--configfile", str(demo_run.config_path)).stdout
+    assert f"measured by `seqpeft rehearse`" in plan and f"for {len(runs)} of " in plan
+    estimates = plan_estimates(plan)
+    real: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        benchmark = results / "benchmarks" / "finetune" / run.task / run.model / run.method / f"{run.partition}.tsv"
+        with open(benchmark, newline="") as handle:
+            real.setdefault((run.model, run.method), []).append(float(next(csv.DictReader(handle, delimiter="\t"))["s"]))
+    assert set(estimates) == set(real)
+    estimated = sum(estimates[key] * 3600 * len(times) for key, times in real.items())
+    measured = sum(sum(times) for times in real.values())
+    ratios = {key: estimates[key] * 3600 / (sum(times) / len(times)) for key, times in real.items()}
+    print(f"estimated {estimated:.0f} s, real {measured:.0f} s; per model x method:", ratios)
+    assert 0.5 <= estimated / measured <= 2, (estimated, measured, ratios)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A three-job config of the demo's data: two jobs that work and one whose LoRA targets a module
+    the model lacks (it passes the config check and fails inside the job), rehearsed for 3 steps."""
+    workdir = tmp_path_factory.mktemp("rehearse")
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config.update(results="results", published=None)
+    config["methods"]["lora_bad"] = {"method": "lora", "target_modules": ["nope"]}
+    config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_bert_dna"], "methods": ["lora", "lora_bad"]},
+                             {"tasks": ["demo_sp"], "models": ["tiny_esm"], "methods": ["lora"]}]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = seqpeft(workdir, "rehearse", "--configfile", "config.yaml", "--steps", "3", "--", "--cores", "2")
+    return workdir, config, result
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_a_row_and_stops_no_other(small):
+    workdir, config, result = small
+    rows = rows_of(workdir / "results" / "rehearsal.csv")
+    assert rows[("demo_tf", "tiny_bert_dna", "lora", "0")]["outcome"] == "ok"
+    assert rows[("demo_sp", "tiny_esm", "lora", "t0v1")]["outcome"] == "ok"
+    failed = rows[("demo_tf", "tiny_bert_dna", "lora_bad", "0")]
+    assert "target modules ['nope'] do not exist" in failed["outcome"] and failed["seconds_per_step"] == "nan"
+    assert all(int(row["steps"]) == 3 for key, row in rows.items() if row["outcome"] == "ok")
+    assert "2 of 3 jobs ok" in result.stdout and "FAILED demo_tf/tiny_bert_dna/lora_bad/0" in result.stdout
+    # the real run's folders were never made; the rehearsal kept no artifacts or checkpoints
+    results = workdir / "results"
+    assert not (results / "runs").exists() and not (results / "summary.csv").exists()
+    assert not list((results / "rehearsal").rglob("artifacts")) and not list((results / "rehearsal").rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_plan_says_what_is_measured_and_runtime_from_estimate_is_opt_in(small):
+    workdir, config, _ = small
+    plan = seqpeft(workdir, "plan", "--configfile", "config.yaml").stdout
+    estimates = plan_estimates(plan)
+    row = rows_of(workdir / "results" / "rehearsal.csv")[("demo_tf", "tiny_bert_dna", "lora", "0")]
+    assert estimates[("tiny_bert_dna", "lora")] == pytest.approx(float(row["estimated_seconds"]) / 3600, abs=6e-4)
+    # the failed job is counted at its limit, and the plan says so
+    assert "for 2 of 3 jobs" in plan and "at their limits" in plan
+    assert "h/job and GPU-h: the limits asked for" in plan
+
+    def finetune_runtime(config_path: str) -> int:
+        out = subprocess.run([sys.executable, "-m", "snakemake", "results/runs/demo_tf/tiny_bert_dna/lora/0/metrics.json",
+                              "-n", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--profile",
+                              str(REPO / "profiles" / "local"), "--quiet", "progress", "--configfile", config_path],
+                             cwd=workdir, env=OFFLINE_ENV, capture_output=True, text=True, timeout=300)
+        out = out.stdout + out.stderr
+        line = next(line for line in out.splitlines() if "resources:" in line and "runtime=" in line)
+        return int(line.split("runtime=")[1].split(",")[0])
+
+    assert finetune_runtime("config.yaml") == 30  # the tiny size's limit
+    opted = {**config, "rehearsal": {"runtime_from_estimate": True, "runtime_margin": 100}}
+    (workdir / "opted.yaml").write_text(yaml.safe_dump(opted, sort_keys=False))
+    expected = max(10, -(-float(row["estimated_seconds"]) * 100 // 60))
+    assert finetune_runtime("opted.yaml") == expected
+
+
+@pytest.mark.parametrize("path", sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")]))
+def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(path):
+    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins: once
+    the stand-in hub serves each model (tests/hub_server.py), that test is `narrowed_to_shared(config,
+    hub.commits)`, `seqpeft rehearse` under hub_env(url), and every row ok."""
+    from snakemake.utils import validate
+
+    from seqpeft.preflight.check import check_config
+    from seqpeft.config.schema import SCHEMA
+
+    shared_path("data")
+    config = yaml.safe_load(path.read_text())
+    narrowed = narrowed_to_shared(config, {"meta-llama/Llama-3.2-1B": "a" * 40})
+    validate(narrowed, str(SCHEMA))
+    check_config(narrowed)
+    pairs = lambda c: {(run.model, run.method) for run in expand_runs(c)}  # noqa: E731
+    assert pairs(narrowed) == pairs(config)
+    for task in narrowed["tasks"].values():
+        assert Path(narrowed["sources"][task["source"]]["local"], task["path"]).exists()
+        assert len(task["partitions"]) == 1
+    assert all(spec["size"] == "tiny" for spec in narrowed["models"].values())
+    if "llama" in narrowed["models"]:
+        assert narrowed["models"]["llama"]["revision"] == "a" * 40
+
+
+@pytest.mark.slow
+def test_rehearsal_of_the_full_config_on_todays_stand_in_hub(tiny_model_dir, tmp_path):
+    """config/config.yaml's Llama from the offline hub (tests/hub_server.py's published Llama, under the
+    real repository id), narrowed to ../shared's GUE tf/0: its rehearsal is ok for a few methods.
+    With real-layout stand-ins of every model, the same lines cover every pair of every shipped config."""
+    from hub_server import FakeHub, HubServer, hub_env, published_llama
+
+    shared_path("data/gue/tf/0")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    hub = FakeHub()
+    repo = config["models"]["llama"]["hub"]
+    commit = hub.publish(repo, published_llama(tiny_model_dir("llama")))
+    narrowed = narrowed_to_shared(config, {repo: commit}, train_rows=64)
+    narrowed["experiments"] = [{"tasks": ["tf_0"], "models": ["llama"], "methods": ["full", "lora", "p_tuning"]}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(narrowed, sort_keys=False))
+    with HubServer(hub) as url:
+        result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml",
+                                 "--steps", "2", "--", "--cores", "2"], cwd=tmp_path, env={**os.environ, **hub_env(url, tmp_path)},
+                                capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = rows_of(tmp_path / "results" / "rehearsal.csv")
+    assert {key[2]: row["outcome"] for key, row in rows.items()} == {"full": "ok", "lora": "ok", "p_tuning": "ok"}
+    assert any(commit in request for request in hub.requests)
