@@ -15,7 +15,8 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-from seqpeft.preflight.check import check_config, config_error_message
+from seqpeft.preflight.check import check_config
+from seqpeft.preflight.read import config_error_message
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.config.paths import claim_results, results_owner_note
 from seqpeft.config.pins import merge_pins_file, pins_outputs, resolved_pins_inputs, unpinned_entries

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from seqpeft.preflight import check as sc
+from seqpeft.preflight.read import config_error_message
 from seqpeft.config import jobs, paths
 from seqpeft.preflight.check import check_config
 from seqpeft.config.jobs import Run, expand_runs
@@ -318,7 +319,7 @@ def test_config_error_message_from_schema_errors():
             except jsonschema.ValidationError:
                 raise RuntimeError("Error validating config file.")
         except RuntimeError as wrapped:
-            return sc.config_error_message(wrapped)
+            return config_error_message(wrapped)
 
     config = base_config()
     assert not list(validator.iter_errors(config))
@@ -331,7 +332,7 @@ def test_config_error_message_from_schema_errors():
     config = base_config()
     config["models"]["mistral_dna"]["revision"] = "main"
     assert message(config).startswith("models.mistral_dna.revision: 'main' does not match")
-    assert sc.config_error_message(ValueError("unrelated")) is None
+    assert config_error_message(ValueError("unrelated")) is None
 
 
 def test_module_is_light():

@@ -189,7 +189,7 @@ def _view_report(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
-    from seqpeft.preflight.check import read_config
+    from seqpeft.preflight.read import read_config
     from seqpeft.config.pins import pin_config
 
     read_config(Path(args.configfile), cross_check=False)  # what the workflow would refuse, refused before pinning
@@ -218,7 +218,7 @@ def _rehearse(args: argparse.Namespace) -> int:
 
 def _load_config(path: str) -> dict:
     """The config as the workflow reads it (schema checked: an unknown task kind is refused here too)."""
-    from seqpeft.preflight.check import read_config
+    from seqpeft.preflight.read import read_config
 
     return read_config(Path(path), cross_check=False)[0]
 

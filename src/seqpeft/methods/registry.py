@@ -298,11 +298,12 @@ register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP pr
                 peft_config="LoraConfig", options=("last_n_layers",), on_family_parameters=True))
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig"))
+                save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig",
+                options=("allocate_every",)))
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
                 _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state, peft_config="AdaLoraConfig",
-                options=("rs_probability", "rs_seed")))
+                options=("rs_probability", "rs_seed", "rs_restore", "allocate_every")))
 register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
                 _qlora, load_kwargs=_qlora_load_kwargs, peft_config="LoraConfig",
                 options=("last_n_layers", *QLORA_OWN_KEYS), on_family_parameters=True))

@@ -62,7 +62,7 @@ class Row:
 def load_config(configfile: Path) -> tuple[dict, Path | None]:
     """The config as the workflow sees it: pins.yaml beside it applied, schema defaults filled in,
     cross-references checked."""
-    from seqpeft.preflight.check import read_config
+    from seqpeft.preflight.read import read_config
 
     return read_config(configfile)
 
