@@ -84,3 +84,32 @@ def test_two_gpu_job_trains_like_one(task, tmp_path, mode, method):
     assert two["world_size"] == 2 and two["distributed"] == mode
     assert two["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=0.05)
     assert 0 < two["peak_memory_mb"] and json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_rehearsal_of_demo_jobs_on_the_gpu(tmp_path):
+    """``seqpeft rehearse`` of demo jobs whose model size asks for one GPU: every row ok, run on CUDA
+    (the rehearsal's peak memory is CUDA's, far below the CPU process's resident memory)."""
+    import csv
+    import subprocess
+    import sys
+
+    import yaml
+
+    from helpers import REPO
+
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config.update(results="results", published=None)
+    config.setdefault("resources", {}).setdefault("sizes", {})["tiny"] = {"gpu": 1, "mem_mb": 8000, "runtime": 30}
+    config["methods"]["qlora"] = {"r": 8, "lora_alpha": 16}
+    config["training"]["device"] = "auto"
+    config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_dna"], "methods": ["full", "lora", "qlora"]},
+                             {"tasks": ["demo_sp"], "models": ["tiny_esm"], "methods": ["lora"]}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml", "--steps", "5",
+                             "--", "--cores", "2", "--resources", "gpu=1"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(tmp_path / "results" / "rehearsal.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {row["outcome"] for row in rows} == {"ok"}, rows
+    assert all(float(row["peak_memory_mb"]) > 0 for row in rows)
