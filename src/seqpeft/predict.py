@@ -37,8 +37,9 @@ def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_s
     model.eval()
     count = len(split.data)
     order = np.argsort(-split.data.lengths, kind="stable")
+    real = split.data.labels.dtype.kind == "f"  # regression targets
     labels_out = np.empty(count, dtype=object) if split.per_residue else np.zeros((count, *split.data.labels.shape[1:]),
-                                                                                 dtype=np.int64)
+                                                                                 dtype=np.float32 if real else np.int64)
     logits_out: np.ndarray | None = np.empty(count, dtype=object) if split.per_residue else None
     losses, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     with torch.inference_mode():

@@ -14,6 +14,7 @@ from seqpeft.jobs import (
     model_params,
     prepared_models,
     synthetic_sources,
+    derived_sources,
     task_params,
     tune_trials_spec,
 )
@@ -24,6 +25,7 @@ from seqpeft.paths import (
     results_dir,
     source_dir,
     task_data_path,
+    source_file,
     tokenizer_dir,
     tokenizer_of,
     tuning_dir,
@@ -66,6 +68,7 @@ wildcard_constraints:
 
 DOWNLOADED_SOURCE = one_of(download_sources(config))
 SYNTHETIC_SOURCE = one_of(synthetic_sources(config))
+DERIVED_SOURCE = one_of(derived_sources(config))
 BUILT_TOKENIZER = one_of(config["tokenizers"])
 PREPARED_MODEL = one_of(prepared_models(config))
 
@@ -101,6 +104,12 @@ def hpo_args(wildcards):
 
 
 # ---- inputs ----
+
+
+def derive_source_input(wildcards):
+    """derive_source: the file of the source it derives from."""
+    spec = config["sources"][wildcards.source]
+    return {"fasta": source_file(config, spec["from"], spec["path"])}
 
 
 def model_tokenizer_input(wildcards):
@@ -235,6 +244,11 @@ def finetune_mem_mb(wildcards, attempt):
 
 
 FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
+
+
+def task_score(wildcards):
+    """The headline metric of a task's kind (MCC; Spearman for regression): what its figures plot."""
+    return TASK_KINDS[config["tasks"][wildcards.task]["kind"]].score
 
 
 def task_family(wildcards):

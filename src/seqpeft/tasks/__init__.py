@@ -16,6 +16,7 @@ from seqpeft.tasks.registry import FOLDS, REPLICATES, TASK_KINDS, PartitionSchem
 # Importing a kind's module registers it; the order is the order of `seqpeft list kinds`.
 from seqpeft.tasks import sequence_classification  # noqa: F401,E402
 from seqpeft.tasks import multi_label  # noqa: F401,E402
+from seqpeft.tasks import regression  # noqa: F401,E402
 from seqpeft.tasks.signal_peptide import kind as _signal_peptide  # noqa: F401,E402
 from seqpeft.tokenize import TokenizedTask, cache_meta, save_cache
 
@@ -40,8 +41,9 @@ def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_pat
     kind = task_kind(task_spec["kind"])
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     arrays: dict[str, np.ndarray] = {}
-    meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
+    alphabet = kind.alphabet_of(task_spec)
+    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "alphabet": alphabet}
+    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, None, alphabet))
     save_cache(Path(out_path), arrays, meta)
 
 
@@ -73,8 +75,9 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
         return ids, offsets
 
     arrays: dict[str, np.ndarray] = {}
-    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "dsp": encoder.description()}
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, encode))
+    alphabet = kind.alphabet_of(task_spec)
+    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "dsp": encoder.description(), "alphabet": alphabet}
+    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, encode, alphabet))
     meta["dsp_truncated"] = truncated
     if any(truncated.values()):
         print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "

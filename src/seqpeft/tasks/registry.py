@@ -93,11 +93,14 @@ class TaskKind:
     name: str
     summary: str  # one line: what the task's files hold (``seqpeft list tasks``, errors)
     partitions: PartitionScheme
-    tokenize: Callable[[Any, Any, dict], dict]  # (data path, tokenizer, arrays to fill) -> cache meta
+    # (data path, tokenizer, arrays to fill, encode or None, alphabet letters) -> cache meta; a
+    # ``fitted`` entry of the meta (what was learnt from the training split, e.g. a target scale)
+    # reaches the objective as task_spec["fitted"] and is saved with the run's artifacts
+    tokenize: Callable[..., dict]
     objective: Callable[[dict | None], Any]  # task spec -> seqpeft.objectives.Objective
     evaluate_file: Callable[..., dict]  # (predictor, path, partition) -> metrics, for `seqpeft evaluate`
     predict_file: Callable[..., int]  # (predictor, input path, output csv) -> rows written, for `seqpeft predict`
-    alphabet: str = "dna"
+    alphabet: str = "dna"  # letters of its tasks' sequences unless a task says family: or alphabet: (alphabet_of)
     per_residue: bool = False  # one label per residue (else one per sequence)
     text_template: bool = False  # inputs may be wrapped in a domain-shift prompt (seqpeft.dsp)
     sharding_conflict: str | None = None  # why its parameters cannot be sharded (FSDP), if they cannot
@@ -106,7 +109,22 @@ class TaskKind:
     outputs: tuple[str, ...] = ()
     synthetic: dict[str, Callable] = field(default_factory=dict)  # demo data generators: name -> writer(out_dir, **kw)
     settings: Callable[[dict | None], dict] = lambda task_spec: {}  # the task's own settings, for metrics.json
+    # the headline metric of its evaluations (summary's test_score, table, Pareto and over-time
+    # figures) and the dev metrics history.csv records at every evaluation
+    score: str = "mcc"
+    history_metrics: tuple[str, ...] = ("mcc", "accuracy")
 
+
+    def alphabet_of(self, task_spec: dict | None) -> str:
+        """The letters a task's sequences may hold: its ``alphabet`` (a name or the letters), else
+        its ``family``, else this kind's. Tokenization, evaluate and predict check against them."""
+        from seqpeft.data import resolve_alphabet
+
+        spec = task_spec or {}
+        try:
+            return resolve_alphabet(str(spec.get("alphabet") or spec.get("family") or self.alphabet))
+        except SeqpeftInputError as error:
+            raise SeqpeftInputError("alphabet", error.problem, fix=error.fix) from None
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:
         return self.partitions.splits(cache, str(partition), self.per_residue)
