@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check data files (GUE CSV, SignalP 6.0 FASTA, FASTA) before running jobs on them")
     validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
-    validate.add_argument("--alphabet", choices=["dna", "protein"], default="dna", help="letters allowed in sequences (CSV, plain FASTA)")
+    validate.add_argument("--alphabet", default="dna", help="letters allowed in sequences (CSV, plain FASTA): dna, "
+                          "protein, or the upper-case letters themselves (a task's family: or alphabet:)")
     validate.set_defaults(handler=_validate)
 
     view = commands.add_parser("view-report", help="open a Snakemake HTML report in headless Chromium, display every "
