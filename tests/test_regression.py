@@ -150,3 +150,39 @@ def test_signalp_derived_tasks_follow_the_homology_partitions(tmp_path):
     with_sp = [r for r in records.values() if r.partition == 2 and r.sp_type != "NO_SP"]
     assert len(rows) == len(with_sp)
     assert all(float(row["target"]) == sp_length(records[row["id"]].labels) > 0 for row in rows)
+
+
+@pytest.fixture(scope="module")
+def sp_length_task(tmp_path_factory, tiny_model_dir):
+    """A small slice of the real SP-length task (SignalP partitions 0/1/2), tokenized for tiny ESM."""
+    from seqpeft.tasks.signal_peptide.derived import derive_signalp_task
+
+    root = tmp_path_factory.mktemp("sp_length")
+    derive_signalp_task(shared_path("data/signalp/train_set.fasta"), root / "data", "signalp_sp_length", seed=0,
+                        n_train=96, n_dev=48, n_test=48)
+    model = tiny_model_dir("esm")
+    tokenize_task({"kind": KIND, "family": "protein"}, root / "data", model, root / "cache.npz")
+    return root, model
+
+
+def _methods() -> list[str]:
+    from seqpeft.methods import METHOD_NAMES
+
+    # QLoRA has tests of its own (4-bit kernels); ESM has no past-key-values for prefix tuning
+    return [method for method in METHOD_NAMES if method not in ("qlora", "prefix_tuning")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", _methods())
+def test_every_method_trains_a_protein_regression_task(sp_length_task, tmp_path, method):
+    from seqpeft.launch import run_finetune
+
+    root, model = sp_length_task
+    job = finetune_job(root / "cache.npz", model, tmp_path / "run", method=method, kind=KIND,
+                       model_spec={"max_length": 128}, task_spec={"kind": KIND, "family": "protein"},
+                       training={"epochs": 2, "batch_size": 16, "learning_rate": 4e-3, "device": "cpu"})
+    metrics = run_finetune(job)
+    assert metrics["score"] == "spearman" and np.isfinite(metrics["test"]["rmse"]) and metrics["test"]["mae"] > 0
+    assert 0 < metrics["trainable_params"] <= metrics["total_params"]
+    # the original scale: SP lengths are tens of residues, a standardised error would be about 1
+    assert metrics["test"]["rmse"] > 2
