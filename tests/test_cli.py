@@ -59,7 +59,7 @@ def test_list_kinds_names_every_registered_kind_and_its_partitions():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(TASK_KINDS)
-    assert "sequence,labels" in lines[1] and "t{T}v{V}" in lines[2]
+    assert "sequence,labels" in lines[1] and "t{T}v{V}" in lines[2] and "sequence,target" in lines[3]
 
 
 def test_evaluate_reproduces_the_run_and_prints_no_third_party_noise(dna_run):

@@ -16,8 +16,8 @@ from seqpeft.tasks.registry import FOLDS, REPLICATES, TASK_KINDS, PartitionSchem
 # Importing a kind's module registers it; the order is the order of `seqpeft list kinds`.
 from seqpeft.tasks import sequence_classification  # noqa: F401,E402
 from seqpeft.tasks import multi_label  # noqa: F401,E402
-from seqpeft.tasks import regression  # noqa: F401,E402
 from seqpeft.tasks.signal_peptide import kind as _signal_peptide  # noqa: F401,E402
+from seqpeft.tasks import regression  # noqa: F401,E402
 from seqpeft.tokenize import TokenizedTask, cache_meta, save_cache
 
 __all__ = ["FOLDS", "REPLICATES", "TASK_KINDS", "PartitionScheme", "TaskKind", "fold_indices", "objective_for",
