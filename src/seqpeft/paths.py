@@ -64,16 +64,11 @@ def task_data_path(config: dict, task: str) -> str:
     holding it; then that file is the data.
     """
     spec = section(config, "tasks")[task]
-    return source_file(config, spec["source"], spec["path"])
-
-
-def source_file(config: dict, source_name: str, path: str) -> str:
-    """``path`` inside a source (``task_data_path``'s rule for a local ``archive: none`` file)."""
-    source = section(config, "sources")[source_name] or {}
-    base = source_dir(config, source_name)
+    source = section(config, "sources")[spec["source"]] or {}
+    base = source_dir(config, spec["source"])
     if source.get("local") is not None and source.get("archive") == "none" and Path(base).is_file():
         return base
-    return str(Path(base) / path)
+    return str(Path(base) / spec["path"])
 
 
 def tokenizer_dir(config: dict, tokenizer: str) -> str:

@@ -25,7 +25,6 @@ from seqpeft.paths import (
     results_dir,
     source_dir,
     task_data_path,
-    source_file,
     tokenizer_dir,
     tokenizer_of,
     tuning_dir,
@@ -107,9 +106,9 @@ def hpo_args(wildcards):
 
 
 def derive_source_input(wildcards):
-    """derive_source: the file of the source it derives from."""
-    spec = config["sources"][wildcards.source]
-    return {"fasta": source_file(config, spec["from"], spec["path"])}
+    """derive_source: the directory (or local file) of the source it derives from; the rule that
+    makes that source declares the directory, the file inside it is read at run time."""
+    return {"source": source_dir(config, config["sources"][wildcards.source]["from"])}
 
 
 def model_tokenizer_input(wildcards):
