@@ -186,3 +186,44 @@ def test_every_method_trains_a_protein_regression_task(sp_length_task, tmp_path,
     assert 0 < metrics["trainable_params"] <= metrics["total_params"]
     # the original scale: SP lengths are tens of residues, a standardised error would be about 1
     assert metrics["test"]["rmse"] > 2
+
+
+def _run_metrics(root, task, method, kind, score, test, dev, trainable):
+    import json as _json
+
+    metrics = {"task": task, "model": "m", "method": method, "partition": "0", "task_kind": kind, "score": score,
+               "test": test, "dev": dev, "trainable_params": trainable, "total_params": 10000, "peak_memory_mb": 100.0,
+               "train_seconds": 5.0, "best_epoch": 1}
+    path = root / "runs" / task / "m" / method / "0" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(_json.dumps(metrics))
+    return path
+
+
+def test_summary_table_and_figures_rank_each_kind_by_its_own_score(tmp_path):
+    """A regression run needs no MCC: summary and table carry its Spearman as test_score beside
+    classification runs' MCC, and its Pareto and over-time figures plot Spearman."""
+    import pandas as pd
+
+    from seqpeft.aggregate import write_summary
+    from seqpeft.plots import plot_mcc_over_time, plot_pareto
+
+    classification = {"mcc": 0.6, "accuracy": 0.8, "f1": 0.7, "precision": 0.7, "recall": 0.7, "loss": 0.4}
+    files = [_run_metrics(tmp_path, "cls", "lora", "sequence_classification", "mcc", classification, classification, 10)]
+    for method, spearman, trainable in (("lora", 0.8, 10), ("full", 0.9, 10000), ("frozen", 0.2, 5)):
+        scores = {"spearman": spearman, "pearson": 0.7, "r2": 0.5, "rmse": 3.0, "mae": 2.0, "loss": 0.5,
+                  "selection": spearman}
+        files.append(_run_metrics(tmp_path, "reg", method, "regression", "spearman", scores, scores, trainable))
+    write_summary(files, tmp_path / "summary.csv", tmp_path / "table.csv")
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["task", "method"])
+    assert summary.loc[("reg", "full"), "test_score"] == 0.9 and summary.loc[("reg", "full"), "score"] == "spearman"
+    assert summary.loc[("cls", "lora"), "test_score"] == 0.6 and pd.isna(summary.loc[("reg", "lora"), "test_mcc"])
+    table = pd.read_csv(tmp_path / "table.csv").set_index(["task", "method"])
+    assert float(table.loc[("reg", "frozen"), "test_score"]) == 0.2 and table.loc[("reg", "frozen"), "score"] == "spearman"
+    figure = plot_pareto(tmp_path / "summary.csv", "reg", "params", tmp_path / "p.png", tmp_path / "p.svg")
+    assert "Spearman" in figure.axes[0].get_ylabel() and (tmp_path / "p.png").stat().st_size > 1000
+    history = tmp_path / "runs" / "reg" / "m" / "lora" / "0" / "history.csv"
+    history.write_text("step,epoch,wall_seconds,train_loss,dev_loss,dev_spearman,dev_rmse\n1,1,1.0,1,1,0.3,4\n"
+                       "2,2,2.0,1,1,0.5,3\n")
+    figure = plot_mcc_over_time([history], "reg", tmp_path / "t.png", tmp_path / "t.svg", score="spearman")
+    assert figure.axes[0].get_ylabel() == "Dev Spearman"
