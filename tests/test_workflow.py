@@ -29,6 +29,9 @@ RULES = ["download_source", "generate_demo_source", "derive_source", "build_toke
 def load(path: Path, results: Path) -> dict:
     config = yaml.safe_load(path.read_text())
     config["results"] = str(results)
+    for spec in config["sources"].values():  # pre-staged data (the demo's ../shared) is relative to the checkout
+        if (spec or {}).get("local"):
+            spec["local"] = str(ROOT / spec["local"])
     return config
 
 
