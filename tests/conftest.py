@@ -93,6 +93,9 @@ def demo_run(tmp_path_factory) -> DemoRun:
     workdir = tmp_path_factory.mktemp("demo")
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["results"] = "results"
+    for spec in config["sources"].values():  # pre-staged data (../shared) is relative to the checkout
+        if spec.get("local"):
+            spec["local"] = str(REPO / spec["local"])
     run = DemoRun(workdir, config)
     run.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run.snakemake()

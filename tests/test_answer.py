@@ -27,8 +27,8 @@ def _tables():
                              "trainable_params": v[1], "train_seconds": v[2], "peak_memory_mb": v[3], "world_size": 1}
                             for task, methods in RUNS.items() for method, v in methods.items()])
     table = summary.rename(columns={"test_mcc": "test_mcc_mean"}).assign(
-        n_runs=1, test_mcc_ci_low=lambda f: f["test_mcc_mean"] - 0.05, test_mcc_ci_high=lambda f: f["test_mcc_mean"] + 0.05,
-        test_mcc_ci_method="bootstrap")
+        n_runs=1, test_score_ci_low=lambda f: f["test_mcc_mean"] - 0.05, test_score_ci_high=lambda f: f["test_mcc_mean"] + 0.05,
+        test_score_ci_method="bootstrap")
     comparisons = pd.DataFrame([{"task": task, "model": "m", "method": method, "reference": "full",
                                  "reference_method": "full", "difference": v[0] - methods["full"][0],
                                  "ci_low": v[0] - methods["full"][0] - 0.03, "ci_high": v[0] - methods["full"][0] + 0.03,
@@ -122,8 +122,8 @@ def test_demo_predictions_reproduce_every_runs_score(demo_run):
 def test_demo_statistics_answer_and_rank_figures(demo_run):
     results = demo_run.results
     table = pd.read_csv(results / "table.csv")
-    assert (table["test_mcc_ci_method"] == "bootstrap").all()  # one partition per demo run
-    assert ((table["test_mcc_ci_low"] <= table["test_mcc_mean"]) & (table["test_mcc_mean"] <= table["test_mcc_ci_high"])).all()
+    assert (table["test_score_ci_method"] == "bootstrap").all()  # one partition per demo run
+    assert ((table["test_score_ci_low"] <= table["test_mcc_mean"]) & (table["test_mcc_mean"] <= table["test_score_ci_high"])).all()
     comparisons = pd.read_csv(results / "comparisons.csv")
     # the planted motif: full fine-tuning learns it, the frozen backbone with a trained head does not
     frozen = comparisons[(comparisons["task"] == "demo_tf") & (comparisons["model"] == "tiny_llama_dna")

@@ -61,6 +61,7 @@ def test_list_kinds_names_every_registered_kind_and_its_partitions():
     assert [line.split()[0] for line in lines] == list(TASK_KINDS)
     by_kind = {line.split()[0]: line for line in lines}
     assert "sequence,labels" in by_kind["multi_label_classification"] and "t{T}v{V}" in by_kind["signal_peptide"]
+    assert "sequence,target" in by_kind["regression"]
 
 
 def test_evaluate_reproduces_the_run_and_prints_no_third_party_noise(dna_run):

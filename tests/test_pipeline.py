@@ -36,15 +36,26 @@ def test_demo_writes_tables_and_figures_and_learns(demo_run):
         assert dna[(model, "full")] >= 0.5, dna
     # the tuned LoRA (a deterministic study of 6 full-length trials) does at least as well as the hand-set one
     assert dna[("tiny_llama_dna", "lora_hpo")] >= dna[("tiny_llama_dna", "lora")], dna
-    # the multi-label task: every method the DNA task runs, and every label learnt by LoRA and full fine-tuning
+    # the multi-label task: methods of the DNA task, and every label learnt by LoRA and full fine-tuning
     marks = summary[summary.task == "demo_marks"].set_index(["model", "method"])
-    assert set(marks.index.get_level_values("method")) == set(summary[summary.task == "demo_tf"].method)
+    assert set(marks.index.get_level_values("method")) <= set(summary[summary.task == "demo_tf"].method)
     for method in ("lora", "full"):
         per_label = marks.loc[("tiny_llama_dna", method), ["test_mcc_label0", "test_mcc_label1", "test_mcc_label2"]]
         assert (per_label >= 0.5).all(), per_label
     assert marks["test_auroc"].notna().all() and (marks["task_kind"] == "multi_label_classification").all()
     frozen = summary[summary.method == "frozen"]
     assert (frozen.trainable_params < frozen.total_params / 50).all()
+    # sequence-level protein tasks on real SignalP data (tiny ESM) and DNA regression, scored by their kind's score
+    score = summary.set_index(["task", "method"])
+    for task, kind, name in (("demo_sp_type", "sequence_classification", "mcc"), ("demo_sp_length", "regression",
+                                                                                  "spearman")):
+        assert (score.loc[task, "score"] == name).all() and (score.loc[task, "task_kind"] == kind).all()
+        for method in ("lora", "full"):
+            assert score.loc[(task, method), "test_score"] > score.loc[(task, "frozen"), "test_score"], score.loc[task]
+    assert score.loc[("demo_sp_type", "lora"), "test_f1"] > 0  # macro F1 over the 6 SP types, beside MCC
+    for method in ("lora", "full"):
+        assert score.loc[("demo_gc", method), "test_spearman"] >= 0.5, score.loc["demo_gc"]
+    assert (table.set_index("task").loc["demo_gc", "score"] == "spearman").all()
     signalp = pd.read_csv(results / "signalp_table.csv")
     assert set(signalp.method) == set(summary[summary.task == "demo_sp"].method)
     for name in ("signalp_mcc", "signalp_cleavage_w0"):

@@ -147,8 +147,8 @@ def test_pareto_error_bars_are_the_tables_intervals(tmp_path):
 
     summary = pd.DataFrame({"task": "t", "model": "m", "method": ["full", "lora"], "partition": "0",
                             "test_mcc": [0.8, 0.7], "trainable_params": [50_000, 800]})
-    table = pd.DataFrame({"task": "t", "model": "m", "method": ["full", "lora"], "test_mcc_ci_low": [0.75, 0.6],
-                          "test_mcc_ci_high": [0.82, 0.78]})
+    table = pd.DataFrame({"task": "t", "model": "m", "method": ["full", "lora"], "test_score_ci_low": [0.75, 0.6],
+                          "test_score_ci_high": [0.82, 0.78]})
     summary.to_csv(tmp_path / "summary.csv", index=False)
     table.to_csv(tmp_path / "table.csv", index=False)
     figure = plot_pareto(tmp_path / "summary.csv", "t", "params", tmp_path / "p.png", tmp_path / "p.svg",

@@ -72,14 +72,14 @@ def test_intervals_t_over_three_runs_and_bootstrap_below():
     table = add_intervals(build_table(summary), summary, frames, {"sequence_classification": SCORE}, SETTINGS)
     three = table[table["method"] == "three"].iloc[0]
     expected = t_interval(summary[summary["method"] == "three"]["test_mcc"], 0.95)
-    assert three["test_mcc_ci_method"] == "t"
-    assert (three["test_mcc_ci_low"], three["test_mcc_ci_high"]) == pytest.approx(expected)
+    assert three["test_score_ci_method"] == "t"
+    assert (three["test_score_ci_low"], three["test_score_ci_high"]) == pytest.approx(expected)
     one = table[table["method"] == "one"].iloc[0]
-    assert one["test_mcc_ci_method"] == "bootstrap"
+    assert one["test_score_ci_method"] == "bootstrap"
     mcc = summary[summary["method"] == "one"]["test_mcc"].iloc[0]
     # a 10% flip rate on 200 examples: MCC ~0.8 with a bootstrap half-width of ~0.08
-    assert one["test_mcc_ci_low"] < mcc < one["test_mcc_ci_high"]
-    assert 0.04 < (one["test_mcc_ci_high"] - one["test_mcc_ci_low"]) / 2 < 0.15
+    assert one["test_score_ci_low"] < mcc < one["test_score_ci_high"]
+    assert 0.04 < (one["test_score_ci_high"] - one["test_score_ci_low"]) / 2 < 0.15
     assert one["test_mcc"].startswith(f"{mcc:.3f} [")
 
 

@@ -22,7 +22,7 @@ from seqpeft.config.jobs import expand_runs
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "config.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
-RULES = ["download_source", "generate_demo_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
+RULES = ["download_source", "generate_demo_source", "derive_source", "build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp",
          "tune_trials", "tune", "finetune", "aggregate", "pareto_figure", "mcc_over_time_figure", "signalp_table",
          "signalp_figures", "reproduction", "statistics", "rank_figure", "answer", "all"]
 # the rules that only read results (rerunning answer.md reruns some of these, never a training job)
@@ -32,6 +32,9 @@ AGGREGATION = {"aggregate", "statistics", "rank_figure", "answer", "pareto_figur
 def load(path: Path, results: Path) -> dict:
     config = yaml.safe_load(path.read_text())
     config["results"] = str(results)
+    for spec in config["sources"].values():  # pre-staged data (the demo's ../shared) is relative to the checkout
+        if (spec or {}).get("local"):
+            spec["local"] = str(ROOT / spec["local"])
     return config
 
 
@@ -52,14 +55,16 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     assert code == 0, out[-3000:]
     stats = job_stats(out)
     assert set(stats) == set(RULES) - {"download_source"}
-    # demo_tf: 8 methods x 2 models, + adalora_rs, lopa, lora_hpo on llama; lora, lora_dsp, lora_dsp_nt on the
-    # byte-level llama; demo_marks (multi-label): the same 11 methods on llama and the 2 DSP variants; demo_sp: 9
-    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 2 * 8 + 3 + 3 + 13 + 9
-    assert stats["tune_trials"] == 12 and stats["tune"] == 2  # lora_hpo's study per task: 6 trials, one job each
-    assert stats["generate_demo_source"] == 3
+    # demo_tf: 11 methods on llama, 3 on bert; lora, lora_dsp, lora_dsp_nt on the byte-level llama;
+    # demo_marks (multi-label): 4 methods on llama and the 2 DSP variants; demo_sp: 5; the two SignalP-derived
+    # protein tasks (classification, regression) x 3 on tiny ESM; demo_gc (DNA regression) x 3 on llama
+    assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 11 + 3 + 3 + 4 + 2 + 5 + 2 * 3 + 3
+    assert stats["tune_trials"] == 6 and stats["tune"] == 1  # lora_hpo's study on demo_tf: 6 trials, one job each
+    assert stats["generate_demo_source"] == 4
+    assert stats["derive_source"] == 2  # the protein tasks, from the real SignalP FASTA in ../shared
     assert stats["build_tokenizer"] == 3
     assert stats["prepare_model"] == 4
-    assert stats["tokenize"] == 4  # one cache per task x tokenizer, shared by the two char-level DNA models
+    assert stats["tokenize"] == 7  # one cache per task x tokenizer, shared by the two char-level DNA models
     assert stats["tokenize_dsp"] == 4  # one per task x model x DSP encoding
     assert stats["signalp_table"] == 1 and stats["signalp_figures"] == 1  # the one signal-peptide task
     assert stats["statistics"] == 1 and stats["answer"] == 1
@@ -195,7 +200,8 @@ def test_reruns_follow_params_not_unrelated_edits(tmp_path):
     code, out = run("-n", *triggers, "--configfile", write_config(tmp_path, changed), workdir=workdir)
     assert code == 0, out[-3000:]
     stats = job_stats(out)
-    assert stats["finetune"] == 5  # demo_tf x 3 DNA models + demo_marks x tiny_llama_dna + demo_sp x tiny_esm
+    # demo_tf x 3 DNA models, demo_marks and demo_gc x tiny_llama_dna, demo_sp and the 2 protein tasks x tiny_esm
+    assert stats["finetune"] == 8
     assert {"build_tokenizer", "prepare_model", "tokenize", "tokenize_dsp", "generate_demo_source"}.isdisjoint(stats)
     rerun = re.findall(r"wildcards: task=(\w+), model=(\w+), method=(\w+), partition=(\w+)", out)
     assert {method for _, _, method, _ in rerun} == {"lora"}
@@ -231,8 +237,9 @@ def test_full_benchmark_dry_run_lists_every_rule_offline(full_dry_run_process):
     config = load(FULL, results)
     runs = expand_runs(config)
     # 28 GUE tasks x 3 replicates: 4 models x 11 methods, NT x 10 (no prefix tuning), 2 models x 2 DSP
-    # variants; SignalP: 6 folds x 13
-    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 11 + 10 + 2 * 2) + 6 * 13
+    # variants; SignalP: 6 folds x 13; SP type and SP length: 3 replicates x 13
+    assert stats["finetune"] == len(runs) == 28 * 3 * (4 * 11 + 10 + 2 * 2) + 6 * 13 + 2 * 3 * 13
+    assert stats["derive_source"] == 2
     assert stats["tokenize_dsp"] == 28 * 2 * 2
     assert stats["download_source"] == 2  # GUE and SignalP; the alternative GUE zip is used by no task
     assert stats["prepare_model"] == len(config["models"])

@@ -253,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", help="files to check; the first problem is reported with its line and fix")
     validate.add_argument("--kind", help="the task kind that will read the files (seqpeft list kinds); default: "
                           "inferred from each file's header (a plain FASTA is checked as predict input)")
-    validate.add_argument("--alphabet", choices=["dna", "protein"], help="letters allowed in sequences "
-                          "(default: the kind's; dna for a plain FASTA)")
+    validate.add_argument("--alphabet", help="letters allowed in sequences: dna, protein, or the upper-case letters "
+                          "themselves (a task's family: or alphabet:); default: the kind's, dna for a plain FASTA")
     validate.set_defaults(handler=_validate)
 
     view = commands.add_parser("view-report", help="open a Snakemake HTML report in headless Chromium, display every "

@@ -15,6 +15,7 @@ from seqpeft.config.jobs import (
     model_params,
     prepared_models,
     synthetic_sources,
+    derived_sources,
     task_params,
     tune_trials_spec,
 )
@@ -72,6 +73,7 @@ wildcard_constraints:
 
 DOWNLOADED_SOURCE = one_of(download_sources(config))
 SYNTHETIC_SOURCE = one_of(synthetic_sources(config))
+DERIVED_SOURCE = one_of(derived_sources(config))
 BUILT_TOKENIZER = one_of(config["tokenizers"])
 PREPARED_MODEL = one_of(prepared_models(config))
 
@@ -107,6 +109,12 @@ def hpo_args(wildcards):
 
 
 # ---- inputs ----
+
+
+def derive_source_input(wildcards):
+    """derive_source: the directory (or local file) of the source it derives from; the rule that
+    makes that source declares the directory, the file inside it is read at run time."""
+    return {"source": source_dir(config, config["sources"][wildcards.source]["from"])}
 
 
 def model_tokenizer_input(wildcards):
@@ -268,6 +276,11 @@ def rehearsal_runtime(wildcards, attempt):
 
 
 FAMILY_TITLES = {"dna": "DNA", "protein": "protein"}
+
+
+def task_score(wildcards):
+    """The headline metric of a task's kind (MCC; Spearman for regression): what its figures plot."""
+    return task_kind(config["tasks"][wildcards.task]["kind"]).score
 
 
 def task_family(wildcards):

@@ -35,3 +35,24 @@ rule generate_demo_source:
         "../../envs/data.yaml"
     script:
         "../scripts/generate_demo_source.py"
+
+
+rule derive_source:
+    input:
+        unpack(derive_source_input),
+    output:
+        directory(f"{R}/sources/{{source}}"),
+    log:
+        f"{R}/logs/derive_source/{{source}}.log",
+    params:
+        spec=lambda wildcards: canonical(config["sources"][wildcards.source]),
+    wildcard_constraints:
+        source=DERIVED_SOURCE,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/derive_source.py"

@@ -109,6 +109,8 @@ rule mcc_over_time_figure:
         svg=f"{R}/figures/{{task}}/mcc_over_time.svg",
     log:
         f"{R}/logs/figures/{{task}}/mcc_over_time.log",
+    params:
+        score=task_score,
     threads: 1
     resources:
         mem_mb=2000,

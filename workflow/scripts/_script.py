@@ -104,10 +104,11 @@ def done_line(snakemake, started: float) -> str:
     metrics = snakemake.output.get("metrics") if hasattr(snakemake.output, "get") else None
     if metrics and Path(metrics).is_file():
         try:
-            test = json.loads(Path(metrics).read_text()).get("test", {})
-            mcc = test.get("mcc")
-            if isinstance(mcc, (int, float)) and not math.isnan(mcc):
-                figure = f": test MCC {mcc:.3f}"
+            written = json.loads(Path(metrics).read_text())
+            score = written.get("score", "mcc")  # the task kind's headline metric
+            value = written.get("test", {}).get(score)
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                figure = f": test {score.upper() if score == 'mcc' else score} {value:.3f}"
         except (OSError, ValueError):
             pass
     return f"[seqpeft] done {snakemake.rule}{' ' + where if where else ''}{figure} ({time.monotonic() - started:.0f} s)"

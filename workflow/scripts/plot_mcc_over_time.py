@@ -1,4 +1,4 @@
-"""mcc_over_time_figure: dev MCC against training time for every run of one task."""
+"""mcc_over_time_figure: dev MCC (the task kind's score) against training time for every run of one task."""
 
 from pathlib import Path
 
@@ -9,4 +9,4 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
 
     sm = snakemake  # noqa: F821
     plot_mcc_over_time([Path(f) for f in sm.input.histories], sm.wildcards.task, Path(sm.output.png), Path(sm.output.svg),
-                       methods=list(sm.config.get("methods", {})))
+                       methods=list(sm.config.get("methods", {})), score=sm.params.score)

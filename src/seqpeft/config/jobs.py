@@ -185,6 +185,11 @@ def download_sources(config: dict) -> list[str]:
             if (spec or {}).get("url") is not None and (spec or {}).get("local") is None]
 
 
+def derived_sources(config: dict) -> list[str]:
+    """Sources the derive rule writes from another source's file (seqpeft.tasks.signal_peptide.derived)."""
+    return [name for name, spec in section(config, "sources").items() if (spec or {}).get("derive") is not None]
+
+
 def synthetic_sources(config: dict) -> list[str]:
     return [name for name, spec in section(config, "sources").items() if (spec or {}).get("synthetic") is not None]
 

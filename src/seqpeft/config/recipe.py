@@ -129,7 +129,7 @@ def selection_score(dev: dict, select_on: str) -> float:
     if select_on == "loss":
         return -float(dev["loss"])
     if select_on == "mcc":
-        return float(dev.get("selection", dev["mcc"]))
+        return float(dev["selection"] if "selection" in dev else dev["mcc"])
     raise SeqpeftInputError("training.select_on", f"{select_on!r} is not a selection criterion.", fix=f"use one of {SELECT_ON}.")
 
 

@@ -26,7 +26,8 @@ from seqpeft.config.recipe import selection_score
 from seqpeft.config.settings import TUNED_KEYS
 
 DIRECTION = "maximize"
-METRIC = "dev selection metric (MCC; detection + cleavage-site MCC for signal peptides; minus dev loss under select_on: loss)"
+METRIC = ("dev selection metric (MCC; detection + cleavage-site MCC for signal peptides; Spearman for regression; "
+          "minus dev loss under select_on: loss)")
 
 # The default search space of each registry method: which family of learning rates suits it.
 # A peft pass-through (``peft: LoHaConfig`` ...) tunes in the low-rank space.

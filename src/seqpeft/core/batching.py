@@ -61,5 +61,6 @@ def collate(split: Split, indices: np.ndarray, pad_id: int, max_length: int, tor
             residue_labels = residue_labels[:room]
             labels[row, split.leading_specials:split.leading_specials + len(residue_labels)] = residue_labels
     else:
-        labels = data.labels[indices].astype(np.int64)
+        labels = data.labels[indices]
+        labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)  # real targets of regression
     return torch.from_numpy(input_ids), torch.from_numpy(attention), torch.from_numpy(labels)

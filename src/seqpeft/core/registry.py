@@ -112,11 +112,14 @@ class TaskKind:
     name: str
     summary: str  # one line: what the task's files hold (``seqpeft list tasks``, errors)
     partitions: PartitionScheme
-    tokenize: Callable[[Any, Any, dict], dict]  # (data path, tokenizer, arrays to fill) -> cache meta
+    # (data path, tokenizer, arrays to fill, encode or None, alphabet letters) -> cache meta; a
+    # ``fitted`` entry of the meta (what was learnt from the training split, e.g. a target scale)
+    # reaches the objective as task_spec["fitted"] and is saved with the run's artifacts
+    tokenize: Callable[..., dict]
     objective: Callable[[dict | None], Any]  # task spec -> seqpeft.core.objectives.Objective
     evaluate_file: Callable[..., dict]  # (predictor, path, partition) -> metrics, for `seqpeft evaluate`
     predict_file: Callable[..., int]  # (predictor, input path, output csv) -> rows written, for `seqpeft predict`
-    alphabet: str = "dna"
+    alphabet: str = "dna"  # letters of its tasks' sequences unless a task says family: or alphabet: (alphabet_of)
     per_residue: bool = False  # one label per residue (else one per sequence)
     text_template: bool = False  # inputs may be wrapped in a domain-shift prompt (seqpeft.methods.dsp)
     sharding_conflict: str | None = None  # why its parameters cannot be sharded (FSDP), if they cannot
@@ -131,6 +134,10 @@ class TaskKind:
     # Whether a file whose first non-blank line (a CSV header, a FASTA header) is this one holds
     # the kind's data: how `seqpeft validate` picks the kind when --kind is not given.
     claims: Callable[[str], bool] = lambda first_line: False
+    # the headline metric of its evaluations (summary's test_score, table, Pareto and over-time
+    # figures) and the dev metrics history.csv records at every evaluation
+    score: str = "mcc"
+    history_metrics: tuple[str, ...] = ("mcc", "accuracy")
 
     # Per-example test predictions (a run's predictions_test.parquet), so that every number can be
     # recomputed and comparisons paired: (test split, the objective's predictions) -> named columns,
@@ -140,6 +147,17 @@ class TaskKind:
     # columns to arrays (``frame[column]``; a bootstrap resample is such a mapping): what
     # seqpeft.results.stats resamples for intervals and paired comparisons.
     score_predictions: Callable[[Any], float] | None = None
+
+    def alphabet_of(self, task_spec: dict | None) -> str:
+        """The letters a task's sequences may hold: its ``alphabet`` (a name or the letters), else
+        its ``family``, else this kind's. Tokenization, evaluate and predict check against them."""
+        from seqpeft.data.readers import resolve_alphabet
+
+        spec = task_spec or {}
+        try:
+            return resolve_alphabet(str(spec.get("alphabet") or spec.get("family") or self.alphabet))
+        except SeqpeftInputError as error:
+            raise SeqpeftInputError("alphabet", error.problem, fix=error.fix) from None
 
     def splits(self, cache: TokenizedTask, partition: str) -> dict[str, Split]:
         return self.partitions.splits(cache, str(partition), self.per_residue)
@@ -188,8 +206,9 @@ def tokenize_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, out_pat
     kind = task_kind(task_spec["kind"])
     tokenizer = load_tokenizer(tokenizer_dir)
     arrays: dict[str, np.ndarray] = {}
-    meta = cache_meta(kind.name, tokenizer, tokenizer_dir, data_path)
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays))
+    alphabet = kind.alphabet_of(task_spec)
+    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "alphabet": alphabet}
+    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, None, alphabet))
     save_cache(Path(out_path), arrays, meta)
 
 

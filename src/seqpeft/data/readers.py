@@ -88,7 +88,13 @@ def resolve_alphabet(alphabet: str) -> str:
         return ALPHABETS[alphabet]
     if alphabet and alphabet.isalpha() and alphabet.isupper():
         return alphabet
-    raise SeqpeftInputError(None, f"unknown alphabet {alphabet!r}.", fix=f"use one of {sorted(ALPHABETS)}.")
+    raise SeqpeftInputError(None, f"unknown alphabet {alphabet!r}.",
+                            fix=f"use one of {sorted(ALPHABETS)}, or the allowed letters themselves in upper case.")
+
+
+def alphabet_name(letters: str) -> str | None:
+    """``"dna"`` or ``"protein"`` for those alphabets' letters, None for an alphabet of its own."""
+    return next((name for name, value in ALPHABETS.items() if value == letters), None)
 
 
 def _deleter(letters: str) -> dict[int, None]:
@@ -120,13 +126,17 @@ def _alphabet_name(letters: str) -> str:
     return f"the alphabet {letters}"
 
 
+ALPHABET_FIX = ("set the task's alphabet in the config: family: dna | protein, or alphabet: <the letters>, e.g. "
+                "alphabet: ACGTNRY (seqpeft validate --alphabet likewise)")
+
+
 def _check_letters(path: Path, sequence: str, letters: str, line: int | None, record: str | None = None,
                    what: str = "sequence") -> None:
     bad = _bad_letters(sequence, letters)
     if bad:
         raise SeqpeftInputError(
             path, f"{what} contains letters outside {_alphabet_name(letters)}: {_describe_letters(bad)}.",
-            fix=f"remove or replace those letters{_unknown_hint(letters)}, or check that the task's alphabet is right.",
+            fix=f"remove or replace those letters{_unknown_hint(letters)}, or, if they belong, {ALPHABET_FIX}.",
             line=line, record=record)
 
 

@@ -11,7 +11,7 @@ from seqpeft.data.readers import (KINGDOMS, PARTITIONS, PROTEIN_ALPHABET, RESIDU
 from seqpeft.util.errors import SeqpeftInputError
 
 
-def read_signalp_fasta(path: str | Path) -> list[SignalPRecord]:
+def read_signalp_fasta(path: str | Path, alphabet: str = PROTEIN_ALPHABET) -> list[SignalPRecord]:
     """Read SignalP 6.0 three-line records (header, sequence, per-residue labels), LF or CRLF.
 
     Blank lines between records are allowed; anything else that breaks the three-line rhythm is an
@@ -31,7 +31,7 @@ def read_signalp_fasta(path: str | Path) -> list[SignalPRecord]:
             continue
         if index + 2 >= n:
             _truncated(path, lines, index)
-        record = _signalp_record(path, lines, index)
+        record = _signalp_record(path, lines, index, alphabet)
         if record.accession in first_line:
             raise SeqpeftInputError(
                 path, f"duplicate accession {record.accession!r} (first record at line {first_line[record.accession]}).",
@@ -59,7 +59,7 @@ def _truncated(path: Path, lines: list[str], index: int) -> None:
                             line=index + 1, record=accession)
 
 
-def _signalp_record(path: Path, lines: list[str], index: int) -> SignalPRecord:
+def _signalp_record(path: Path, lines: list[str], index: int, alphabet: str) -> SignalPRecord:
     accession, kingdom, sp_type, partition = _signalp_header(path, lines[index].strip(), index + 1)
     sequence = lines[index + 1].strip().upper()
     labels = lines[index + 2].strip()
@@ -71,7 +71,7 @@ def _signalp_record(path: Path, lines: list[str], index: int) -> SignalPRecord:
         raise SeqpeftInputError(path, "expected the label line after the sequence.",
                                 fix="each record is three lines: header, sequence, labels.",
                                 line=index + 3, record=accession)
-    _check_letters(path, sequence, PROTEIN_ALPHABET, index + 2, accession)
+    _check_letters(path, sequence, alphabet, index + 2, accession)
     if len(labels) != len(sequence):
         raise SeqpeftInputError(path, f"label line has {len(labels)} letters but the sequence has {len(sequence)}.",
                                 fix="there must be one label per residue.", line=index + 3, record=accession)

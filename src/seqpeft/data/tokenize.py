@@ -203,7 +203,8 @@ def tokenize_csv_splits(tokenizer, splits: dict, arrays: dict,
     for name, records in splits.items():
         ids, offsets = encode(records.sequences, records.path)
         arrays[f"{name}_ids"], arrays[f"{name}_offsets"] = ids, offsets
-        arrays[f"{name}_labels"] = records.labels.astype(np.int64)
+        real = records.labels.dtype.kind == "f"  # regression targets
+        arrays[f"{name}_labels"] = records.labels.astype(np.float32 if real else np.int64)
     labels = [records.labels for records in splits.values()]
     num_labels = labels[0].shape[1] if labels[0].ndim == 2 else int(max(int(values.max()) for values in labels)) + 1
     return {"num_labels": int(num_labels), "splits": list(splits)}

@@ -287,8 +287,9 @@ def tokenize_dsp_task(task_spec: dict, data_path: Path, tokenizer_dir: Path, dsp
         return ids, offsets
 
     arrays: dict = {}
-    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "dsp": encoder.description()}
-    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, encode))
+    alphabet = kind.alphabet_of(task_spec)
+    meta = {**cache_meta(kind.name, tokenizer, tokenizer_dir, data_path), "dsp": encoder.description(), "alphabet": alphabet}
+    meta.update(kind.tokenize(Path(data_path), tokenizer, arrays, encode, alphabet))
     meta["dsp_truncated"] = truncated
     if any(truncated.values()):
         print(f"[seqpeft] DSP: sequences shortened to fit max_length={encoder.settings.max_length} with the whole "

@@ -66,6 +66,7 @@ def check_config(config: dict) -> None:
     max_length_overrides(config)  # one input length per run
     _check_applicability(config, models, methods, experiments)
     _check_method_options(config, models, methods, experiments)
+    _check_alphabets(tasks, models, tokenizers, experiments)
     check_hpo(config)
     _check_processes(config, tasks, models, methods, experiments)
 
@@ -92,11 +93,19 @@ def _check_sources(sources: dict) -> None:
     for name, spec in sources.items():
         path = f"sources.{name}"
         spec = spec or {}
-        kinds = [k for k in ("url", "local", "synthetic") if spec.get(k) is not None]
-        if "synthetic" in kinds and len(kinds) > 1:
-            _fail(path, "a synthetic source cannot also have 'url' or 'local'.")
+        kinds = [k for k in ("url", "local", "synthetic", "derive") if spec.get(k) is not None]
+        for made in ("synthetic", "derive"):
+            if made in kinds and len(kinds) > 1:
+                _fail(path, f"a {'synthetic' if made == 'synthetic' else 'derived'} source cannot also have "
+                      f"{' or '.join(repr(k) for k in kinds if k != made)}.")
         if not kinds:
-            _fail(path, "needs 'url' (downloaded), 'local' (pre-staged copy) or 'synthetic' (generated).")
+            _fail(path, "needs 'url' (downloaded), 'local' (pre-staged copy), 'synthetic' (generated) or 'derive' "
+                  "(written from another source).")
+        if "derive" in kinds:
+            origin = spec.get("from")
+            if origin not in sources or (sources[origin] or {}).get("derive") is not None:
+                _unknown(f"{path}.from", "source (downloaded, local or synthetic)", origin,
+                         [n for n, s in sources.items() if not (s or {}).get("derive")])
         # a url without sha256/git_blob is unpinned: listed by the workflow, refused by its job
         # unless allow_unpinned (seqpeft.config.pins)
         if spec.get("url") is not None and spec.get("local") is None and spec.get("archive") == "none" \
@@ -281,6 +290,49 @@ def _check_method_options(config: dict, models: dict, methods: dict, experiments
                     option, text, fix = problem
                     _fail(f"methods.{name}.{option}", f"{text} (method variant {name!r} with model {model!r}, "
                           f"experiments[{i}])", fix)
+# What a model reads when its entry does not say (models.<name>.alphabet): by the tokenizer a
+# config-built model uses, else by family. An esm-family hub model may read either (ESM-2 reads
+# proteins, the Nucleotide Transformer DNA): without alphabet: it is not checked.
+TOKENIZER_ALPHABETS = {"nucleotide": "dna", "kmer": "dna", "esm": "protein", "bytes": "any"}
+FAMILY_ALPHABETS = {"dnabert2": "dna", "mistral": "dna", "mixtral": "dna"}
+
+
+def model_alphabet(spec: dict, tokenizers: dict) -> str | None:
+    """dna, protein or any (text models); None when the config cannot tell."""
+    spec = spec or {}
+    if spec.get("alphabet"):
+        return str(spec["alphabet"])
+    tokenizer = (tokenizers.get(spec["tokenizer"]) or {}) if spec.get("tokenizer") else {}
+    if tokenizer.get("kind") in TOKENIZER_ALPHABETS:
+        return TOKENIZER_ALPHABETS[tokenizer["kind"]]
+    family = (spec.get("build") or {}).get("family") or spec.get("family")
+    return FAMILY_ALPHABETS.get(family)
+
+
+def _check_alphabets(tasks: dict, models: dict, tokenizers: dict, experiments: list) -> None:
+    """A protein task on a model that reads only DNA, or the reverse, learns nothing: refuse it
+    before any job runs (an explicit task alphabet must lie within the model's letters)."""
+    from seqpeft.data.readers import ALPHABETS, alphabet_name
+
+    for i, block in enumerate(experiments):
+        for task in (block or {}).get("tasks") or []:
+            spec = tasks[task] or {}
+            try:
+                letters = task_kinds()[spec["kind"]].alphabet_of(spec)
+            except SeqpeftInputError as error:
+                _fail(f"tasks.{task}.alphabet", error.problem, error.fix)
+            for model in (block or {}).get("models") or []:
+                reads = model_alphabet(models.get(model), tokenizers)
+                if reads in (None, "any"):
+                    continue
+                named = alphabet_name(letters)
+                fits = named == reads if named else not set(letters) - set(ALPHABETS[reads])
+                if not fits:
+                    _fail(f"experiments[{i}]", f"task {task!r} holds {named or 'letters ' + letters} sequences but "
+                          f"model {model!r} reads {reads} only.",
+                          f"pair {task!r} with a {named or 'suitable'} model in a block of its own, or, if the task's "
+                          f"alphabet is wrong, set tasks.{task}.family (dna | protein) or tasks.{task}.alphabet; "
+                          f"models.{model}.alphabet says what the model reads.")
 
 
 def _check_processes(config: dict, tasks: dict, models: dict, methods: dict, experiments: list) -> None:

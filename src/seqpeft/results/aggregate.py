@@ -2,7 +2,9 @@
 
 ``summary.csv`` has one row per run (task x model x method x partition); ``table.csv`` has one row
 per task x model x method with the mean, sample standard deviation and count of the headline
-metrics over partitions, plus a human-readable ``test_mcc`` column (``0.712 ± 0.013``).
+metrics over partitions, plus human-readable ``test_score`` and ``test_mcc`` columns (``0.712 ± 0.013``).
+``score`` names each run's headline metric, its task kind's (MCC; Spearman for regression), and
+``test_score`` / ``dev_score`` hold it, so tables and figures rank every kind by its own score.
 
 Both files are written atomically (temporary file in the same directory, then ``os.replace``) so an
 interrupted job never leaves a half-written table for a later rule to read. Neither this module
@@ -26,6 +28,9 @@ from seqpeft.util.errors import SeqpeftInputError
 
 ID_KEYS = ("task", "model", "method", "partition")
 METRIC_KEYS = ("mcc", "accuracy", "f1", "precision", "recall", "loss")
+# The metrics a run's test and dev blocks must hold, by the run's headline ``score`` (metrics.json,
+# its task kind's TaskKind.score): the classification metrics for MCC, else the score and the loss.
+REQUIRED_METRICS = {"mcc": METRIC_KEYS}
 SPLITS = ("test", "dev")
 NUMERIC_KEYS = ("trainable_params", "total_params", "peak_memory_mb", "train_seconds", "best_epoch")
 REQUIRED_KEYS = ID_KEYS + SPLITS + NUMERIC_KEYS
@@ -50,10 +55,14 @@ SUMMARY_COLUMNS = (
     "memory_measure",  # what peak_memory_mb measures (seqpeft.training.assemble: CUDA allocator peak or a CPU RSS peak)
     "head",  # the classifier: seqpeft's own, or the family's transformers class (seqpeft.models.hf_head)
     "world_size",  # processes (GPUs) of the job: train_seconds x world_size is its device time
+    "score",  # the name of the run's headline metric (its task kind's): mcc, or spearman for regression
+    "test_score",
+    "dev_score",
 )
 
 # Metrics summarised over partitions in table.csv.
 TABLE_METRICS = (
+    "test_score",
     "test_mcc",
     "test_accuracy",
     "test_f1",
@@ -124,19 +133,23 @@ def load_run_metrics(path: str | Path) -> dict[str, Any]:
             raise SeqpeftInputError(path, f"key {key!r} must be a non-empty string, got {value!r}.", fix=fix)
         flat[key] = str(value)
 
+    score = str(raw.get("score") or "mcc")  # runs written before the key existed were scored on MCC
+    required = REQUIRED_METRICS.get(score, (score, "loss"))
+    flat["score"] = score
     for split in SPLITS:
         block = raw[split]
         if not isinstance(block, dict):
             raise SeqpeftInputError(path, f"key {split!r} must be an object of metrics, got {block!r}.", fix=fix)
-        missing = [m for m in METRIC_KEYS if m not in block]
+        missing = [m for m in required if m not in block]
         if missing:
             names = ", ".join(f"'{split}.{m}'" for m in missing)
             raise SeqpeftInputError(path, f"missing required key(s): {names}.", fix=fix)
-        for metric in METRIC_KEYS:
+        for metric in required:
             flat[f"{split}_{metric}"] = _number(path, f"{split}.{metric}", block[metric])
         for metric, value in block.items():  # extra metrics (e.g. auroc) if scalar
-            if metric not in METRIC_KEYS and (_is_number(value) or isinstance(value, str) or value is None):
+            if metric not in required and (_is_number(value) or isinstance(value, str) or value is None):
                 flat[f"{split}_{metric}"] = math.nan if value is None else value
+        flat[f"{split}_score"] = flat[f"{split}_{score}"]
 
     for key in NUMERIC_KEYS:
         flat[key] = _number(path, key, raw[key])
@@ -214,17 +227,22 @@ def build_table(summary: pd.DataFrame) -> pd.DataFrame:
     for keys, group in summary.groupby(list(GROUP_KEYS), sort=False):
         record: dict[str, Any] = dict(zip(GROUP_KEYS, keys))
         record["n_runs"] = len(group)
+        record["score"] = "/".join(sorted(set(group["score"].astype(str)))) if "score" in group else "mcc"
+        record["test_score"] = ""
         record["test_mcc"] = ""
         for metric in TABLE_METRICS:
+            if metric not in group:  # e.g. test_mcc in a summary of regression runs only
+                group = group.assign(**{metric: math.nan})
             values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
             values = values[~np.isnan(values)]
             n = len(values)
             record[f"{metric}_mean"] = float(values.mean()) if n else math.nan
             record[f"{metric}_sd"] = float(values.std(ddof=1)) if n > 1 else math.nan
             record[f"{metric}_n"] = n
-        record["test_mcc"] = _format_mean_sd(
-            record["test_mcc_mean"], record["test_mcc_sd"], record["test_mcc_n"], record["n_runs"]
-        )
+        for shown in ("test_score", "test_mcc"):
+            record[shown] = _format_mean_sd(
+                record[f"{shown}_mean"], record[f"{shown}_sd"], record[f"{shown}_n"], record["n_runs"]
+            )
         records.append(record)
     records = _sorted_frame(records, GROUP_KEYS)
     return pd.DataFrame(records)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from seqpeft.util.atomic import write_text_atomic
-from seqpeft.results.stats import ALL_MODELS, StatsSettings
+from seqpeft.results.stats import ALL_MODELS, SCORE, StatsSettings, with_score
 
 # cost columns of the answer: (column of the per-method costs, words, file-name word)
 COSTS = (("trainable_params", "trainable parameters", "params"), ("device_hours", "device-hours", "time"),
@@ -29,11 +29,11 @@ def method_costs(summary: pd.DataFrame) -> pd.DataFrame:
     """Per task x model x method: mean score and mean costs over its runs; device-hours are
     training seconds x processes / 3600 (GPU-hours on GPUs)."""
     processes = summary["world_size"].fillna(1) if "world_size" in summary else 1
-    summary = summary.assign(device_hours=summary["train_seconds"] * processes / 3600)
+    summary = with_score(summary).assign(device_hours=summary["train_seconds"] * processes / 3600)
     return (summary.groupby(["task", "model", "method"], sort=True)
-            .agg(score=("test_mcc", "mean"), trainable_params=("trainable_params", "mean"),
+            .agg(score=(SCORE, "mean"), trainable_params=("trainable_params", "mean"),
                  device_hours=("device_hours", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
-                 runs=("test_mcc", "size"))
+                 runs=(SCORE, "size"))
             .reset_index())
 
 
@@ -88,8 +88,8 @@ def build_answer(table: pd.DataFrame, comparisons: pd.DataFrame, ranks: pd.DataF
                 if not on:
                     continue
                 cell = table[(table["task"] == task) & (table["model"] == model) & (table["method"] == row.method)]
-                score = _fmt(row.score) + (_interval(cell["test_mcc_ci_low"].iloc[0], cell["test_mcc_ci_high"].iloc[0])
-                                           if len(cell) and "test_mcc_ci_low" in cell else "")
+                score = _fmt(row.score) + (_interval(cell["test_score_ci_low"].iloc[0], cell["test_score_ci_high"].iloc[0])
+                                           if len(cell) and "test_score_ci_low" in cell else "")
                 versus = comparisons[(comparisons["task"] == task) & (comparisons["model"] == model)
                                      & (comparisons["method"] == row.method) & (comparisons["reference"] == "full")]
                 if row.method == settings.full:
@@ -153,7 +153,7 @@ def build_answer(table: pd.DataFrame, comparisons: pd.DataFrame, ranks: pd.DataF
                       str(text).split(";") if m})
     if missing:
         lines.append(f"- Methods not run on every task of a model (left out of its ranking): {', '.join(missing)}.")
-    no_interval = table[table.get("test_mcc_ci_method", pd.Series("", index=table.index)) == "none"]
+    no_interval = table[table.get("test_score_ci_method", pd.Series("", index=table.index)) == "none"]
     if len(no_interval):
         lines.append("- No interval (no predictions): " + ", ".join(f"{r.task}/{r.model}/{r.method}"
                                                                       for r in no_interval.itertuples()) + ".")
@@ -177,8 +177,8 @@ def build_leaderboard(table: pd.DataFrame, ranks: pd.DataFrame, summary: pd.Data
     costs = method_costs(summary)
     rows = []
     for (model, method), part in table.groupby(["model", "method"], sort=True):
-        half = (part["test_mcc_ci_high"] - part["test_mcc_ci_low"]) / 2 / z
-        mean = float(part["test_mcc_mean"].mean())
+        half = (part["test_score_ci_high"] - part["test_score_ci_low"]) / 2 / z
+        mean = float(part[f"{SCORE}_mean"].mean())
         se = float(np.sqrt((half ** 2).sum())) / len(part) if half.notna().all() else math.nan
         rank = ranks[(ranks["scope"] == model) & (ranks["method"] == method)]["average_rank"]
         cost = costs[(costs["model"] == model) & (costs["method"] == method)]
@@ -256,7 +256,7 @@ def leaderboard_html(board: pd.DataFrame, confidence: float) -> str:
 def write_answer(table_csv, comparisons_csv, ranks_csv, summary_csv, answer_md, leaderboard, config: dict | None) -> None:
     """``answer.md`` and ``leaderboard.html`` from the tables, each atomically."""
     settings = StatsSettings.from_config(config)
-    table, summary = pd.read_csv(table_csv), pd.read_csv(summary_csv)
+    table, summary = with_score(pd.read_csv(table_csv)), with_score(pd.read_csv(summary_csv))
     comparisons, ranks = pd.read_csv(comparisons_csv), pd.read_csv(ranks_csv)
     for frame in (table, summary, comparisons, ranks):
         for key in ("task", "model", "method", "scope"):

@@ -143,7 +143,7 @@ def _dodge(points: pd.DataFrame, log_x: bool) -> pd.DataFrame:
 def _half_bar(row, intervals: bool) -> float:
     """The larger half of a point's error bar, for placing its label clear of it."""
     if intervals:
-        low, high = row.test_mcc_ci_low, row.test_mcc_ci_high
+        low, high = row.test_score_ci_low, row.test_score_ci_high
         return float(max(row.y - low, high - row.y)) if np.isfinite(low) and np.isfinite(high) else 0.0
     return row.sd if row.n > 1 and np.isfinite(row.sd) else 0.0
 
@@ -169,7 +169,8 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         )
     column, xlabel, log_x = AXES[axis]
     summary = pd.read_csv(summary_csv)
-    _require_columns(summary, ["task", "model", "method", "test_mcc", column], summary_csv,
+    score = "test_score" if "test_score" in summary else "test_mcc"  # summaries before scores were named: MCC
+    _require_columns(summary, ["task", "model", "method", score, column], summary_csv,
                      fix="Regenerate it with seqpeft.results.aggregate.write_summary.")
     for key in ("task", "model", "method"):
         summary[key] = summary[key].astype(str)
@@ -180,16 +181,16 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
 
     grouped = (
         runs.groupby(["model", "method"], sort=True)
-        .agg(x=(column, "mean"), y=("test_mcc", "mean"), sd=("test_mcc", "std"), n=("test_mcc", "count"),
+        .agg(x=(column, "mean"), y=(score, "mean"), sd=(score, "std"), n=(score, "count"),
              x_sd=(column, "std"))
         .reset_index()
     )
     intervals = table_csv is not None
     if intervals:
         table = pd.read_csv(table_csv, dtype={"task": str, "model": str, "method": str})
-        _require_columns(table, ["task", "model", "method", "test_mcc_ci_low", "test_mcc_ci_high"], Path(table_csv),
+        _require_columns(table, ["task", "model", "method", "test_score_ci_low", "test_score_ci_high"], Path(table_csv),
                          fix="Regenerate it with the aggregate rule (seqpeft.results.aggregate.write_summary with predictions).")
-        grouped = grouped.merge(table[table["task"] == task][["model", "method", "test_mcc_ci_low", "test_mcc_ci_high"]],
+        grouped = grouped.merge(table[table["task"] == task][["model", "method", "test_score_ci_low", "test_score_ci_high"]],
                                 on=["model", "method"], how="left")
     finite = np.isfinite(grouped["x"]) & np.isfinite(grouped["y"])
     if log_x:
@@ -212,8 +213,8 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         for row in points.itertuples():
             style = styles[row.method]
             if intervals:
-                finite_ci = np.isfinite(row.test_mcc_ci_low) and np.isfinite(row.test_mcc_ci_high)
-                sd = [[max(row.y - row.test_mcc_ci_low, 0)], [max(row.test_mcc_ci_high - row.y, 0)]] if finite_ci else None
+                finite_ci = np.isfinite(row.test_score_ci_low) and np.isfinite(row.test_score_ci_high)
+                sd = [[max(row.y - row.test_score_ci_low, 0)], [max(row.test_score_ci_high - row.y, 0)]] if finite_ci else None
             else:
                 sd = row.sd if row.n > 1 and np.isfinite(row.sd) else None
             ax.errorbar(row.x, row.y, yerr=sd, marker=style.marker, linestyle="none", color=style.colour,
@@ -243,11 +244,12 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
         placements.append((ax, [(r.x, r.y, _half_bar(r, intervals), r.method, styles[r.method].colour)
                                 for r in points.itertuples()], segments))
     several = bool(len(grouped)) and int(grouped["n"].max()) > 1
+    name = score_title(runs["score"].iloc[0] if "score" in runs and len(runs) else "mcc")
     if intervals:
-        axes[0].set_ylabel("Test MCC (mean, 95% interval)")  # table.csv says which interval
+        axes[0].set_ylabel(f"Test {name} (mean, 95% interval)")  # table.csv says which interval
     else:
-        axes[0].set_ylabel("Test MCC (mean ± sd over partitions)" if several else "Test MCC (one partition per run)")
-    fig.suptitle(f"{task}: test MCC vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
+        axes[0].set_ylabel(f"Test {name} (mean ± sd over partitions)" if several else f"Test {name} (one partition per run)")
+    fig.suptitle(f"{task}: test {name} vs {AXIS_TITLES[axis]} (Pareto front per model)", x=0.02, ha="left")
 
     handles = [Line2D([], [], linestyle="", marker=st.marker, color=st.colour, label=m) for m, st in styles.items()
                if m in set(runs["method"])]
@@ -276,18 +278,23 @@ def _run_from_path(path: Path) -> tuple[str, str, str, str]:
     return task, model, method, partition
 
 
-def _mean_curve(histories: list[pd.DataFrame]) -> pd.DataFrame:
+def score_title(score: str) -> str:
+    """How figures name a task kind's headline metric (TaskKind.score)."""
+    return {"mcc": "MCC", "r2": "R²", "rmse": "RMSE", "mae": "MAE"}.get(str(score), str(score).capitalize())
+
+
+def _mean_curve(histories: list[pd.DataFrame], column: str = "dev_mcc") -> pd.DataFrame:
     """Per evaluation (its index in each run): mean wall time, mean and sd of dev MCC over the
     partitions that reached it, and how many did (runs that stopped early drop out)."""
     frames = [h.reset_index(drop=True).assign(evaluation=np.arange(len(h))) for h in histories]
     stacked = pd.concat(frames, ignore_index=True)
     return (stacked.groupby("evaluation", sort=True)
-            .agg(t=("wall_seconds", "mean"), mcc=("dev_mcc", "mean"), sd=("dev_mcc", "std"), n=("dev_mcc", "count"))
+            .agg(t=("wall_seconds", "mean"), mcc=(column, "mean"), sd=(column, "std"), n=(column, "count"))
             .reset_index())
 
 
 def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: str | Path, out_svg: str | Path,
-                       methods: Sequence[str] | None = None):
+                       methods: Sequence[str] | None = None, score: str = "mcc"):
     """Dev MCC against training seconds for ``task``: one panel per model, one line per method
     (mean over partitions at each evaluation) with a ± sd band where two or more partitions
     reached that evaluation. Colours are ``method_styles``'. Returns the figure.
@@ -304,9 +311,9 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
         except (FileNotFoundError, pd.errors.EmptyDataError) as err:
             raise SeqpeftInputError(file, f"cannot read history ({err}).",
                                     fix="Re-run the fine-tuning job that writes it.") from None
-        _require_columns(history, ["wall_seconds", "dev_mcc"], file,
+        _require_columns(history, ["wall_seconds", f"dev_{score}"], file,
                          fix="Re-run the fine-tuning job that writes it.")
-        history = history[["wall_seconds", "dev_mcc"]].apply(pd.to_numeric, errors="coerce").dropna()
+        history = history[["wall_seconds", f"dev_{score}"]].apply(pd.to_numeric, errors="coerce").dropna()
         runs.append((model, method, history.sort_values("wall_seconds", kind="stable")))
     if not runs:
         found = sorted({_run_from_path(Path(f))[0] for f in history_files})
@@ -322,7 +329,7 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
     partitions = max(sum(1 for m, k, _ in runs if (m, k) == key) for key in {(m, k) for m, k, _ in runs})
     for ax, model in zip(axes, models):
         for method in sorted({k for m, k, _ in runs if m == model}, key=list(styles).index):
-            curve = _mean_curve([h for m, k, h in runs if (m, k) == (model, method) and len(h)])
+            curve = _mean_curve([h for m, k, h in runs if (m, k) == (model, method) and len(h)], f"dev_{score}")
             style = styles[method]
             ax.plot(curve["t"], curve["mcc"], color=style.colour, linewidth=1.1, marker=style.marker, markersize=3)
             band = curve[curve["n"] > 1]
@@ -332,8 +339,8 @@ def plot_mcc_over_time(history_files: Sequence[str | Path], task: str, out_png: 
         ax.set_title(f"model: {model}", fontsize=9)
         ax.set_xlabel("Training time (s)", fontsize=8)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("Dev MCC" + (" (mean ± sd over partitions)" if partitions > 1 else ""))
-    fig.suptitle(f"{task}: dev MCC during training", x=0.02, ha="left")
+    axes[0].set_ylabel(f"Dev {score_title(score)}" + (" (mean ± sd over partitions)" if partitions > 1 else ""))
+    fig.suptitle(f"{task}: dev {score_title(score)} during training", x=0.02, ha="left")
     handles = [Line2D([], [], color=st.colour, marker=st.marker, markersize=4, label=m) for m, st in styles.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="method")
     save_figure(fig, out_png, out_svg)

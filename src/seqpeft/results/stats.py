@@ -1,6 +1,6 @@
 """The statistics of the benchmark's answer: intervals, paired comparisons and ranks across tasks.
 
-Every number is the task kind's score (``test_mcc`` in ``summary.csv``; each kind recomputes it
+Every number is the task kind's score (``test_score`` in ``summary.csv``: MCC, Spearman for regression; each kind recomputes it
 from a run's ``predictions_test.parquet`` with ``TaskKind.score_predictions``), so a kind with
 another headline score (regression: Spearman) slots in unchanged.
 
@@ -24,7 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SCORE = "test_mcc"  # the kind's score in summary.csv
+SCORE = "test_score"  # the kind's own score in summary.csv and table.csv (MCC; Spearman for regression)
+
+
+def with_score(frame: pd.DataFrame) -> pd.DataFrame:
+    """A summary or table written before scores were named holds MCC only: its ``test_mcc*``
+    columns are the score's."""
+    frame = frame.copy()
+    for suffix in ("", "_mean", "_sd", "_n"):
+        if f"{SCORE}{suffix}" not in frame and f"test_mcc{suffix}" in frame:
+            frame[f"{SCORE}{suffix}"] = frame[f"test_mcc{suffix}"]
+    return frame
 RUN_KEYS = ("task", "model", "method", "partition")
 Frames = Mapping[tuple[str, str, str, str], pd.DataFrame]  # run -> its predictions_test frame
 Scorer = Callable[[pd.DataFrame], float]  # a kind's score_predictions
@@ -134,10 +144,10 @@ def bootstrap_mean_score(frames: list[pd.DataFrame], score: Scorer, settings: St
 
 def add_intervals(table: pd.DataFrame, summary: pd.DataFrame, frames: Frames, scorers: Mapping[str, Scorer],
                   settings: StatsSettings) -> pd.DataFrame:
-    """``table.csv`` with ``test_mcc_ci_low``, ``test_mcc_ci_high`` and ``test_mcc_ci_method``
+    """``table.csv`` with ``test_score_ci_low``, ``test_score_ci_high`` and ``test_score_ci_method``
     (``t`` over n >= min_replicates runs, ``bootstrap`` over test examples below, ``none`` where
     neither applies)."""
-    table = table.copy()
+    table, summary = with_score(table), with_score(summary)
     lows, highs, methods = [], [], []
     for row in table.itertuples():
         runs = summary[(summary["task"] == row.task) & (summary["model"] == row.model) & (summary["method"] == row.method)]
@@ -152,11 +162,11 @@ def add_intervals(table: pd.DataFrame, summary: pd.DataFrame, frames: Frames, sc
         lows.append(low)
         highs.append(high)
         methods.append(how)
-    table["test_mcc_ci_low"], table["test_mcc_ci_high"], table["test_mcc_ci_method"] = lows, highs, methods
-    # the readable column: mean [interval] where there is one (the sd stays in test_mcc_sd)
-    table["test_mcc"] = [text if not np.isfinite(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]" + (
+    table["test_score_ci_low"], table["test_score_ci_high"], table["test_score_ci_method"] = lows, highs, methods
+    # the readable column: mean [interval] where there is one (the sd stays in test_score_sd)
+    table[SCORE] = [text if not np.isfinite(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]" + (
         f" (n={n})" if n < runs else "") for text, mean, low, high, n, runs in zip(
-        table["test_mcc"], table["test_mcc_mean"], lows, highs, table["test_mcc_n"], table["n_runs"])]
+        table[SCORE], table[f"{SCORE}_mean"], lows, highs, table[f"{SCORE}_n"], table["n_runs"])]
     return table
 
 
@@ -212,6 +222,7 @@ def build_comparisons(summary: pd.DataFrame, frames: Frames, scorers: Mapping[st
     against the best method (highest mean score), paired over shared partitions and test examples;
     ``significant`` is an interval excluding 0."""
     rows, full = [], settings.full
+    summary = with_score(summary)
     for (task, model), runs in summary.groupby(["task", "model"], sort=True):
         means = runs.groupby("method")[SCORE].mean()
         if means.dropna().empty:
@@ -290,11 +301,12 @@ def build_ranks(table: pd.DataFrame, models: list[str], alpha: float) -> pd.Data
     """``ranks.csv``: for each model (blocks: its tasks) and over all models (blocks: task x model),
     each method's average rank, the Friedman test, the critical difference, and the methods whose
     average rank is within it (``not_different_from``; all of them where Friedman does not reject)."""
+    table = with_score(table)
     rows = []
     for scope in [*models, ALL_MODELS]:
         part = table if scope == ALL_MODELS else table[table["model"] == scope]
         block = part["task"] if scope != ALL_MODELS else part["task"] + " / " + part["model"]
-        scores = part.assign(block=block).pivot_table(index="block", columns="method", values="test_mcc_mean",
+        scores = part.assign(block=block).pivot_table(index="block", columns="method", values=f"{SCORE}_mean",
                                                       aggfunc="first")
         complete, dropped_methods, dropped_blocks = complete_block(scores)
         result = friedman_nemenyi(complete, alpha)

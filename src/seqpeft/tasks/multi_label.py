@@ -101,10 +101,10 @@ def _check_splits(splits: dict) -> None:
                                     fix="drop that flag from every file, or add training rows with and without it.")
 
 
-def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
-    train = read_multilabel_csv(Path(data_dir) / "train.csv")
+def _tokenize(data_dir, tokenizer, arrays: dict, encode=None, alphabet: str = "dna") -> dict:
+    train = read_multilabel_csv(Path(data_dir) / "train.csv", alphabet)
     count = train.labels.shape[1]
-    splits = {"train": train, **{name: read_multilabel_csv(Path(data_dir) / f"{name}.csv", expected=count)
+    splits = {"train": train, **{name: read_multilabel_csv(Path(data_dir) / f"{name}.csv", alphabet, expected=count)
                                  for name in ("dev", "test")}}
     _check_splits(splits)
     return {**tokenize_csv_splits(tokenizer, splits, arrays, encode), "label_names": label_names(count)}
@@ -198,7 +198,7 @@ def _score_predictions(frame) -> float:
 
 def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     refuse_partition(data_path, partition)
-    records = read_multilabel_csv(data_path, expected=predictor.num_labels, expected_from="model")
+    records = read_multilabel_csv(data_path, predictor.alphabet, expected=predictor.num_labels, expected_from="model")
     return predictor.evaluate(predictor.split_for(records.sequences, records.labels, source=data_path))
 
 

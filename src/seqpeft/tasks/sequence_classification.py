@@ -37,10 +37,10 @@ OBJECTIVE = Objective(
     predict=predict_sequences, score=_score)
 
 
-def _tokenize(data_dir, tokenizer, arrays: dict, encode=None) -> dict:
+def _tokenize(data_dir, tokenizer, arrays: dict, encode=None, alphabet: str = "dna") -> dict:
     from seqpeft.data.readers import check_label_sets, read_labeled_csv
 
-    splits = {name: read_labeled_csv(Path(data_dir) / f"{name}.csv", alphabet="dna") for name in ("train", "dev", "test")}
+    splits = {name: read_labeled_csv(Path(data_dir) / f"{name}.csv", alphabet=alphabet) for name in ("train", "dev", "test")}
     check_label_sets(splits["train"], {"dev": splits["dev"], "test": splits["test"]})
     return tokenize_csv_splits(tokenizer, splits, arrays, encode)
 
@@ -68,7 +68,7 @@ def _evaluate_file(predictor, data_path: Path, partition=None) -> dict:
     from seqpeft.data.readers import read_labeled_csv
 
     refuse_partition(data_path, partition)
-    records = read_labeled_csv(Path(data_path), alphabet="dna")
+    records = read_labeled_csv(Path(data_path), alphabet=predictor.alphabet)
     check_labels_known(predictor, records)
     split = predictor.split_for(records.sequences, records.labels, source=data_path)
     return predictor.evaluate(split)

@@ -18,7 +18,7 @@ from seqpeft.models.classifier import make_classifier
 from seqpeft.models.families import load_backbone
 from seqpeft.core.registry import objective_for
 
-HISTORY_COLUMNS = ["step", "epoch", "wall_seconds", "train_loss", "dev_loss", "dev_mcc", "dev_accuracy"]
+HISTORY_COLUMNS = ["step", "epoch", "wall_seconds", "train_loss", "dev_loss"]  # + dev_<metric> of the kind
 
 
 def save_artifacts(model, uses_peft: bool, tokenizer, out_dir: Path, description: dict, trainable_only: bool = False) -> None:
@@ -54,9 +54,11 @@ def _in_head(model, name: str) -> bool:
     return any(name == head or name.startswith(head + ".") for head in getattr(model, "head_names", ()))
 
 
-def write_history(path: Path, rows: list[dict]) -> None:
+def write_history(path: Path, rows: list[dict], metrics: tuple[str, ...] = ("mcc", "accuracy")) -> None:
+    """history.csv: one row per dev evaluation; ``metrics`` are the task kind's (TaskKind.history_metrics)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS + [f"dev_{metric}" for metric in metrics],
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(Path(path), buffer.getvalue())

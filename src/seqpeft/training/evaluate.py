@@ -34,6 +34,8 @@ class Predictor:
     objective: Any  # the run's objective (seqpeft.core.objectives.Objective): its predictions and metrics
     batch_size: int = field(default_factory=lambda: default("training", "eval_batch_size"))  # as runs evaluate
     num_labels: int | None = None
+    # letters new sequences may hold: the task's alphabet as the run tokenized it (seqpeft.core.registry)
+    alphabet: str = field(default_factory=lambda: task_kind(CHECKPOINT_HEAD_KIND).alphabet_of(None))
     # A DSP-trained run's settings (artifacts' seqpeft.json): new sequences get the same template.
     dsp: dict | None = None
     source: Any = None  # the file being read, for messages
@@ -50,6 +52,8 @@ class Predictor:
                   f"{self.max_length} tokens (the longest has {int(lengths.max())}) and are truncated to "
                   f"{self.max_length} tokens", file=sys.stderr)
         return cut
+    # what the objective was built from (the artifacts' seqpeft.json): e.g. a regression target's scale
+    objective_spec: dict = field(default_factory=dict)
 
     def evaluate(self, split) -> dict:
         """The objective's metrics on a labelled split, as the workflow computes them."""
@@ -82,7 +86,9 @@ class Predictor:
         self.source = source
         if labels is None:
             labels = np.zeros(len(sequences), dtype=np.int64)
-        return Split(TokenizedSplit(ids, offsets, np.asarray(labels, dtype=np.int64)), per_residue=False)
+        labels = np.asarray(labels)
+        labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)  # regression targets stay real
+        return Split(TokenizedSplit(ids, offsets, labels), per_residue=False)
 
     def _dsp_encoder(self):
         """The training run's encoder: its template, domain and nucleotide ids, this predictor's max_length."""
@@ -127,9 +133,12 @@ def _load_predictor(model_dir: Path, adapter_dir: Path | None = None, max_length
     if adapter_dir is not None or (model_dir / "seqpeft.json").is_file():
         artifacts = Path(adapter_dir) if adapter_dir is not None else model_dir
         model, loaded, description = load_trained(artifacts, model_dir if adapter_dir is not None else None, PREDICT_DEVICE)
-        return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), description["task_kind"],
-                         description.get("label_names"), objective_for(description["task_kind"], description),
-                         dsp=description.get("dsp"), num_labels=int(description["num_labels"]))
+        kind = task_kind(description["task_kind"], where=artifacts / "seqpeft.json")
+        return Predictor(model, loaded.tokenizer, int(max_length or description["max_length"]), kind.name,
+                         description.get("label_names"), objective_for(kind.name, description),
+                         dsp=description.get("dsp"), num_labels=int(description["num_labels"]),
+                         # runs before alphabets were recorded read their kind's
+                         alphabet=description.get("alphabet") or kind.alphabet_of(None), objective_spec=description)
     import json
 
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}

@@ -158,7 +158,8 @@ def prepare_data(job: FinetuneJob, training: TrainingConfig, ranks, say: Callabl
         if len(split.data) == 0:
             raise SeqpeftInputError(job.cache_path, f"the {name} split of partition {job.partition!r} is empty.",
                                     fix="check the task's partitions.")
-    objective = kind.objective(job.task_spec)
+    # what tokenization learnt from the training split (a regression target's scale) reaches the objective
+    objective = kind.objective({**(job.task_spec or {}), "fitted": cache.meta.get("fitted")})
     steps_per_epoch = math.ceil(len(splits["train"].data) / training.batch_size)
     return Run(job=job, training=training, ranks=ranks, say=say, dev_only=dev_only, on_evaluate=on_evaluate, seed=seed,
                rng=rng, device=device, cache=cache, kind=kind, splits=splits, objective=objective,
@@ -331,10 +332,10 @@ def evaluate_dev(run: Run) -> None:
         "step": state.step, "epoch": round(state.step / run.steps_per_epoch, 4),
         "wall_seconds": round(state.train_seconds, 4),
         "train_loss": state.running_loss / max(state.running_count, 1), "dev_loss": dev["loss"],
-        "dev_mcc": dev["mcc"], "dev_accuracy": dev["accuracy"]})
+        **{f"dev_{metric}": dev[metric] for metric in run.kind.history_metrics}})
     state.running_loss, state.running_count = 0.0, 0
     run.say(f"[seqpeft] step {state.step} epoch {state.history[-1]['epoch']:.2f}: "
-            f"dev loss {dev['loss']:.4f} mcc {dev['mcc']:.4f}", flush=True)
+            f"dev loss {dev['loss']:.4f} {run.kind.score} {dev[run.kind.score]:.4f}", flush=True)
     score = selection_score(dev, training.select_on)  # MCC (or the objective's score), or minus the loss
     if "step" not in state.best or score > selection_score(state.best, training.select_on):
         state.best = {**dev, "step": state.step, "epoch": state.epoch + 1}
@@ -379,13 +380,15 @@ def finish(run: Run, tuned: dict | None) -> dict:
             "model_spec": job.model_spec, "model": job.model,
             "method": job.method, "method_spec": job.method_spec, "task": job.task, "task_kind": run.cache.kind,
             "num_labels": run.num_labels, "label_names": run.cache.meta.get("label_names"), "pooling": run.core.pooling,
+            "alphabet": run.cache.meta.get("alphabet"), "fitted": run.cache.meta.get("fitted"),
             "max_length": run.max_length, "per_residue": run.per_residue, "dsp": run.cache.meta.get("dsp"),
             **run.kind.settings(job.task_spec), **head_description(run.core, run.loaded, job.model_spec),
         }, trainable_only=run.method.saves_trainable)
-        write_history(out_dir / "history.csv", state.history)
+        write_history(out_dir / "history.csv", state.history, run.kind.history_metrics)
         write_test_predictions(out_dir / "predictions_test.parquet", run.kind, run.splits["test"], predictions)
         write_json_atomic(out_dir / "metrics.json", metrics)  # last: the run's completion marker
         run.checkpointer.clear()
-    run.say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test mcc {test['mcc']:.4f} "
+    run.say(f"[seqpeft] done {job.task}/{job.model}/{job.method}/{job.partition}: test {run.kind.score} "
+            f"{test[run.kind.score]:.4f} "
             f"(best epoch {metrics['best_epoch']}, {state.train_seconds:.1f} s)")
     return metrics

@@ -30,7 +30,7 @@ def run_metrics(run, test: dict, tuned: dict | None) -> dict:
     best = state.best
     metrics = {
         "task": job.task, "model": job.model, "method": job.method, "partition": str(job.partition),
-        "task_kind": run.cache.kind, "test": test, "dev": dev_best(run),
+        "task_kind": run.cache.kind, "score": run.kind.score, "test": test, "dev": dev_best(run),
         "trainable_params": run.trainable, "total_params": run.total,
         "peak_memory_mb": round(peak_mb, 2), "memory_device": memory_device, "memory_measure": memory_measure,
         "train_seconds": round(state.train_seconds, 3),

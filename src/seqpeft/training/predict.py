@@ -40,8 +40,9 @@ def predict_sequences(model, split: Split, pad_id: int, max_length: int, batch_s
     model.eval()
     count = len(split.data)
     order = np.argsort(-split.data.lengths, kind="stable")
+    real = split.data.labels.dtype.kind == "f"  # regression targets
     labels_out = np.empty(count, dtype=object) if split.per_residue else np.zeros((count, *split.data.labels.shape[1:]),
-                                                                                 dtype=np.int64)
+                                                                                 dtype=np.float32 if real else np.int64)
     logits_out: np.ndarray | None = np.empty(count, dtype=object) if split.per_residue else None
     losses, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     with torch.inference_mode():
@@ -112,7 +113,7 @@ def write_sequence_predictions(predictor, input_path: Path, output_path: Path, p
     from seqpeft.util.atomic import write_text_atomic
     from seqpeft.data.sequences import read_sequences
 
-    ids, sequences = read_sequences(Path(input_path), alphabet="dna")
+    ids, sequences = read_sequences(Path(input_path), alphabet=predictor.alphabet)
     split = predictor.split_for(sequences, placeholder_labels(len(sequences)), source=input_path)
     rows = probabilities(predictor.logits(split))
     names = predictor.label_names or default_names(rows.shape[1])

@@ -17,15 +17,16 @@ from seqpeft.core.batching import Split
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.core.registry import FOLDS, TaskKind, register_task_kind
 from seqpeft.tasks.signal_peptide.objective import signal_peptide_objective, signalp_predictions
+from seqpeft.data.readers import resolve_alphabet
 from seqpeft.data.tokenize import TokenizedSplit, _encode
 
 
-def _tokenize(fasta: Path, tokenizer, arrays: dict, encode=None) -> dict:
+def _tokenize(fasta: Path, tokenizer, arrays: dict, encode=None, alphabet: str | None = None) -> dict:
     """One cache split ``all`` with per-residue labels and the record fields the folds and metrics read."""
     from seqpeft.data.readers import KINGDOMS, RESIDUE_LABELS, SP_TYPES
     from seqpeft.data.signalp import read_signalp_fasta
 
-    records = read_signalp_fasta(fasta)
+    records = read_signalp_fasta(fasta, alphabet or resolve_alphabet("protein"))
     ids, offsets = _encode(tokenizer, [record.sequence for record in records])
     lengths = np.diff(offsets)
     residues = np.array([len(record.sequence) for record in records])
@@ -59,7 +60,7 @@ def _evaluate_file(predictor, fasta: Path, partition: int | None = None) -> dict
     if getattr(predictor.model, "crf", None) is None:
         raise SeqpeftInputError(fasta, "this per-residue model has no signal-peptide CRF.",
                                 fix="pass the artifacts directory of a signal_peptide run.")
-    records = read_signalp_fasta(fasta)
+    records = read_signalp_fasta(fasta, predictor.alphabet)
     if partition is not None:
         found = sorted({r.partition for r in records})
         records = [r for r in records if r.partition == partition]
@@ -117,7 +118,7 @@ def _predict_file(predictor, input_path: Path, output_path: Path) -> int:
     if getattr(predictor.model, "crf", None) is None:
         raise SeqpeftInputError(input_path, "this per-residue model has no signal-peptide CRF.",
                                 fix="pass the artifacts directory of a signal_peptide run.")
-    ids, sequences = read_sequences(Path(input_path), alphabet="protein")
+    ids, sequences = read_sequences(Path(input_path), alphabet=predictor.alphabet)
     split = _residue_split(predictor, sequences)
     predictor.report_truncation(split, input_path)
     predicted = signalp_predictions(predictor.model, split, predictor.tokenizer.pad_token_id, predictor.max_length,
