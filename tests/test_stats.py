@@ -59,7 +59,7 @@ def _summary_and_frames(scores_by_method: dict[str, list[tuple[np.ndarray, np.nd
             frame = _frame(truth, predicted)
             frames[(task, model, method, str(partition))] = frame
             rows.append({"task": task, "model": model, "method": method, "partition": str(partition),
-                         "test_mcc": SCORE(frame), "test_accuracy": 0.0, "test_f1": 0.0, "trainable_params": 10,
+                         "test_mcc": SCORE(frame), "test_score": SCORE(frame), "score": "mcc", "test_accuracy": 0.0, "test_f1": 0.0, "trainable_params": 10,
                          "peak_memory_mb": 1.0, "train_seconds": 1.0, "task_kind": "sequence_classification"})
     return pd.DataFrame(rows), frames
 
@@ -80,7 +80,7 @@ def test_intervals_t_over_three_runs_and_bootstrap_below():
     # a 10% flip rate on 200 examples: MCC ~0.8 with a bootstrap half-width of ~0.08
     assert one["test_score_ci_low"] < mcc < one["test_score_ci_high"]
     assert 0.04 < (one["test_score_ci_high"] - one["test_score_ci_low"]) / 2 < 0.15
-    assert one["test_mcc"].startswith(f"{mcc:.3f} [")
+    assert one["test_score"].startswith(f"{mcc:.3f} [")
 
 
 def test_paired_comparison_separates_a_better_method_and_not_an_identical_one():

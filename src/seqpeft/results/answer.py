@@ -174,6 +174,7 @@ def build_leaderboard(table: pd.DataFrame, ranks: pd.DataFrame, summary: pd.Data
     from scipy import stats
 
     z = stats.norm.ppf(0.5 + settings.confidence / 2)
+    table = with_score(table)
     costs = method_costs(summary)
     rows = []
     for (model, method), part in table.groupby(["model", "method"], sort=True):
