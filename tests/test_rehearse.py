@@ -50,6 +50,13 @@ def plan_estimates(output: str) -> dict[tuple[str, str], float]:
     return estimates
 
 
+def test_rehearse_runs_the_snakefile_and_profiles_of_its_own_checkout():
+    from seqpeft.preflight.rehearse import checkout
+
+    assert checkout() == REPO
+    assert (checkout() / "Snakefile").is_file() and (checkout() / "profiles" / "local").is_dir()
+
+
 @pytest.mark.slow
 def test_rehearsal_of_the_demo_is_ok_for_every_job_and_plan_estimates_its_real_times(demo_run):
     results = demo_run.results
@@ -166,26 +173,50 @@ def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(
         assert narrowed["models"]["llama"]["revision"] == "a" * 40
 
 
-@pytest.mark.slow
-def test_rehearsal_of_the_full_config_on_todays_stand_in_hub(tiny_model_dir, tmp_path):
-    """config/config.yaml's Llama from the offline hub (tests/hub_server.py's published Llama, under the
-    real repository id), narrowed to ../shared's GUE tf/0: its rehearsal is ok for a few methods.
-    With real-layout stand-ins of every model, the same lines cover every pair of every shipped config."""
-    from hub_server import FakeHub, HubServer, hub_env, published_llama
+SHIPPED_CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")])
 
-    shared_path("data/gue/tf/0")
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    hub = FakeHub()
-    repo = config["models"]["llama"]["hub"]
-    commit = hub.publish(repo, published_llama(tiny_model_dir("llama")))
-    narrowed = narrowed_to_shared(config, {repo: commit}, train_rows=64)
-    narrowed["experiments"] = [{"tasks": ["tf_0"], "models": ["llama"], "methods": ["full", "lora", "p_tuning"]}]
+
+def one_task_per_pair(config: dict) -> dict:
+    """``config`` with each experiment block on one task (the one with the smallest dev split: the
+    rehearsal evaluates it whole) and each (model, method) pair in the first block that names it."""
+    def dev_rows(name: str) -> int:
+        task = config["tasks"][name]
+        dev = Path(config["sources"][task["source"]]["local"], task["path"])
+        dev = dev / "dev.csv" if dev.is_dir() else dev
+        return dev.stat().st_size
+
+    seen: set[tuple[str, str]] = set()
+    blocks = []
+    for block in config["experiments"]:
+        pairs = [(model, method) for model in block["models"] for method in block["methods"] if (model, method) not in seen]
+        seen.update(pairs)
+        for model in dict.fromkeys(model for model, _ in pairs):
+            blocks.append({**block, "tasks": [min(block["tasks"], key=dev_rows)], "models": [model],
+                           "methods": [method for m, method in pairs if m == model]})
+    return {**config, "experiments": blocks}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda path: path.name)
+def test_rehearsal_of_a_shipped_config_on_the_real_layout_stand_ins_is_ok_for_every_pair(path, real_hub, tmp_path):
+    """Issue #22's first "Done when": the shipped config, on the stand-in hub serving every model in its
+    real layout (tests/hub_server.py) at the commit the config pins, narrowed to ../shared's data and to
+    one job per (model, method) pair, rehearsed by `seqpeft rehearse` for 2 steps: every pair ok."""
+    from hub_server import real_layout_hub, served_repo
+
+    config = yaml.safe_load(path.read_text())
+    served = {spec["hub"]: served_repo(spec) for spec in config["models"].values() if spec.get("hub")}
+    commits = {repo: entry.branches["main"] for repo, entry in real_layout_hub(sorted(served)).repos.items()}
+    narrowed = one_task_per_pair(narrowed_to_shared(config, commits, train_rows=16))
+    narrowed["training"].update(batch_size=8)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(narrowed, sort_keys=False))
-    with HubServer(hub) as url:
-        result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml",
-                                 "--steps", "2", "--", "--cores", "2"], cwd=tmp_path, env={**os.environ, **hub_env(url, tmp_path)},
-                                capture_output=True, text=True, timeout=1200)
+    result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml",
+                             "--steps", "2", "--", "--cores", "2"], cwd=tmp_path, env={**os.environ, **real_hub},
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = rows_of(tmp_path / "results" / "rehearsal.csv")
-    assert {key[2]: row["outcome"] for key, row in rows.items()} == {"full": "ok", "lora": "ok", "p_tuning": "ok"}
-    assert any(commit in request for request in hub.requests)
+    pairs = {(run.model, run.method) for run in expand_runs(config)}
+    outcomes = {(model, method): row["outcome"] for (_, model, method, _), row in rows.items()}
+    assert len(rows) == len(pairs) and set(outcomes) == pairs
+    assert {pair: outcome for pair, outcome in outcomes.items() if outcome != "ok"} == {}
+    print(f"{path.name}: {len(pairs)} (model, method) pairs ok")
