@@ -151,9 +151,8 @@ def test_plan_says_what_is_measured_and_runtime_from_estimate_is_opt_in(small):
 
 @pytest.mark.parametrize("path", sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")]))
 def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(path):
-    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins: once
-    the stand-in hub serves each model (tests/hub_server.py), that test is `narrowed_to_shared(config,
-    hub.commits)`, `seqpeft rehearse` under hub_env(url), and every row ok."""
+    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins
+    (test_rehearsal_of_a_shipped_config_on_the_real_layout_stand_ins_is_ok_for_every_pair)."""
     from snakemake.utils import validate
 
     from seqpeft.preflight.check import check_config
