@@ -348,11 +348,14 @@ def _opt_125m() -> dict[str, bytes]:
                  "dropout": 0.1, "activation_function": "relu"})
 
 
-def _esm_model(real_config: dict, tokenizer_files: dict[str, bytes]):
+def _esm_model(real_config: dict, tokenizer_files: dict[str, bytes], real_depth: bool = False):
+    """``real_depth``: keep the real number of layers (narrowed only in width), for a model whose
+    config entries name its layers (config.yaml's lora_last6: ESM-2 650M's layers 27-32)."""
     import torch
     from transformers import EsmConfig, EsmForMaskedLM
 
-    config_json = {**real_config, **NARROW}
+    narrow = {k: v for k, v in NARROW.items() if not (real_depth and k == "num_hidden_layers")}
+    config_json = {**real_config, **narrow}
     model = EsmForMaskedLM(EsmConfig(**config_json))
     state = _random_state(model, torch.float32)
     # ESM's MLM decoder is tied to the embeddings in the published files too
@@ -371,7 +374,7 @@ def _esm2_150m() -> dict[str, bytes]:
 
 def _esm2_650m() -> dict[str, bytes]:
     config_json, state, tokenizer = _esm_model(json.loads(_layout_file("facebook/esm2_t33_650M_UR50D", "config.json")),
-                                               _esm_tokenizer_files())
+                                               _esm_tokenizer_files(), real_depth=True)
     state.pop("lm_head.decoder.weight")  # safetensors stores a tied tensor once
     return {"config.json": _json(config_json),
             "model.safetensors": _safetensors_bytes(state), **tokenizer}

@@ -143,6 +143,26 @@ def test_missing_tensor_is_named(published, tmp_path, monkeypatch, device):
         verify_weights(model_dir, {"family": "llama"})
 
 
+def test_a_pretrained_checkpoint_without_a_classification_head_passes_for_the_transformers_head(published, tmp_path):
+    """A published causal-LM checkpoint (e.g. Mistral-DNA's MixtralForCausalLM) holds no ``score``:
+    with ``head: transformers`` the family's sequence classifier adds it new, so nothing is missing;
+    a missing backbone tensor is still named."""
+    import torch
+    from safetensors.torch import save_file
+
+    from seqpeft.models.hub import convert_pickled_weights, verify_weights
+
+    whole = write_files(tmp_path / "whole", published)
+    convert_pickled_weights(whole)
+    verify_weights(whole, {"family": "llama", "head": "transformers"})
+    broken = write_files(tmp_path / "m", {k: v for k, v in published.items() if k != "pytorch_model.bin"})
+    state = torch.load(io.BytesIO(published["pytorch_model.bin"]), weights_only=True)
+    del state["model.norm.weight"]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(broken / "model.safetensors"))
+    with pytest.raises(SeqpeftInputError, match=r"1 tensor\(s\) missing \(model\.norm\.weight\)"):
+        verify_weights(broken, {"family": "llama", "head": "transformers"})
+
+
 # ---- the workflow against a local Hugging Face Hub ----
 
 

@@ -4,6 +4,7 @@ through the workflow, its row in rehearsal.csv, nothing of the real run written 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,13 @@ def plan_estimates(output: str) -> dict[tuple[str, str], float]:
         if len(parts) == 12 and "/" in parts[9] and parts[10] != "-":
             estimates[(parts[0], parts[1])] = float(parts[10])
     return estimates
+
+
+def test_rehearse_runs_the_snakefile_and_profiles_of_its_own_checkout():
+    from seqpeft.preflight.rehearse import checkout
+
+    assert checkout() == REPO
+    assert (checkout() / "Snakefile").is_file() and (checkout() / "profiles" / "local").is_dir()
 
 
 @pytest.mark.slow
@@ -143,9 +151,8 @@ def test_plan_says_what_is_measured_and_runtime_from_estimate_is_opt_in(small):
 
 @pytest.mark.parametrize("path", sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")]))
 def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(path):
-    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins: once
-    the stand-in hub serves each model (tests/hub_server.py), that test is `narrowed_to_shared(config,
-    hub.commits)`, `seqpeft rehearse` under hub_env(url), and every row ok."""
+    """The configuration half of the rehearsal of every shipped config on real-layout stand-ins
+    (test_rehearsal_of_a_shipped_config_on_the_real_layout_stand_ins_is_ok_for_every_pair)."""
     from snakemake.utils import validate
 
     from seqpeft.preflight.check import check_config
@@ -166,26 +173,125 @@ def test_a_shipped_config_narrowed_to_shared_data_keeps_every_model_method_pair(
         assert narrowed["models"]["llama"]["revision"] == "a" * 40
 
 
-@pytest.mark.slow
-def test_rehearsal_of_the_full_config_on_todays_stand_in_hub(tiny_model_dir, tmp_path):
-    """config/config.yaml's Llama from the offline hub (tests/hub_server.py's published Llama, under the
-    real repository id), narrowed to ../shared's GUE tf/0: its rehearsal is ok for a few methods.
-    With real-layout stand-ins of every model, the same lines cover every pair of every shipped config."""
-    from hub_server import FakeHub, HubServer, hub_env, published_llama
+SHIPPED_CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "seeds").glob("*.yaml")])
 
-    shared_path("data/gue/tf/0")
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    hub = FakeHub()
-    repo = config["models"]["llama"]["hub"]
-    commit = hub.publish(repo, published_llama(tiny_model_dir("llama")))
-    narrowed = narrowed_to_shared(config, {repo: commit}, train_rows=64)
-    narrowed["experiments"] = [{"tasks": ["tf_0"], "models": ["llama"], "methods": ["full", "lora", "p_tuning"]}]
+
+def one_task_per_pair(config: dict) -> dict:
+    """``config`` with each experiment block on one task (the one with the smallest dev split: the
+    rehearsal evaluates it whole) and each (model, method) pair in the first block that names it."""
+    def dev_rows(name: str) -> int:
+        task = config["tasks"][name]
+        dev = Path(config["sources"][task["source"]]["local"], task["path"])
+        dev = dev / "dev.csv" if dev.is_dir() else dev
+        return dev.stat().st_size
+
+    seen: set[tuple[str, str]] = set()
+    blocks = []
+    for block in config["experiments"]:
+        pairs = [(model, method) for model in block["models"] for method in block["methods"] if (model, method) not in seen]
+        seen.update(pairs)
+        for model in dict.fromkeys(model for model, _ in pairs):
+            blocks.append({**block, "tasks": [min(block["tasks"], key=dev_rows)], "models": [model],
+                           "methods": [method for m, method in pairs if m == model]})
+    return {**config, "experiments": blocks}
+
+
+def with_trimmed_data(config: dict, root: Path, rows: int = 48, train_rows: int = 4096) -> dict:
+    """``config`` reading a trimmed copy of each task's data under ``root``: the first ``rows`` rows
+    of each CSV dev and test split and ``train_rows`` of train (enough steps for the AdaLoRA
+    schedules the configs fix: lingo's tinit + tfinal 400 steps of batch 8 in the one epoch), or of a FASTA
+    the first ``rows // 8`` records of each (kingdom, type, partition), so that tokenizing and
+    evaluating whole splits takes seconds, not minutes."""
+    staged = {task["source"]: Path(config["sources"][task["source"]]["local"]) for task in config["tasks"].values()}
+    for name in staged:
+        config["sources"][name]["local"] = str(root / name)
+    for task in config["tasks"].values():
+        original, target = staged[task["source"]], root / task["source"] / task["path"]
+        if (original / task["path"]).is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            for split in (original / task["path"]).glob("*.csv"):
+                with open(split) as handle:
+                    kept = (train_rows if split.stem == "train" else rows) + 1  # and the header
+                    (target / split.name).write_text("".join(line for _, line in zip(range(kept), handle)))
+        else:
+            lines = (original / task["path"]).read_text().splitlines(keepends=True)
+            kept: dict[str, int] = {}
+            out = []
+            for i in range(0, len(lines), 3):
+                group = lines[i].split("|", 1)[1].strip()
+                if kept.get(group, 0) < max(1, rows // 8):
+                    kept[group] = kept.get(group, 0) + 1
+                    out += lines[i:i + 3]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("".join(out))
+    return config
+
+
+# Every rehearse_job of a config, in one process: each is exactly what the workflow's rule runs
+# (seqpeft.preflight.rehearse.rehearse on the FinetuneJob that workflow/scripts/_script.finetune_job
+# builds from job_spec and training_input), without paying Python's start and imports per job,
+# which on two cores would take the ~120 jobs of the shipped configs past ten minutes.
+REHEARSE_ALL = """
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+from seqpeft.config.jobs import dsp_cache_name, expand_runs, finetune_spec
+from seqpeft.config.paths import REHEARSAL_PATTERN, model_dir, rehearsal_table, results_dir, tokenizer_of, wildcard_pattern
+from seqpeft.config.settings import FinetuneJob
+from seqpeft.preflight.check import size_resources
+from seqpeft.preflight.plan import load_config
+from seqpeft.preflight.rehearse import format_table, read_rows, rehearse, write_rows
+
+config, _ = load_config(Path(sys.argv[1]))
+rows = []
+for run in expand_runs(config):
+    spec = finetune_spec(config, run.task, run.model, run.method)
+    dsp = dsp_cache_name(config, run.task, run.model, run.method)
+    cache = f"{results_dir(config)}/tokenized/{run.task}/" + (f"{tokenizer_of(config, run.model)}.npz" if dsp is None else dsp)
+    out = wildcard_pattern(REHEARSAL_PATTERN, config).format(task=run.task, model=run.model, method=run.method,
+                                                             partition=run.partition)
+    job = FinetuneJob(task=run.task, model=run.model, method=run.method, partition=run.partition,
+                      task_spec=dict(spec["task"]), model_spec=dict(spec["model"]), method_spec=dict(spec["method"]),
+                      training=dict(spec["training"]), cache_path=Path(cache), model_dir=Path(model_dir(config, run.model)),
+                      out_dir=Path(out), threads=1, gpus=int(size_resources(config, run.model)["gpu"]))
+    rows.append(asdict(rehearse(job, int(sys.argv[2]))))
+write_rows(rows, Path(rehearsal_table(config)))
+print(format_table(read_rows(Path(rehearsal_table(config)))))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda path: path.name)
+def test_rehearsal_of_a_shipped_config_on_the_real_layout_stand_ins_is_ok_for_every_pair(path, real_hub, tmp_path):
+    """Issue #22's first "Done when": the shipped config, on the stand-in hub serving every model in its
+    real layout (tests/hub_server.py) at the commit the config pins, narrowed to a trimmed copy of
+    ../shared's data and to one job per (model, method) pair, rehearsed for 2 steps: every pair ok.
+    The rehearsal target's inputs (prepare_model from the hub, tokenize) run through the workflow's
+    rules; the jobs run as the rehearse_job rule runs them, in one process (REHEARSE_ALL)."""
+    from hub_server import real_layout_hub, served_repo
+
+    config = yaml.safe_load(path.read_text())
+    served = {spec["hub"]: served_repo(spec) for spec in config["models"].values() if spec.get("hub")}
+    commits = {repo: entry.branches["main"] for repo, entry in real_layout_hub(sorted(served)).repos.items()}
+    narrowed = with_trimmed_data(one_task_per_pair(narrowed_to_shared(config, commits, train_rows=None)), tmp_path / "data")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(narrowed, sort_keys=False))
-    with HubServer(hub) as url:
-        result = subprocess.run([sys.executable, "-m", "seqpeft.cli", "rehearse", "--configfile", "config.yaml",
-                                 "--steps", "2", "--", "--cores", "2"], cwd=tmp_path, env={**os.environ, **hub_env(url, tmp_path)},
-                                capture_output=True, text=True, timeout=1200)
+    env = {**os.environ, **real_hub}
+    prepared = subprocess.run([sys.executable, "-m", "snakemake", "rehearsal", "--omit-from", "rehearse_job",
+                               "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--profile", str(REPO / "profiles" / "local"),
+                               "--cores", "2", "--configfile", "config.yaml"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-c", REHEARSE_ALL, "config.yaml", "2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = rows_of(tmp_path / "results" / "rehearsal.csv")
-    assert {key[2]: row["outcome"] for key, row in rows.items()} == {"full": "ok", "lora": "ok", "p_tuning": "ok"}
-    assert any(commit in request for request in hub.requests)
+    pairs = {(run.model, run.method) for run in expand_runs(config)}
+    outcomes = {(model, method): row["outcome"] for (_, model, method, _), row in rows.items()}
+    assert len(rows) == len(pairs) and set(outcomes) == pairs
+    assert {pair: outcome for pair, outcome in outcomes.items() if outcome != "ok"} == {}
+    assert all(int(row["steps"]) == 2 and float(row["seconds_per_step"]) > 0 for row in rows.values())
+    # every model came from the stand-in hub, at the commit it serves (the one the config pins, where it pins one)
+    for name, spec in narrowed["models"].items():
+        record = json.loads((tmp_path / "results" / "models" / name / "seqpeft-pin.json").read_text())
+        assert record["revision"] == commits[spec["hub"]]
+    print(f"{path.name}: {len(pairs)} (model, method) pairs ok")

@@ -165,6 +165,7 @@ def verify_weights(model_dir: Path, spec: dict, repo_files: list[str] | None = N
     carry, like ESM's contact head, excepted).
     """
     from seqpeft.models.families import load_backbone
+    from seqpeft.models.hf_head import HEAD_ATTRIBUTES, uses_transformers_head
 
     model_dir = Path(model_dir)
     if not any(model_dir.glob("*.safetensors")):
@@ -183,7 +184,10 @@ def verify_weights(model_dir: Path, spec: dict, repo_files: list[str] | None = N
         raise SeqpeftInputError(model_dir, f"the downloaded model does not load ({type(error).__name__}: {error}).",
                                 fix="check the repository, revision and family in the config.") from error
     info = loaded.loading_info or {}
-    missing = sorted(key for key in info.get("missing_keys", []) if not key.startswith(OPTIONAL_PREFIXES))
+    # head: transformers loads the family's *ForSequenceClassification, whose new head (score,
+    # classifier) no pretrained checkpoint holds: fine-tuning initialises it
+    optional = OPTIONAL_PREFIXES + (tuple(f"{name}." for name in HEAD_ATTRIBUTES) if uses_transformers_head(spec) else ())
+    missing = sorted(key for key in info.get("missing_keys", []) if not key.startswith(optional))
     mismatched = [f"{item[0]} {tuple(item[1])} vs {tuple(item[2])}" if isinstance(item, (tuple, list)) and len(item) == 3
                   else str(item) for item in info.get("mismatched_keys", [])]
     if missing or mismatched:

@@ -265,7 +265,7 @@ def format_table(rows: list[dict]) -> str:
 
 def checkout() -> Path:
     """The seqpeft checkout this package runs from (its Snakefile and profiles)."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def rehearse_config(configfile: Path, profile: Path | None, steps: int | None, extra: list[str]) -> int:
