@@ -44,6 +44,7 @@ def test_reader_returns_a_target_matrix(tmp_path):
     ("sequence,target\nACGT,1.0\nACGT,-inf\n", 3, ["not a finite number"]),
     ("sequence,target\nACGT,1.0;2\nACGT,1\n", 3, ["1 value(s)", "2"]),
     ("sequence,target\nACGT,1.0\nACDT,1\n", 3, ["'D'", "the dna alphabet", "family: dna | protein"]),
+    ("sequence,target,target\nACGT,1.0,2.0\n", 1, ["'target' appears 2 times", "keep one column"]),
 ])
 def test_reader_names_file_line_and_fix(tmp_path, text, line, words):
     path = _write(tmp_path / "train.csv", text)

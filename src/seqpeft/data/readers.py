@@ -345,3 +345,20 @@ def check_label_sets(train: LabeledSequences, others: dict[str, LabeledSequences
                 f"(training classes: {sorted(train_classes)}).",
                 fix="check the label coding, or re-split so every class appears in training.",
                 line=split.line_of(index))
+
+
+def read_named_column(path: str | Path, records: LabeledSequences, column: str, header_fix: str) -> list[tuple[str, int]]:
+    """The stripped cells of ``column`` with their file lines, one per record of ``records`` (what
+    ``read_labeled_csv(path, require_labels=False)`` read), for kinds whose labels are not one
+    class: the column must appear exactly once in the header (``header_fix`` says what it is)."""
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle, strict=True) if row and any(cell.strip() for cell in row)]
+    header = [name.strip().lower() for name in rows[0]]
+    if column not in header:
+        found = ", ".join(repr(name) for name in rows[0])
+        raise SeqpeftInputError(path, f"missing column {column!r}; found columns: {found}.", fix=header_fix, line=1)
+    if header.count(column) > 1:
+        raise SeqpeftInputError(path, f"column {column!r} appears {header.count(column)} times in the header.",
+                                fix="keep one column of that name.", line=1)
+    index = header.index(column)
+    return [(row[index].strip(), line) for row, line in zip(rows[1:], records.lines)]

@@ -14,13 +14,12 @@ Partitions are replicate seeds.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from seqpeft.data.readers import read_labeled_csv
+from seqpeft.data.readers import read_labeled_csv, read_named_column
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.core.objectives import Objective
 from seqpeft.training.predict import predict_sequences, write_sequence_predictions
@@ -69,23 +68,13 @@ def read_multilabel_csv(path: str | Path, alphabet: str = "dna", expected: int |
                         expected_from: str = "training file"):
     """The CSV's sequences (checked like a single-label CSV) and an (n, labels) 0/1 matrix."""
     records = read_labeled_csv(path, alphabet=alphabet, require_labels=False)
-    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle, strict=True) if row and any(cell.strip() for cell in row)]
-    header = [name.strip().lower() for name in rows[0]]
-    if COLUMN not in header:
-        found = ", ".join(repr(name) for name in rows[0])
-        raise SeqpeftInputError(path, f"missing column {COLUMN!r}; found columns: {found}.",
-                                fix="the header of a multi_label_classification file is 'sequence,labels' "
-                                    "(labels: ';'-separated 0/1 flags).", line=1)
-    if header.count(COLUMN) > 1:
-        raise SeqpeftInputError(path, f"column {COLUMN!r} appears {header.count(COLUMN)} times in the header.",
-                                fix="keep one column of that name.", line=1)
-    column = header.index(COLUMN)
+    cells = read_named_column(path, records, COLUMN, "the header of a multi_label_classification file is "
+                              "'sequence,labels' (labels: ';'-separated 0/1 flags).")
     matrix = []
-    for row, line in zip(rows[1:], records.lines):
-        if not row[column].strip():
+    for cell, line in cells:
+        if not cell:
             raise SeqpeftInputError(path, "missing labels.", fix="give every row its ';'-separated 0/1 flags.", line=line)
-        matrix.append(_flags(records.path, row[column].strip(), line))
+        matrix.append(_flags(records.path, cell, line))
     _check_widths(records.path, matrix, records.lines, expected, expected_from)
     records.labels = np.asarray(matrix, dtype=np.int8)
     return records

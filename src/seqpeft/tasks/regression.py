@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpeft.data.readers import read_labeled_csv
+from seqpeft.data.readers import read_labeled_csv, read_named_column
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.core.objectives import Objective
 from seqpeft.training.predict import predict_sequences
@@ -80,21 +80,14 @@ def read_regression_csv(path: str | Path, alphabet: str = "dna", expected: int |
     """The CSV's sequences (checked like a single-label CSV against ``alphabet``) and an
     (n, targets) float matrix in ``labels``; ``expected`` fixes the number of targets."""
     records = read_labeled_csv(path, alphabet=alphabet, require_labels=False)
-    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle, strict=True) if row and any(cell.strip() for cell in row)]
-    header = [name.strip().lower() for name in rows[0]]
-    if COLUMN not in header:
-        found = ", ".join(repr(name) for name in rows[0])
-        raise SeqpeftInputError(path, f"missing column {COLUMN!r}; found columns: {found}.",
-                                fix="the header of a regression file is 'sequence,target' (target: a number, or "
-                                    "several separated by ';').", line=1)
-    column = header.index(COLUMN)
+    cells = read_named_column(path, records, COLUMN, "the header of a regression file is 'sequence,target' (target: "
+                              "a number, or several separated by ';').")
     matrix: list[list[float]] = []
-    for row, line in zip(rows[1:], records.lines):
-        if not row[column].strip():
+    for cell, line in cells:
+        if not cell:
             raise SeqpeftInputError(records.path, "missing target.", fix="give every row its target value(s), or "
                                     "delete the row.", line=line)
-        matrix.append(_targets(records.path, row[column].strip(), line,
+        matrix.append(_targets(records.path, cell, line,
                                expected if expected is not None else (len(matrix[0]) if matrix else None)))
     records.labels = np.asarray(matrix, dtype=np.float64)
     return records
