@@ -41,7 +41,8 @@ def scaled_config(gue_partitions: int, quick: bool) -> dict:
     for block in config["experiments"]:
         block["methods"] = [m for m in block["methods"] if m in builtin] + list(EXTRA_METHODS)
     if quick:
-        dna_block, protein_block = config["experiments"][0], config["experiments"][-1]
+        dna_block = config["experiments"][0]
+        protein_block = next(block for block in config["experiments"] if "signalp" in block["tasks"])
         dna_block["tasks"], dna_block["models"] = dna_block["tasks"][:2], dna_block["models"][:2]
         config["experiments"] = [dna_block, protein_block]
     return config
