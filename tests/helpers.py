@@ -261,3 +261,15 @@ def narrowed_to_shared(config: dict, hub_commits: dict[str, str] | None = None, 
     config["training"] = {**(config.get("training") or {}), "epochs": 1, "max_train_samples": train_rows, "device": "cpu"}
     config.setdefault("resources", {})["finetune_threads"] = 1
     return config
+
+
+def demo_config() -> dict:
+    """config/demo.yaml as a test config: its pre-staged sources (``local:``, relative to the
+    checkout: the SignalP file in ../shared) made absolute, so the config works from any directory."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for spec in config["sources"].values():
+        if (spec or {}).get("local"):
+            spec["local"] = str(REPO / spec["local"])
+    return config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY, finetune_job, run
+from helpers import TINY, finetune_job, run, demo_config
 from seqpeft.preflight.check import check_config
 from seqpeft.data.readers import DNA_ALPHABET, PROTEIN_ALPHABET
 from seqpeft.util.errors import SeqpeftInputError
@@ -19,7 +19,7 @@ from seqpeft.tasks import task_kind, tokenize_task
 from seqpeft.data.tokenize import load_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+DEMO = demo_config()
 PROTEINS = ["MKKLLPTAAAGLLLLAAQPAMA", "MSTNPKPQRKTKRNTNRRPQDVKFPGG", "MKVLAAGIVALLLAGCSS", "MDDISGRQTLPRINRLLEHV"]
 
 

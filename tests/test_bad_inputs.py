@@ -18,10 +18,10 @@ import yaml
 
 from seqpeft.preflight.check import check_config
 from seqpeft.util.errors import SeqpeftInputError
-from helpers import BAD_CASES, BAD_INPUTS
+from helpers import BAD_CASES, BAD_INPUTS, demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+DEMO = demo_config()
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CASES))

@@ -19,7 +19,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import QLORA_TINY, assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task  # noqa: E402
+from helpers import demo_config, QLORA_TINY, assert_reloaded_run_predicts_its_test_accuracy, finetune_job, motif_task  # noqa: E402
 from seqpeft.training.launch import run_finetune  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -97,7 +97,7 @@ def test_rehearsal_of_demo_jobs_on_the_gpu(tmp_path):
 
     from helpers import REPO
 
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config.update(results="results", published=None)
     config.setdefault("resources", {}).setdefault("sizes", {})["tiny"] = {"gpu": 1, "mem_mb": 8000, "runtime": 30}
     config["methods"]["qlora"] = {"r": 8, "lora_alpha": 16}

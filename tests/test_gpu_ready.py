@@ -11,6 +11,7 @@ import torch
 
 from seqpeft.training.assemble import require_cuda, resolve_device, resolve_precision, runs_on
 from seqpeft.util.errors import SeqpeftInputError
+from helpers import demo_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +179,7 @@ def test_slurm_gpu_jobs_stay_on_one_node_and_trials_ask_for_one_gpu(tmp_path):
 
     from helpers import run
 
-    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config["results"] = str(tmp_path / "results")
     config["training"]["device"] = "auto"
     config["resources"] = {"sizes": {"tiny": {"gpu": 2, "mem_mb": 1000, "runtime": 30}}}  # two GPUs per fine-tuning job

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, demo_config
 from seqpeft.preflight.check import check_config
 from seqpeft.util.errors import SeqpeftInputError
 from seqpeft.methods.options import PEFT_FIELDS_SET_BY_SEQPEFT, accepted_options, peft_config_fields
@@ -27,7 +27,7 @@ MIXTRAL = {"build": {"family": "mixtral", "hidden_size": 32, "num_hidden_layers"
 
 def demo(**methods) -> dict:
     """The demo config, its first experiment block running ``methods`` (added to its methods)."""
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config["methods"].update(methods)
     config["experiments"][0]["methods"] += list(methods)
     return config
@@ -115,7 +115,7 @@ def test_dry_run_refuses_a_misspelt_option(tmp_path):
 def test_an_error_retrying_cannot_fix_is_not_retried(tmp_path):
     """A LoRA target the model lacks passes the config check and fails inside the job: the rule's
     retries (2) then fail at once with that error instead of loading and failing again."""
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config.update(results="results", published=None)
     config["methods"]["lora_bad"] = {"method": "lora", "target_modules": ["nope"]}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_bert_dna"], "methods": ["lora_bad"]}]

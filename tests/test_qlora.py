@@ -29,8 +29,10 @@ def test_qlora_backbone_is_4bit_nf4_with_lora_on_top(tiny_model_dir):
     layer = next(iter(quantized.values()))
     assert layer.weight.quant_type == "nf4" and layer.weight.quant_state.nested  # double quantisation
     assert layer.compute_dtype == torch.bfloat16
+    census = loaded.quantization.pop("parameters")  # which weights are 4-bit and which stayed float32
     assert loaded.quantization == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
                                    "quantized_layers": 14, "unquantized_layers": {}}
+    assert census["by_kind"]["4bit"]["tensors"] == 14
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # LoRA r=4: r x (in + out) on 4 attention (64->64) and 3 MLP projections (64<->128), 2 layers; head 64 x 2 + 2
     assert trainable == 2 * (4 * 4 * (64 + 64) + 3 * 4 * (64 + 128)) + 64 * 2 + 2

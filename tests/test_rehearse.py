@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, narrowed_to_shared, shared_path
+from helpers import REPO, narrowed_to_shared, shared_path, demo_config
 from seqpeft.config.jobs import expand_runs
 
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
@@ -96,7 +96,7 @@ def small(tmp_path_factory):
     """A three-job config of the demo's data: two jobs that work and one whose LoRA targets a module
     the model lacks (it passes the config check and fails inside the job), rehearsed for 3 steps."""
     workdir = tmp_path_factory.mktemp("rehearse")
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config.update(results="results", published=None)
     config["methods"]["lora_bad"] = {"method": "lora", "target_modules": ["nope"]}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_bert_dna"], "methods": ["lora", "lora_bad"]},

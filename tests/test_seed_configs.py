@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from helpers import QLORA_TINY, TINY, job_stats, run
+from helpers import QLORA_TINY, TINY, job_stats, run, demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "config" / "seeds"
@@ -183,7 +183,7 @@ def test_each_seed_recipe_reaches_its_fine_tuning_job(name, tmp_path):
 def test_block_max_length_reaches_the_job_and_gets_dsp_inputs_of_its_length(tmp_path):
     """An experiment block's max_length: the run trains at that length, and a DSP run's inputs are
     encoded for it in a cache of its own (the model's own length keeps the shared one)."""
-    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config["results"] = str(tmp_path / "results")
     config["methods"]["lora_dsp_short"] = {**config["methods"]["lora_dsp"]}
     config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_llama_bytes"], "methods": ["lora_dsp"]},

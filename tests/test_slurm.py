@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import job_stats
+from helpers import job_stats, demo_config
 
 pytestmark = pytest.mark.slow  # runs Snakemake against a fake SLURM
 
@@ -53,7 +53,7 @@ def slurm_cluster(tmp_path_factory):
 
 def small_config(results: Path) -> dict:
     """The demo's DNA task with one tiny model, frozen and LoRA, 2 epochs; tiny models ask for a GPU."""
-    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    config = demo_config()
     config["results"] = str(results)
     config["sources"] = {"demo_dna": config["sources"]["demo_dna"]}
     config["tasks"] = {"demo_tf": config["tasks"]["demo_tf"]}
