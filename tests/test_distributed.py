@@ -73,7 +73,7 @@ def test_two_processes_train_like_one(task, tmp_path, capfd):
     assert metrics["train_samples_per_second"] > 0 and metrics["peak_memory_mb"] > 0
     # rank 0 alone reports and writes: one start and one done line, nothing but the outputs in the run dir
     assert log.count("[seqpeft] start ") == 1 and log.count("[seqpeft] done ") == 1, log
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["artifacts", "history.csv", "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["artifacts", "history.csv", "metrics.json", "predictions_test.parquet"]
     # the saved adapter is the trained one
     predict_file(load_predictor(tmp_path / "two" / "artifacts"), task[0] / "data" / "test.csv", tmp_path / "pred.csv")
     with open(tmp_path / "pred.csv") as predicted, open(task[0] / "data" / "test.csv") as truth:

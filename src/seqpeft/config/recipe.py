@@ -173,8 +173,11 @@ def unchanged_from_init(snapshot: dict | None, model) -> dict:
         return {}
     import torch
 
-    return {part: all(torch.equal(v.detach().float().cpu(), weights[k])
-                      for k, v in _weights(getattr(model, part)).items())
+    def whole(value):  # a sharded (FSDP) weight is gathered: every rank computes the metrics
+        value = value.detach()
+        return (value.full_tensor() if hasattr(value, "full_tensor") else value).float().cpu()
+
+    return {part: all(torch.equal(whole(v), weights[k]) for k, v in _weights(getattr(model, part)).items())
             for part, weights in snapshot.items()}
 
 
