@@ -115,7 +115,7 @@ def test_demo_predictions_reproduce_every_runs_score(demo_run):
     for row in summary.itertuples():
         frame = pd.read_parquet(demo_run.results / "runs" / row.task / row.model / row.method / row.partition
                                 / "predictions_test.parquet")
-        assert task_kind(row.task_kind).score_predictions(frame) == pytest.approx(row.test_mcc, abs=1e-9), row
+        assert task_kind(row.task_kind).score_predictions(frame) == pytest.approx(row.test_score, abs=1e-9), row
 
 
 @pytest.mark.slow
@@ -123,7 +123,14 @@ def test_demo_statistics_answer_and_rank_figures(demo_run):
     results = demo_run.results
     table = pd.read_csv(results / "table.csv")
     assert (table["test_score_ci_method"] == "bootstrap").all()  # one partition per demo run
-    assert ((table["test_score_ci_low"] <= table["test_mcc_mean"]) & (table["test_mcc_mean"] <= table["test_score_ci_high"])).all()
+    # a percentile bootstrap interval need not hold the estimate: resampled examples repeat, and a
+    # rank correlation near 1 (demo_gc's Spearman 0.9995) drops on ties, so its interval can sit
+    # just below; within 1e-3 of it
+    low, high, mean = table["test_score_ci_low"], table["test_score_ci_high"], table["test_score_mean"]
+    assert ((low <= high) & (low - 1e-3 <= mean) & (mean <= high + 1e-3)).all()
+    mcc_scored = table[~table["task"].isin(["demo_gc", "demo_sp_length"])]
+    assert ((mcc_scored["test_score_ci_low"] <= mcc_scored["test_score_mean"])
+            & (mcc_scored["test_score_mean"] <= mcc_scored["test_score_ci_high"])).all()
     comparisons = pd.read_csv(results / "comparisons.csv")
     # the planted motif: full fine-tuning learns it, the frozen backbone with a trained head does not
     frozen = comparisons[(comparisons["task"] == "demo_tf") & (comparisons["model"] == "tiny_llama_dna")
@@ -133,7 +140,13 @@ def test_demo_statistics_answer_and_rank_figures(demo_run):
     models = sorted(set(pd.read_csv(results / "summary.csv")["model"]))
     assert set(ranks["scope"]) == {*models, "all_models"}
     llama = ranks[ranks["scope"] == "tiny_llama_dna"]
-    assert set(llama["n_blocks"]) == {2} and len(llama) == 11  # demo_tf and demo_marks, the same 11 methods
+    # the ranking keeps the blocks (tasks) that ran every ranked method: demo_tf's 11 methods, and
+    # each other task of the model that ran all of them
+    summary = pd.read_csv(results / "summary.csv")
+    per_task = summary[summary["model"] == "tiny_llama_dna"].groupby("task")["method"].apply(set)
+    ranked = set(llama["method"])
+    assert ranked == per_task["demo_tf"] and len(ranked) == 11
+    assert set(llama["n_blocks"]) == {sum(ranked <= methods for methods in per_task)}
     for scope in [*models, "all_models"]:
         assert (results / "figures" / f"ranks_{scope}.png").stat().st_size > 10_000
     answer = (results / "answer.md").read_text()
