@@ -239,11 +239,17 @@ def narrowed_to_shared(config: dict, hub_commits: dict[str, str] | None = None, 
     original = copy.deepcopy(config["tasks"])
     available = {}
     for name, task in config["tasks"].items():
-        staged = SHARED / "data" / task["source"]
-        if (staged / task["path"]).exists():
+        source = config["sources"][task["source"]]
+        if source.get("derive"):  # a task derived by rule derive_source from another source's file
+            staged, origin = SHARED / "data" / source["from"], source["from"]
+            present = (staged / source["path"]).exists()
+        else:
+            staged, origin = SHARED / "data" / task["source"], task["source"]
+            present = (staged / task["path"]).exists()
+        if present:
             available[name] = task
             task["partitions"] = task["partitions"][:1]
-            config["sources"][task["source"]] = {**config["sources"][task["source"]], "local": str(staged)}
+            config["sources"][origin] = {**config["sources"][origin], "local": str(staged)}
     if not available:
         pytest.fail(f"../shared/data ({SHARED / 'data'}) holds no task of this config")
     config["tasks"] = available
