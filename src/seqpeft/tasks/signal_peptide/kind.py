@@ -163,7 +163,9 @@ def _prediction_columns(split, predictions: dict) -> dict:
         "true_cleavage_site": _true_sites(split),
         "true_labels": ["".join(letters[split.data.residue_labels(i)]) for i in range(len(split.data))],
         "sp_type_id": types, "sp_type_name": np.array(SP_TYPES)[types],
-        "cv_position": np.asarray(predictions["site"], dtype=np.int64),
+        # as `seqpeft predict` writes it: -1 for a protein predicted NO_SP (the region CRF's Viterbi
+        # site does not follow the type; PEFT-SP's metrics mask it the same way)
+        "cv_position": np.where(types == SP_TYPES.index("NO_SP"), -1, np.asarray(predictions["site"], dtype=np.int64)),
     }
     probabilities = np.asarray(predictions["probabilities"], dtype=np.float64)
     columns.update({f"prob_{name}": probabilities[:, index] for index, name in enumerate(SP_TYPES)})
