@@ -1,4 +1,4 @@
-"""Tests for seqpeft.results.aggregate on hand-written run directories."""
+"""Tests for seqpeft.analysis.aggregate on hand-written run directories."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqpeft.results.aggregate import SUMMARY_COLUMNS, load_run_metrics, write_summary
+from seqpeft.analysis.aggregate import SUMMARY_COLUMNS, load_run_metrics, write_summary
 from seqpeft.util.errors import SeqpeftInputError
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from helpers import job_stats
-from seqpeft.results.answer import build_answer, build_leaderboard, leaderboard_html, pareto_methods
-from seqpeft.results.stats import StatsSettings, build_ranks
+from seqpeft.analysis.answer import build_answer, build_leaderboard, leaderboard_html, pareto_methods
+from seqpeft.analysis.stats import StatsSettings, build_ranks
 
 SETTINGS = StatsSettings(confidence=0.95, bootstrap=200, seed=0, min_replicates=3, full="full")
 # task -> method -> (score, trainable params, seconds, memory)
@@ -76,8 +76,8 @@ def test_leaderboard_averages_tasks_and_combines_intervals():
 
 def test_leaderboard_sorts_by_every_column_in_headless_chromium(tmp_path):
     from test_report import _chromium
-    from seqpeft.results.answer import LEADERBOARD_COLUMNS
-    from seqpeft.results.report_view import table_after_clicks
+    from seqpeft.analysis.answer import LEADERBOARD_COLUMNS
+    from seqpeft.analysis.report_view import table_after_clicks
 
     chromium = _chromium()
     summary, table, _, ranks = _tables()
@@ -163,7 +163,7 @@ def test_demo_statistics_answer_and_rank_figures(demo_run):
 def test_demo_pareto_axes_show_only_run_values(demo_run, tmp_path):
     """No Pareto axis of the demo labels a value between runs: where runs share an x value (the
     DSP variants of tiny_llama_bytes, 8,768 parameters each) the axis keeps that value."""
-    from seqpeft.results.plots import plot_pareto
+    from seqpeft.analysis.plots import plot_pareto
 
     results = demo_run.results
     summary = pd.read_csv(results / "summary.csv")

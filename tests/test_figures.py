@@ -22,10 +22,10 @@ from matplotlib.lines import Line2D
 
 from matplotlib.colors import to_hex
 
-from seqpeft.results.style import BASELINE_STYLE, LABEL_MAX_DISTANCE_PT, method_styles
-from seqpeft.results.plots import plot_mcc_over_time, plot_pareto
+from seqpeft.analysis.style import BASELINE_STYLE, LABEL_MAX_DISTANCE_PT, method_styles
+from seqpeft.analysis.plots import plot_mcc_over_time, plot_pareto
 from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES
-from seqpeft.results.signal_peptide import plot_task_figures, write_signalp_table
+from seqpeft.analysis.signal_peptide import plot_task_figures, write_signalp_table
 
 METHODS = ["full", "frozen", "lora", "lora_hpo", "adalora", "ia3", "bitfit", "prompt_tuning", "lopa", "adapter"]
 MODELS = {"tiny_llama_dna": 3, "tiny_bert_dna": 1}  # model -> partitions
@@ -335,7 +335,7 @@ def test_no_published_rows_for_the_task_leaves_no_baseline_and_says_so(published
 
 def test_two_experiments_giving_signalp6_the_same_number_are_refused_with_the_line(tmp_path):
     from seqpeft.util.errors import SeqpeftInputError
-    from seqpeft.results.signal_peptide import published_baseline
+    from seqpeft.analysis.signal_peptide import published_baseline
 
     path = tmp_path / "published.csv"
     path.write_text("experiment,source,task,model,method,split,metric,kingdom,sp_type,value,spread,note\n"

@@ -1,4 +1,4 @@
-"""Tests for seqpeft.results.plots: the Pareto front on hand-made points and the figures' files."""
+"""Tests for seqpeft.analysis.plots: the Pareto front on hand-made points and the figures' files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from seqpeft.util.errors import SeqpeftInputError
-from seqpeft.results.plots import pareto_front, plot_mcc_over_time, plot_pareto
+from seqpeft.analysis.plots import pareto_front, plot_mcc_over_time, plot_pareto
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ("full", "lora", "ia3", "bitfit")

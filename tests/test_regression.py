@@ -215,8 +215,8 @@ def test_summary_table_and_figures_rank_each_kind_by_its_own_score(tmp_path):
     classification runs' MCC, and its Pareto and over-time figures plot Spearman."""
     import pandas as pd
 
-    from seqpeft.results.aggregate import write_summary
-    from seqpeft.results.plots import plot_mcc_over_time, plot_pareto
+    from seqpeft.analysis.aggregate import write_summary
+    from seqpeft.analysis.plots import plot_mcc_over_time, plot_pareto
 
     classification = {"mcc": 0.6, "accuracy": 0.8, "f1": 0.7, "precision": 0.7, "recall": 0.7, "loss": 0.4}
     files = [_run_metrics(tmp_path, "cls", "lora", "sequence_classification", "mcc", classification, classification, 10)]

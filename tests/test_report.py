@@ -55,7 +55,7 @@ def test_report_contains_every_figure_and_table_with_captions(report_html):
 def _chromium() -> str:
     """Chromium on PATH, installed with apt when missing; CI must have it, elsewhere the test skips."""
     from seqpeft.util.errors import SeqpeftInputError
-    from seqpeft.results.report_view import find_chromium
+    from seqpeft.analysis.report_view import find_chromium
 
     try:
         return find_chromium()
@@ -84,7 +84,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_report_shows_every_figure_in_headless_chromium(report_html, tmp_path):
     """Each figure is displayed the way a reader's click displays it, and Chromium decodes it at
     the size of the PNG the workflow wrote (a landing-page screenshot would prove nothing)."""
-    from seqpeft.results.report_view import view_figures
+    from seqpeft.analysis.report_view import view_figures
 
     html_path, config = report_html
     chromium = _chromium()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from seqpeft.util.errors import SeqpeftInputError
-from seqpeft.results.reproduction import PUBLISHED_COLUMNS, build_reproduction, read_published, write_reproduction
+from seqpeft.analysis.reproduction import PUBLISHED_COLUMNS, build_reproduction, read_published, write_reproduction
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = ",".join(PUBLISHED_COLUMNS)

@@ -68,7 +68,7 @@ def test_every_fold_writes_the_kingdom_by_type_table(cv_runs):
 
 
 def test_aggregated_table_and_figures(cv_runs, tmp_path):
-    from seqpeft.results.signal_peptide import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
+    from seqpeft.analysis.signal_peptide import plot_cleavage_sites, plot_mcc_bars, write_signalp_table
 
     root, _, _ = cv_runs
     table = write_signalp_table([root / "runs" / f / "metrics.json" for f in FOLDS], tmp_path / "signalp_table.csv")

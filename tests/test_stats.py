@@ -1,4 +1,4 @@
-"""seqpeft.results.stats and seqpeft.results.answer on small synthetic summaries, against hand computations."""
+"""seqpeft.analysis.stats and seqpeft.analysis.answer on small synthetic summaries, against hand computations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqpeft.results.aggregate import build_table
+from seqpeft.analysis.aggregate import build_table
 from seqpeft.training.metrics import fast_mcc
-from seqpeft.results.stats import (ALL_MODELS, StatsSettings, add_intervals, build_comparisons, build_ranks,
+from seqpeft.analysis.stats import (ALL_MODELS, StatsSettings, add_intervals, build_comparisons, build_ranks,
                            friedman_nemenyi, t_interval)
 from seqpeft.tasks import task_kind
 
@@ -118,7 +118,7 @@ def test_ranks_per_model_and_over_all_models_leave_out_incomplete_methods():
 
 
 def test_critical_difference_diagram_draws_ranks_cd_and_cliques(tmp_path):
-    from seqpeft.results.rank_figure import plot_ranks
+    from seqpeft.analysis.rank_figure import plot_ranks
 
     # a always first, b second, c third on 10 tasks: Friedman rejects; CD = 2.343 sqrt(12 / 60) = 1.048,
     # so a-b and b-c (1 apart) do not differ, a-c (2 apart) does

@@ -173,7 +173,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _view_report(args: argparse.Namespace) -> int:
-    from seqpeft.results.report_view import view_figures
+    from seqpeft.analysis.report_view import view_figures
 
     views = view_figures(Path(args.report), Path(args.screenshots) if args.screenshots else None, args.chromium)
     for view in views:

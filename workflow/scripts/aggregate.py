@@ -5,7 +5,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.aggregate import write_summary
+    from seqpeft.analysis.aggregate import write_summary
 
     sm = snakemake  # noqa: F821
     write_summary(

@@ -3,7 +3,7 @@
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.answer import write_answer
+    from seqpeft.analysis.answer import write_answer
 
     sm = snakemake  # noqa: F821
     write_answer(sm.input.table, sm.input.comparisons, sm.input.ranks, sm.input.summary, sm.output.answer,

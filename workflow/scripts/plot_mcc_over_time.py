@@ -5,7 +5,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.plots import plot_mcc_over_time
+    from seqpeft.analysis.plots import plot_mcc_over_time
 
     sm = snakemake  # noqa: F821
     plot_mcc_over_time([Path(f) for f in sm.input.histories], sm.wildcards.task, Path(sm.output.png), Path(sm.output.svg),

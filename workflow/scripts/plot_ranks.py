@@ -3,7 +3,7 @@
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.rank_figure import plot_ranks
+    from seqpeft.analysis.rank_figure import plot_ranks
 
     sm = snakemake  # noqa: F821
     plot_ranks(sm.input.ranks, sm.wildcards.scope, sm.output.png, sm.output.svg)

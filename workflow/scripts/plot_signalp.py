@@ -6,7 +6,7 @@ from pathlib import Path
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.signal_peptide import plot_task_figures
+    from seqpeft.analysis.signal_peptide import plot_task_figures
 
     sm = snakemake  # noqa: F821
     published = getattr(sm.input, "published", None) or None  # an empty list without `published:`

@@ -3,7 +3,7 @@
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.reproduction import write_reproduction
+    from seqpeft.analysis.reproduction import write_reproduction
 
     sm = snakemake  # noqa: F821
     write_reproduction(sm.input.published, sm.input.summary, list(sm.input.signalp), sm.output.table, sm.output.png, sm.output.svg)

@@ -3,7 +3,7 @@
 from _script import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    from seqpeft.results.stats import write_statistics
+    from seqpeft.analysis.stats import write_statistics
 
     sm = snakemake  # noqa: F821
     write_statistics(sm.input.summary, sm.input.table, list(sm.input.predictions), sm.output.comparisons,

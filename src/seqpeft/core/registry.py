@@ -145,7 +145,7 @@ class TaskKind:
     prediction_columns: Callable[[Any, dict], dict] | None = None
     # The kind's score (its test_mcc in summary.csv) from a predictions frame or a mapping of its
     # columns to arrays (``frame[column]``; a bootstrap resample is such a mapping): what
-    # seqpeft.results.stats resamples for intervals and paired comparisons.
+    # seqpeft.analysis.stats resamples for intervals and paired comparisons.
     score_predictions: Callable[[Any], float] | None = None
 
     def alphabet_of(self, task_spec: dict | None) -> str:

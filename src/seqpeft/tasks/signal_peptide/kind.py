@@ -1,7 +1,7 @@
 """Registration of the ``signal_peptide`` task kind: SignalP 6.0 three-line FASTA (``>ACC|KINGDOM|TYPE|PARTITION``,
 sequence, per-residue labels), cross-validation folds t{T}v{V} over its partitions 0-2, a CRF
 objective (``seqpeft.tasks.signal_peptide.objective``), and the kingdom x type table and figures
-(``seqpeft.results.signal_peptide``, rules signalp_table and signalp_figures)."""
+(``seqpeft.analysis.signal_peptide``, rules signalp_table and signalp_figures)."""
 
 from __future__ import annotations
 

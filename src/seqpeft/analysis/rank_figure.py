@@ -1,4 +1,4 @@
-"""Demšar's critical-difference diagram of the methods' average ranks (``ranks.csv``, seqpeft.results.stats)."""
+"""Demšar's critical-difference diagram of the methods' average ranks (``ranks.csv``, seqpeft.analysis.stats)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from seqpeft.results.style import new_figure, save_figure
-from seqpeft.results.plots import _require_columns
+from seqpeft.analysis.style import new_figure, save_figure
+from seqpeft.analysis.plots import _require_columns
 
 
 def plot_ranks(ranks_csv: str | Path, scope: str, out_png: str | Path, out_svg: str | Path):
@@ -19,7 +19,7 @@ def plot_ranks(ranks_csv: str | Path, scope: str, out_png: str | Path, out_svg: 
     ranks_csv = Path(ranks_csv)
     ranks = pd.read_csv(ranks_csv, keep_default_na=False, na_values=[""])
     _require_columns(ranks, ["scope", "method", "average_rank", "critical_difference", "friedman_p", "n_blocks",
-                             "not_different_from"], ranks_csv, fix="Regenerate it with seqpeft.results.stats.build_ranks.")
+                             "not_different_from"], ranks_csv, fix="Regenerate it with seqpeft.analysis.stats.build_ranks.")
     rows = ranks[(ranks["scope"].astype(str) == scope) & ranks["method"].notna()].sort_values("average_rank")
     fig = new_figure(width=8.0, height=max(2.6, 1.2 + 0.28 * len(rows)))
     ax = fig.add_subplot(1, 1, 1)

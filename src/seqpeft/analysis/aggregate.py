@@ -257,12 +257,12 @@ def write_summary(
     config: dict | None = None,
 ) -> None:
     """Write ``summary.csv`` (one row per run), ``table.csv`` (one row per task x model x method,
-    with the score's interval from ``seqpeft.results.stats`` when the runs' predictions are given) and
+    with the score's interval from ``seqpeft.analysis.stats`` when the runs' predictions are given) and
     optionally a Parquet copy of the summary, each atomically."""
     summary = build_summary(metrics_files)
     table = build_table(summary)
     if predictions_files is not None:
-        from seqpeft.results.stats import StatsSettings, add_intervals, load_predictions
+        from seqpeft.analysis.stats import StatsSettings, add_intervals, load_predictions
 
         frames, scorers = load_predictions(predictions_files)
         table = add_intervals(table, summary, frames, scorers, StatsSettings.from_config(config))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqpeft.results.aggregate import METRIC_KEYS
+from seqpeft.analysis.aggregate import METRIC_KEYS
 from seqpeft.util.atomic import atomic_file
 from seqpeft.util.errors import SeqpeftInputError
 
@@ -160,7 +160,7 @@ def write_reproduction(published_csv: str | Path, summary_csv: str | Path, signa
 def plot_reproduction(table: pd.DataFrame, out_png: str | Path, out_svg: str | Path) -> None:
     """Reproduced (mean ± sd) against published, y = x line, one colour per experiment, rows outside
     the published spread / 2 sd labelled."""
-    from seqpeft.results.style import new_figure, save_figure
+    from seqpeft.analysis.style import new_figure, save_figure
 
     fig = new_figure(6.4, 6.0)
     ax = fig.add_subplot()

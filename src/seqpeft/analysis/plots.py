@@ -2,7 +2,7 @@
 
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly (never pyplot), so
 no global backend is switched and no figure is left open; matplotlib is imported inside the
-functions to keep ``import seqpeft.results.plots`` light. Each figure is saved as PNG (150 dpi) and SVG
+functions to keep ``import seqpeft.analysis.plots`` light. Each figure is saved as PNG (150 dpi) and SVG
 (text kept as text, no timestamp) through :func:`seqpeft.util.atomic.atomic_file`.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from seqpeft.util.errors import SeqpeftInputError
-from seqpeft.results.style import facets, label_points, method_styles, new_figure, save_figure
+from seqpeft.analysis.style import facets, label_points, method_styles, new_figure, save_figure
 
 # axis name -> (summary column, axis label, log scale)
 AXES: dict[str, tuple[str, str, bool]] = {
@@ -152,7 +152,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
                 methods: Sequence[str] | None = None, table_csv: str | Path | None = None):
     """Test MCC (mean over partitions) against a cost, one panel per model of ``task``.
 
-    With ``table_csv`` (table.csv with intervals, seqpeft.results.stats) the error bars are each point's
+    With ``table_csv`` (table.csv with intervals, seqpeft.analysis.stats) the error bars are each point's
     interval (t over runs, or bootstrap over test examples); without it, one sd over partitions.
 
     ``axis`` is ``"params"`` (trainable parameters, log x), ``"memory"`` (peak memory, MB) or
@@ -171,7 +171,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
     summary = pd.read_csv(summary_csv)
     score = "test_score" if "test_score" in summary else "test_mcc"  # summaries before scores were named: MCC
     _require_columns(summary, ["task", "model", "method", score, column], summary_csv,
-                     fix="Regenerate it with seqpeft.results.aggregate.write_summary.")
+                     fix="Regenerate it with seqpeft.analysis.aggregate.write_summary.")
     for key in ("task", "model", "method"):
         summary[key] = summary[key].astype(str)
     tasks = sorted(summary["task"].unique())
@@ -189,7 +189,7 @@ def plot_pareto(summary_csv: str | Path, task: str, axis: str, out_png: str | Pa
     if intervals:
         table = pd.read_csv(table_csv, dtype={"task": str, "model": str, "method": str})
         _require_columns(table, ["task", "model", "method", "test_score_ci_low", "test_score_ci_high"], Path(table_csv),
-                         fix="Regenerate it with the aggregate rule (seqpeft.results.aggregate.write_summary with predictions).")
+                         fix="Regenerate it with the aggregate rule (seqpeft.analysis.aggregate.write_summary with predictions).")
         grouped = grouped.merge(table[table["task"] == task][["model", "method", "test_score_ci_low", "test_score_ci_high"]],
                                 on=["model", "method"], how="left")
     finite = np.isfinite(grouped["x"]) & np.isfinite(grouped["y"])

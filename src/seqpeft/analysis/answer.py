@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from seqpeft.util.atomic import write_text_atomic
-from seqpeft.results.stats import ALL_MODELS, SCORE, StatsSettings, with_score
+from seqpeft.analysis.stats import ALL_MODELS, SCORE, StatsSettings, with_score
 
 # cost columns of the answer: (column of the per-method costs, words, file-name word)
 COSTS = (("trainable_params", "trainable parameters", "params"), ("device_hours", "device-hours", "time"),

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqpeft.results.aggregate import _format_mean_sd
+from seqpeft.analysis.aggregate import _format_mean_sd
 from seqpeft.util.atomic import atomic_file
 from seqpeft.data.readers import KINGDOMS
 from seqpeft.util.errors import SeqpeftInputError
-from seqpeft.results.style import BASELINE_STYLE, MethodStyle, method_styles, new_figure, save_figure
+from seqpeft.analysis.style import BASELINE_STYLE, MethodStyle, method_styles, new_figure, save_figure
 from seqpeft.tasks.signal_peptide.metrics import METRIC_COLUMNS, REPORTED_TYPES, run_rows
 
 KEYS = ("task", "model", "method", "kingdom", "sp_type")
@@ -74,7 +74,7 @@ def published_baseline(published_csv: str | Path, task: str) -> dict[tuple[str, 
     """SignalP 6.0's published per-kingdom x type numbers for ``task`` from the published table
     (rows with model and method ``signalp6``, test split; the ``ALL`` mean rows left out):
     ``(metric, kingdom, sp_type) -> (value, spread or NaN)``. Empty where the file has none."""
-    from seqpeft.results.reproduction import ALL, read_published
+    from seqpeft.analysis.reproduction import ALL, read_published
 
     published = read_published(published_csv)
     rows = published[(published["task"] == task) & (published["model"] == BASELINE) & (published["method"] == BASELINE)
@@ -209,7 +209,7 @@ def plot_mcc_bars(table: pd.DataFrame, png: str | Path, svg: str | Path, task: s
                   methods: Sequence[str] | None = None, baseline: dict | None = None,
                   published_name: str | None = None):
     """MCC2 and MCC1 per kingdom x SP type as PEFT-SP draws them: grouped bars, one per method
-    (mean over folds; colours: ``seqpeft.results.style.method_styles``), SignalP 6.0's published
+    (mean over folds; colours: ``seqpeft.analysis.style.method_styles``), SignalP 6.0's published
     value as its own bar where ``baseline`` (``published_baseline``) has it. One full-width row per
     metric x model (MCC2 rows first). Returns the figure."""
     styles = method_styles(table["method"].unique(), methods)
