@@ -242,8 +242,8 @@ REHEARSE_ALL = """
 import json, sys
 from dataclasses import asdict
 from pathlib import Path
-from seqpeft.config.jobs import dsp_cache_name, expand_runs, finetune_spec
-from seqpeft.config.paths import REHEARSAL_PATTERN, model_dir, rehearsal_table, results_dir, tokenizer_of, wildcard_pattern
+from seqpeft.config.jobs import expand_runs, finetune_spec, training_cache
+from seqpeft.config.paths import REHEARSAL_PATTERN, model_dir, rehearsal_table, wildcard_pattern
 from seqpeft.config.settings import FinetuneJob
 from seqpeft.preflight.check import size_resources
 from seqpeft.preflight.plan import load_config
@@ -253,8 +253,7 @@ config, _ = load_config(Path(sys.argv[1]))
 rows = []
 for run in expand_runs(config):
     spec = finetune_spec(config, run.task, run.model, run.method)
-    dsp = dsp_cache_name(config, run.task, run.model, run.method)
-    cache = f"{results_dir(config)}/tokenized/{run.task}/" + (f"{tokenizer_of(config, run.model)}.npz" if dsp is None else dsp)
+    cache = training_cache(config, run.task, run.model, run.method)
     out = wildcard_pattern(REHEARSAL_PATTERN, config).format(task=run.task, model=run.model, method=run.method,
                                                              partition=run.partition)
     job = FinetuneJob(task=run.task, model=run.model, method=run.method, partition=run.partition,

@@ -7,7 +7,7 @@ from seqpeft.preflight.check import finetune_threads, size_resources, world_size
 from seqpeft.config.jobs import (
     canonical,
     download_sources,
-    dsp_cache_name,
+    training_cache,
     dsp_encoding,
     dsp_settings,
     expand_runs,
@@ -144,11 +144,7 @@ def tokenize_dsp_input(wildcards):
 def training_input(wildcards):
     """tune_trials and finetune: the task tokenized with the model's tokenizer (for DSP variants:
     with the task's template, per model and encoding), and the model directory."""
-    name = dsp_cache_name(config, wildcards.task, wildcards.model, wildcards.method)
-    if name is None:
-        cache = f"{R}/tokenized/{wildcards.task}/{tokenizer_of(config, wildcards.model)}.npz"
-    else:
-        cache = f"{R}/tokenized/{wildcards.task}/{name}"
+    cache = training_cache(config, wildcards.task, wildcards.model, wildcards.method)
     return {"cache": cache, "model": model_dir(config, wildcards.model)}
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqpeft.util.errors import SeqpeftInputError
-from seqpeft.config.paths import section
+from seqpeft.config.paths import results_dir, section, tokenizer_of
 from seqpeft.config.schema import ENTRY, with_defaults
 from seqpeft.config.settings import TUNED_KEYS
 
@@ -214,3 +214,10 @@ def finetune_spec(config: dict, task: str, model: str, method: str) -> dict:
 def tune_trials_spec(config: dict, task: str, model: str, method: str) -> dict:
     """A tuning trial job's params: as ``finetune_spec``, with the training settings its study sees."""
     return {**finetune_spec(config, task, model, method), "training": tuning_training(config, method)}
+
+
+def training_cache(config: dict, task: str, model: str, method: str) -> str:
+    """The tokenized cache a fine-tuning (or rehearsal, or tuning-trial) job of this run reads: the
+    task tokenized with the model's tokenizer, or, for a DSP variant, with the task's template."""
+    name = dsp_cache_name(config, task, model, method)
+    return f"{results_dir(config)}/tokenized/{task}/" + (f"{tokenizer_of(config, model)}.npz" if name is None else name)
