@@ -19,6 +19,9 @@ rule tune_trials:
         spec=trial_spec,
         hpo=hpo_args,
     threads: FINETUNE_THREADS
+    # a study's rounds and its tuned run are a chain of jobs that cannot overlap each other: started
+    # first, they run beside the other fine-tuning jobs instead of after them
+    priority: 10
     resources:
         # a tuning trial trains in one process on at most one GPU, whatever training.processes or the
         # model's size says (seqpeft.training.launch.run_finetune): it asks for what it uses
@@ -44,6 +47,7 @@ rule tune:
         f"{TUNE_DIR}/logs/tune.log",
     params:
         hpo=hpo_args,
+    priority: 10
     resources:
         mem_mb=2000,
         runtime=10,
