@@ -70,7 +70,8 @@ def test_rehearsal_of_the_demo_is_ok_for_every_job_and_plan_estimates_its_real_t
     assert {key: row["outcome"] for key, row in rows.items() if row["outcome"] != "ok"} == {}
     for row in rows.values():
         assert int(row["steps"]) == 20 and float(row["seconds_per_step"]) > 0 and float(row["peak_memory_mb"]) > 0
-        assert int(row["full_steps"]) == -(-int(row["train_rows"]) // 32) * 10  # rows / batch size x 10 epochs
+        epochs, batch = demo_run.config["training"]["epochs"], demo_run.config["training"]["batch_size"]
+        assert int(row["full_steps"]) == -(-int(row["train_rows"]) // batch) * epochs  # batches per epoch x epochs
     assert f"{len(runs)} of {len(runs)} jobs ok" in out.stdout
     # nothing of the real run (checkpoints, metrics, summaries, figures) written or touched
     assert real_run_files(results) == before

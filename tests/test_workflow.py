@@ -59,7 +59,7 @@ def test_demo_dry_run_lists_every_rule(tmp_path):
     # demo_marks (multi-label): 4 methods on llama and the 2 DSP variants; demo_sp: 5; the two SignalP-derived
     # protein tasks (classification, regression) x 3 on tiny ESM; demo_gc (DNA regression) x 3 on llama
     assert stats["finetune"] == len(expand_runs(load(DEMO, tmp_path))) == 11 + 3 + 3 + 4 + 2 + 5 + 2 * 3 + 3
-    assert stats["tune_trials"] == 6 and stats["tune"] == 1  # lora_hpo's study on demo_tf: 6 trials, one job each
+    assert stats["tune_trials"] == 4 and stats["tune"] == 1  # lora_hpo's study on demo_tf: 4 trials, one job each
     assert stats["generate_demo_source"] == 4
     assert stats["derive_source"] == 2  # the protein tasks, from the real SignalP FASTA in ../shared
     assert stats["build_tokenizer"] == 3
