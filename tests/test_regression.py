@@ -163,39 +163,70 @@ def test_signalp_derived_tasks_follow_the_homology_partitions(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sp_length_task(tmp_path_factory, tiny_model_dir):
-    """A small slice of the real SP-length task (SignalP partitions 0/1/2), tokenized for tiny ESM."""
+def small_task(tmp_path_factory, tiny_model_dir):
+    """``small_task(name)``: (cache, model directory, task spec) of a small slice of one of the three
+    tasks issue 24 added to the demo, tokenized for its tiny model (built once per module)."""
     from seqpeft.tasks.signal_peptide.derived import derive_signalp_task
 
-    root = tmp_path_factory.mktemp("sp_length")
-    derive_signalp_task(shared_path("data/signalp/train_set.fasta"), root / "data", "signalp_sp_length", seed=0,
-                        n_train=96, n_dev=48, n_test=48)
-    model = tiny_model_dir("esm")
-    tokenize_task({"kind": KIND, "family": "protein"}, root / "data", model, root / "cache.npz")
-    return root, model
+    built = {}
+
+    def make(name: str):
+        if name not in built:
+            kind, family = SMALL_TASKS[name]
+            root = tmp_path_factory.mktemp(name)
+            if name == "dna_regression":
+                write_gc_regression_task(root / "data", seed=7, n_train=96, n_dev=48, n_test=48, length=60)
+            else:
+                derive = "signalp_sp_type" if kind == "sequence_classification" else "signalp_sp_length"
+                derive_signalp_task(shared_path("data/signalp/train_set.fasta"), root / "data", derive, seed=0,
+                                    n_train=96, n_dev=48, n_test=48)
+            model = tiny_model_dir("esm" if family == "protein" else "llama")
+            task_spec = {"kind": kind, "family": family}
+            tokenize_task(task_spec, root / "data", model, root / "cache.npz")
+            built[name] = root / "cache.npz", model, task_spec
+        return built[name]
+
+    return make
 
 
-def _methods() -> list[str]:
+# the demo's SignalP type (protein classification), SignalP length (protein regression) and GC
+# content (DNA regression) tasks: kind and family
+SMALL_TASKS = {"protein_classification": ("sequence_classification", "protein"),
+               "protein_regression": (KIND, "protein"), "dna_regression": (KIND, "dna")}
+
+
+def _methods(task: str) -> list[str]:
     from seqpeft.methods.registry import METHOD_NAMES
 
     # QLoRA has tests of its own (4-bit kernels); ESM has no past-key-values for prefix tuning
-    return [method for method in METHOD_NAMES if method not in ("qlora", "prefix_tuning")]
+    left_out = {"qlora", "prefix_tuning"} if SMALL_TASKS[task][1] == "protein" else {"qlora"}
+    return [method for method in METHOD_NAMES if method not in left_out]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", _methods())
-def test_every_method_trains_a_protein_regression_task(sp_length_task, tmp_path, method):
+@pytest.mark.parametrize("task, method", [(task, method) for task in SMALL_TASKS for method in _methods(task)])
+def test_every_method_trains_the_protein_and_regression_tasks(small_task, tmp_path, task, method):
+    import pandas as pd
+
     from seqpeft.training.launch import run_finetune
 
-    root, model = sp_length_task
-    job = finetune_job(root / "cache.npz", model, tmp_path / "run", method=method, kind=KIND,
-                       model_spec={"max_length": 128}, task_spec={"kind": KIND, "family": "protein"},
+    cache, model, task_spec = small_task(task)
+    job = finetune_job(cache, model, tmp_path / "run", method=method, kind=task_spec["kind"],
+                       model_spec={"max_length": 128}, task_spec=task_spec,
                        training={"epochs": 2, "batch_size": 16, "learning_rate": 4e-3, "device": "cpu"})
     metrics = run_finetune(job)
-    assert metrics["score"] == "spearman" and np.isfinite(metrics["test"]["rmse"]) and metrics["test"]["mae"] > 0
     assert 0 < metrics["trainable_params"] <= metrics["total_params"]
-    # the original scale: SP lengths are tens of residues, a standardised error would be about 1
-    assert metrics["test"]["rmse"] > 2
+    frame = pd.read_parquet(tmp_path / "run" / "predictions_test.parquet")
+    with open(cache.parent / "data" / "test.csv") as handle:
+        assert len(frame) == sum(1 for _ in csv.DictReader(handle))  # one row per test example
+    if task_spec["kind"] == "sequence_classification":
+        assert metrics["score"] == "mcc" and -1 <= metrics["test"]["mcc"] <= 1 and 0 <= metrics["test"]["f1"] <= 1
+        assert set(frame["label"]) <= set(range(6)) and frame["label"].nunique() > 2  # SP type ids, several types
+        return
+    assert metrics["score"] == "spearman" and np.isfinite(metrics["test"]["rmse"]) and metrics["test"]["mae"] > 0
+    # predictions on the original scale (SP lengths in residues, GC percent), not standardised ones
+    truth, predicted = frame["target_target0"], frame["predicted_target0"]
+    assert truth.mean() > 10 and abs(predicted.mean() - truth.mean()) < 2 * truth.std(), (truth.mean(), predicted.mean())
 
 
 def _run_metrics(root, task, method, kind, score, test, dev, trainable):
