@@ -73,6 +73,30 @@ def test_a_misspelt_option_names_the_variant_the_option_and_the_nearest_name():
     check_config(demo(loha={"peft": "LoHaConfig", "r": 4, "alpha": 8}, lora_last={"method": "lora", "last_n_layers": 1}))
 
 
+def test_impossible_adalora_schedules_are_refused_before_any_job(tiny_model_dir):
+    """With total_step set (LINGO's 7485), tinit + tfinal must leave steps to prune in; a negative
+    allocate_every or a probability outside [0, 1] is refused too. The job checks the same."""
+    from seqpeft.training.assemble import build_model
+
+    message = problem(demo(ada_short={"method": "adalora", "total_step": 100, "tinit": 60, "tfinal": 40}))
+    assert message.startswith("methods.ada_short.tinit: adalora: tinit (60) + tfinal (40) must be below total_step (100)")
+    assert "Fix: raise total_step or lower tinit/tfinal." in message
+    assert "methods.ada_final.tfinal:" in problem(demo(ada_final={"method": "adalora", "total_step": 100, "tfinal": 95}))
+    assert "methods.rs.allocate_every: is -1" in problem(demo(rs={"method": "adalora_rs", "allocate_every": -1}))
+    assert "methods.rs.rs_probability: is 1.5, not a probability" in problem(demo(rs={"method": "adalora_rs",
+                                                                                      "rs_probability": 1.5}))
+    # without total_step the run's length decides: the job checks it
+    check_config(demo(ada_run={"method": "adalora", "tinit": 60, "tfinal": 40}, ada_ok={"method": "adalora",
+                                                                                        "total_step": 101, "tinit": 60,
+                                                                                        "tfinal": 40}))
+    with pytest.raises(SeqpeftInputError, match=r"must be below total_step \(50: epochs x optimizer steps per epoch\)"):
+        build_model(tiny_model_dir("llama"), {}, "adalora", {"tinit": 30, "tfinal": 20}, 2, False, total_steps=50,
+                    model_name="llama")
+    with pytest.raises(SeqpeftInputError, match="adalora_rs: rs_probability is -0.1, not a probability"):
+        build_model(tiny_model_dir("llama"), {}, "adalora_rs", {"rs_probability": -0.1}, 2, False, total_steps=50,
+                    model_name="llama")
+
+
 def test_lora_dropout_on_mixtral_experts_is_refused_for_that_pairing_only():
     config = demo()
     config["models"]["tiny_mixtral"] = MIXTRAL

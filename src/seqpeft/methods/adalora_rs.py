@@ -57,12 +57,8 @@ def _allocator_class():
 
 
 def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0, restore: bool = True):
-    """Replace the AdaLoRA peft model's rank allocator by the RS one (same config, same budget)."""
-    if not 0.0 <= probability <= 1.0:
-        from seqpeft.util.errors import SeqpeftInputError
-
-        raise SeqpeftInputError(None, f"adalora_rs: rs_probability {probability} is not a probability.",
-                                fix="set rs_probability between 0 and 1 (the seed uses 0.1).")
+    """Replace the AdaLoRA peft model's rank allocator by the RS one (same config, same budget;
+    ``probability`` checked with the method's arguments, ``registry._adalora_rs_check``)."""
     tuner = model.base_model
     adapter = tuner.trainable_adapter_name
     tuner.rankallocator = _allocator_class()(tuner.model, tuner.peft_config[adapter], adapter, probability, seed, restore)

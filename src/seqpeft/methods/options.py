@@ -104,7 +104,7 @@ def option_problem(method: Method, args: dict) -> tuple[str | None, str, str] | 
     if "LoraConfig" in (method.peft_config or "") and args.get("target_parameters") and float(args.get("lora_dropout") or 0):
         return ("lora_dropout", "peft's LoRA on target_parameters has no dropout (it refuses lora_dropout != 0).",
                 "set lora_dropout: 0, or drop target_parameters.")
-    return None
+    return method.check_args(args) if method.check_args else None
 
 
 def pairing_problem(method: Method, args: dict, family) -> tuple[str, str, str] | None:

@@ -62,6 +62,9 @@ class Method:
     # LoRA on the family's expert parameters (ModelFamily.lora_target_parameters) unless the entry
     # sets target_parameters: peft allows no dropout there (seqpeft.methods.options.pairing_problem)
     on_family_parameters: bool = False
+    # What the arguments alone show to be impossible, as (option, problem, fix) or None: run by the
+    # config check before any job (seqpeft.methods.options.option_problem) and again by the job.
+    check_args: Callable[[dict], tuple[str, str, str] | None] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -152,24 +155,53 @@ def adalora_schedule(total_steps: int, args: dict) -> dict:
     warm-up (no pruning) for the first 10 % and a fixed budget for the last 20 %, unless the
     method sets ``total_step`` itself (LINGO as published: 7485, whatever the run's length).
     """
-    total_steps = int(args["total_step"]) if args.get("total_step") else max(int(total_steps), 10)
+    fixed = bool(args.get("total_step"))
+    total_steps = int(args["total_step"]) if fixed else max(int(total_steps), 10)
     tinit = int(args.get("tinit", max(1, total_steps // 10)))
     tfinal = int(args.get("tfinal", max(1, total_steps // 5)))
     if tinit + tfinal >= total_steps:
-        raise SeqpeftInputError(None, f"adalora: tinit ({tinit}) + tfinal ({tfinal}) must be below total_step ({total_steps}).",
-                                fix="train for more steps or lower tinit/tfinal.")
+        raise SeqpeftInputError(None, f"adalora: tinit ({tinit}) + tfinal ({tfinal}) must be below total_step ({total_steps}"
+                                f"{'' if fixed else ': epochs x optimizer steps per epoch'}).",
+                                fix=("raise total_step or lower tinit/tfinal." if fixed else
+                                     "train for more steps or lower tinit/tfinal."))
     delta = int(args.get("deltaT", max(1, (total_steps - tinit - tfinal) // 20)))
     return {"total_step": total_steps, "tinit": tinit, "tfinal": tfinal, "deltaT": delta}
+
+
+def _adalora_check(args: dict) -> tuple[str, str, str] | None:
+    """A negative ``allocate_every``; with ``total_step`` set, a schedule whose tinit + tfinal
+    leaves no step to prune in (without it the run's length decides, known only in the job)."""
+    every = args.get("allocate_every", 1)
+    if not isinstance(every, int) or every < 0:
+        return ("allocate_every", f"is {every!r}, not a step count.",
+                "1 (every optimizer step, peft's documented use), 50 (LINGO's DSP scripts) or 0 (never).")
+    if args.get("total_step"):
+        try:
+            adalora_schedule(0, args)
+        except SeqpeftInputError as error:
+            return ("tinit" if "tinit" in args or "tfinal" not in args else "tfinal", error.problem, error.fix)
+    return None
+
+
+def _adalora_rs_check(args: dict) -> tuple[str, str, str] | None:
+    probability = args.get("rs_probability", 0.0)
+    if not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        return ("rs_probability", f"is {probability!r}, not a probability.", "set it between 0 and 1 (the seed uses 0.1).")
+    return _adalora_check(args)
+
+
+def _raise_on(problem: tuple[str, str, str] | None, method: str) -> None:
+    if problem:
+        option, text, fix = problem
+        raise SeqpeftInputError(None, f"{method}: {option} {text}", fix=fix)
 
 
 def _adalora(backbone, args: dict, ctx: MethodContext):
     from peft import AdaLoraConfig
 
+    _raise_on(_adalora_check(args), "adalora")
     args = dict(args)
     every = int(args.pop("allocate_every", 1))
-    if every < 0:
-        raise SeqpeftInputError(None, f"adalora: allocate_every {every} is negative.",
-                                fix="1 (every optimizer step, peft's documented use), 50 (LINGO's DSP scripts) or 0 (never).")
     targets = _targets(args, ctx.family.lora_targets)
     _check_targets(backbone, targets, "adalora", ctx.model_name)
     options = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args}
@@ -219,6 +251,7 @@ def _adalora_orthogonality(model):
 def _adalora_rs(backbone, args: dict, ctx: MethodContext):
     from seqpeft.methods import adalora_rs
 
+    _raise_on(_adalora_rs_check(args), "adalora_rs")
     args = dict(args)
     probability = float(args.pop("rs_probability", adalora_rs.DEFAULT_PROBABILITY))
     seed = int(args.pop("rs_seed", 0))
@@ -299,11 +332,11 @@ register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP pr
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
                 _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig",
-                options=("allocate_every",)))
+                options=("allocate_every",), check_args=_adalora_check))
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
                 _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
                 save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state, peft_config="AdaLoraConfig",
-                options=("rs_probability", "rs_seed", "rs_restore", "allocate_every")))
+                options=("rs_probability", "rs_seed", "rs_restore", "allocate_every"), check_args=_adalora_rs_check))
 register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
                 _qlora, load_kwargs=_qlora_load_kwargs, peft_config="LoraConfig",
                 options=("last_n_layers", *QLORA_OWN_KEYS), on_family_parameters=True))
