@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,36 @@ def test_rehearsal_of_the_demo_is_ok_for_every_job_and_plan_estimates_its_real_t
     ratios = {key: estimates[key] * 3600 / (sum(times) / len(times)) for key, times in real.items()}
     print(f"estimated {estimated:.0f} s, real {measured:.0f} s; per model x method:", ratios)
     assert 0.5 <= estimated / measured <= 2, (estimated, measured, ratios)
+
+
+def test_rehearsing_one_partition_per_task_model_method_measures_the_others(tmp_path):
+    """rehearsal.partitions: first: the rehearsal target runs one job per task x model x method (its
+    first partition), and plan counts the other partitions at that measurement; with the default
+    (all) a partition without a row of its own counts at its limit."""
+    from seqpeft.preflight.plan import plan_rows
+
+    config = demo_config()
+    config.update(results=str(tmp_path / "results"), published=None)
+    config["tasks"]["demo_tf"]["partitions"] = [0, 1, 2]
+    config["experiments"] = [{"tasks": ["demo_tf"], "models": ["tiny_bert_dna"], "methods": ["lora", "full"]}]
+    config["rehearsal"] = {"partitions": "first"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "rehearsal", "-s", str(REPO / "Snakefile"), "-d",
+                          str(tmp_path), "--configfile", str(tmp_path / "config.yaml")], cwd=tmp_path, env=OFFLINE_ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert re.search(r"^rehearse_job\s+2$", out.stdout, re.M), out.stdout  # lora/0 and full/0, not 6 jobs
+    assert "partition=1" not in out.stdout and "partition=2" not in out.stdout
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "rehearsal.csv").write_text("task,model,method,partition,outcome,estimated_seconds\n"
+                                           "demo_tf,tiny_bert_dna,lora,0,ok,360\ndemo_tf,tiny_bert_dna,full,0,ok,720\n")
+    rows = {row.method: row for row in plan_rows(config)}
+    assert rows["lora"].estimated_seconds == [360.0] * 3 and rows["full"].estimated_seconds == [720.0] * 3
+    config["rehearsal"] = {"partitions": "all"}
+    rows = {row.method: row for row in plan_rows(config)}
+    assert rows["lora"].estimated_seconds == [360.0]  # partitions 1 and 2 at their limit
+    assert rows["lora"].estimated_job_hours == pytest.approx(0.1 + 2 * rows["lora"].hours)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from seqpeft.config.jobs import (
     finetune_spec,
     model_params,
     prepared_models,
+    rehearsal_stand_ins,
     synthetic_sources,
     derived_sources,
     task_params,
@@ -191,9 +192,10 @@ def kind_run_metrics(kind):
 
 
 def rehearsal_rows():
-    """rehearsal: the row of every fine-tuning job's rehearsal."""
+    """rehearsal: the row of every fine-tuning job's rehearsal (rehearsal.partitions: first, of
+    one partition per task x model x method)."""
     return [f"{REHEARSAL_PATTERN.format(results=R, task=run.task, model=run.model, method=run.method, partition=run.partition)}/rehearsal.json"
-            for run in RUNS]
+            for run in dict.fromkeys(rehearsal_stand_ins(config).values())]
 
 
 def all_outputs():

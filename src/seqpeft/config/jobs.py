@@ -46,6 +46,19 @@ def expand_runs(config: dict) -> list[Run]:
     return list(runs)
 
 
+def rehearsal_stand_ins(config: dict) -> dict[Run, Run]:
+    """Each fine-tuning job -> the job whose rehearsal measures it: itself, or with
+    ``rehearsal.partitions: first`` the first partition of its task x model x method (replicate
+    seeds train on the same data; cross-validation folds on other splits of the same file)."""
+    runs = expand_runs(config)
+    if with_defaults(config.get("rehearsal"), "rehearsal")["partitions"] != "first":
+        return {run: run for run in runs}
+    first: dict[tuple[str, str, str], Run] = {}
+    for run in runs:
+        first.setdefault((run.task, run.model, run.method), run)
+    return {run: first[(run.task, run.model, run.method)] for run in runs}
+
+
 def canonical(value: Any) -> Any:
     """``value`` with every mapping's keys sorted, so that reordering keys in the YAML file does not
     count as a change of a job's parameters."""

@@ -112,18 +112,26 @@ def profile_gpu_model(profile: Path | None, rule: str = "finetune") -> str:
 
 
 def rehearsal_estimates(config: dict) -> dict[tuple[str, str, str, str], float] | None:
-    """(task, model, method, partition) -> extrapolated seconds of each job that rehearsed ok, from
-    the config's ``rehearsal.csv``; None where there is none."""
+    """(task, model, method, partition) -> extrapolated seconds of each job whose rehearsal (its
+    own, or its stand-in's: ``config.jobs.rehearsal_stand_ins``) was ok, from the config's
+    ``rehearsal.csv``; None where there is none."""
     import csv
 
+    from seqpeft.config.jobs import rehearsal_stand_ins
     from seqpeft.config.paths import rehearsal_table
 
     path = Path(rehearsal_table(config))
     if not path.is_file():
         return None
     with open(path, newline="") as handle:
-        return {(row["task"], row["model"], row["method"], row["partition"]): float(row["estimated_seconds"])
-                for row in csv.DictReader(handle) if row["outcome"] == "ok"}
+        measured = {(row["task"], row["model"], row["method"], row["partition"]): float(row["estimated_seconds"])
+                    for row in csv.DictReader(handle) if row["outcome"] == "ok"}
+    estimates = dict(measured)
+    for run, stand_in in rehearsal_stand_ins(config).items():
+        key = (stand_in.task, stand_in.model, stand_in.method, stand_in.partition)
+        if key in measured:
+            estimates.setdefault((run.task, run.model, run.method, run.partition), measured[key])
+    return estimates
 
 
 def plan_rows(config: dict, profile: Path | None = None) -> list[Row]:
@@ -172,6 +180,7 @@ def _gb(value: float | None) -> str:
 def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Path) -> str:
     from seqpeft.config.paths import rehearsal_table
     from seqpeft.config.pins import unpinned_entries
+    from seqpeft.config.schema import with_defaults
 
     lines = [f"seqpeft plan for {configfile}" + (f" (pins from {pins})" if pins else " (no pins.yaml beside it)"), ""]
     rehearsed = any(row.rehearsed for row in rows)
@@ -208,6 +217,9 @@ def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Pa
                      "x its real steps (rows x epochs / batch size), evaluations and start-up included, without early "
                      "stopping" + (f"; the other {jobs - measured} (not rehearsed, or not ok{', tuning trials' if any(not r.rehearsed for r in rows) else ''}) "
                                    "at their limits" if limited else ""))
+        if with_defaults(config.get("rehearsal"), "rehearsal")["partitions"] == "first":
+            lines.append("          (rehearsal.partitions: first: a job of another partition counts at the measurement "
+                         "of its task x model x method's first partition)")
     lines += [f"disk: {_gb(sum(known))} for checkpoints/adapters (full fine-tuning: float32 backbone per run; adapters "
               f"counted as {ADAPTER_FRACTION:.0%} of the model)" + (f"; unknown for {', '.join(unknown)}" if unknown else ""),
               f"      + {_gb(sum(b * BYTES_PER_PARAM for b in model_bytes if b))} for the prepared models (float32 upper bound)"]
