@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from seqpeft.methods import adalora
+from seqpeft.methods.base import MethodContext, raise_problem
+
 DEFAULT_PROBABILITY = 0.1
 
 
@@ -58,7 +61,7 @@ def _allocator_class():
 
 def install(model, probability: float = DEFAULT_PROBABILITY, seed: int = 0, restore: bool = True):
     """Replace the AdaLoRA peft model's rank allocator by the RS one (same config, same budget;
-    ``probability`` checked with the method's arguments, ``registry._adalora_rs_check``)."""
+    ``probability`` checked with the method's arguments, ``check_args``)."""
     tuner = model.base_model
     adapter = tuner.trainable_adapter_name
     tuner.rankallocator = _allocator_class()(tuner.model, tuner.peft_config[adapter], adapter, probability, seed, restore)
@@ -71,3 +74,28 @@ def save_generator(model) -> Any:
 
 def load_generator(model, state) -> None:
     model.base_model.rankallocator.generator.set_state(state)
+
+
+def check_args(args: dict) -> tuple[str, str, str] | None:
+    probability = args.get("rs_probability", DEFAULT_PROBABILITY)
+    if not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        return ("rs_probability", f"is {probability!r}, not a probability.", "set it between 0 and 1 (the seed uses 0.1).")
+    return adalora.check_args(args)
+
+
+def apply(backbone, args: dict, ctx: MethodContext):
+    raise_problem(check_args(args), "adalora_rs")
+    args = dict(args)
+    probability = float(args.pop("rs_probability", DEFAULT_PROBABILITY))
+    seed = int(args.pop("rs_seed", 0))
+    restore = bool(args.pop("rs_restore", True))
+    return install(adalora.apply(backbone, args, ctx), probability, seed, restore)
+
+
+def save_state(model) -> dict:
+    return {**adalora.save_state(model), "rs_generator": save_generator(model)}
+
+
+def load_state(model, state: dict) -> None:
+    adalora.load_state(model, state)
+    load_generator(model, state["rs_generator"])

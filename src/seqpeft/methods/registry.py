@@ -8,113 +8,15 @@ descriptions while parsing the DAG.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from seqpeft.util.errors import SeqpeftInputError
+from seqpeft.methods import adalora, adalora_rs
+from seqpeft.methods.base import METHODS, Method, MethodContext, check_targets, peft_wrap, register, targets_of
 from seqpeft.methods.lopa import LopaConfig
 from seqpeft.methods.qlora import OWN_KEYS as QLORA_OWN_KEYS
+from seqpeft.util.errors import SeqpeftInputError
 
-
-@dataclass
-class MethodContext:
-    """What a method needs to know beyond its own arguments."""
-
-    family: Any  # seqpeft.models.families.ModelFamily
-    total_steps: int
-    model_name: str = ""
-    # head: transformers (seqpeft.models.hf_head): SEQ_CLS, with the head modules the checkpoint lacks
-    # beyond peft's own (classifier, score) in modules_to_save
-    task_type: str = "FEATURE_EXTRACTION"
-    modules_to_save: tuple[str, ...] = ()
-
-    def peft_config(self, config_cls, options: dict):
-        """``config_cls(**options)`` with this context's task type (and head modules to save)."""
-        options = dict(options)
-        if self.modules_to_save and "modules_to_save" in getattr(config_cls, "__dataclass_fields__", {}):
-            options["modules_to_save"] = list(dict.fromkeys([*(options.get("modules_to_save") or []),
-                                                             *self.modules_to_save]))
-        return config_cls(task_type=self.task_type, **options)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    description: str
-    apply: Callable[[Any, dict, MethodContext], Any]
-    after_optimizer_step: Callable[[Any, int], None] | None = None
-    extra_loss: Callable[[Any], Any] | None = None
-    uses_peft: bool = True
-    # State outside the parameters that a resumed run needs (AdaLoRA's importance estimates).
-    save_state: Callable[[Any], Any] | None = None
-    load_state: Callable[[Any, Any], None] | None = None
-    # Methods of seqpeft's own (seqpeft.methods.adapters): artifacts keep only the backbone's trainable
-    # parameters, re-applied onto the base model when a run is loaded.
-    saves_trainable: bool = False
-    # Extra from_pretrained arguments for the backbone (QLoRA's 4-bit quantization), from the method args.
-    load_kwargs: Callable[..., dict] | None = None  # (args, device=None): from_pretrained arguments
-    # Rebuilds saved adapter weights on the base backbone for non-peft adapters (default: PeftModel).
-    load_adapter: Callable[[Any, Any], Any] | None = None
-    # What a config entry may set (checked before any job, seqpeft.methods.options): the fields of this
-    # peft config class, if any, and seqpeft's own arguments of the method.
-    peft_config: str | None = None
-    options: tuple[str, ...] = ()
-    # LoRA on the family's expert parameters (ModelFamily.lora_target_parameters) unless the entry
-    # sets target_parameters: peft allows no dropout there (seqpeft.methods.options.pairing_problem)
-    on_family_parameters: bool = False
-    # What the arguments alone show to be impossible, as (option, problem, fix) or None: run by the
-    # config check before any job (seqpeft.methods.options.option_problem) and again by the job.
-    check_args: Callable[[dict], tuple[str, str, str] | None] | None = None
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    METHODS[method.name] = method
-    return method
-
-
-def _targets(args: dict, default: tuple[str, ...], key: str = "target_modules") -> list[str] | str | None:
-    """The method's own targets, else the family's; None (peft's defaults) for an unregistered family."""
-    value = args.get(key) or default
-    if not value:
-        return None
-    return value if isinstance(value, str) else list(value)
-
-
-def _module_leaves(backbone) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules() if name})
-
-
-def _check_targets(backbone, targets: list[str] | str | None, method: str, model_name: str) -> None:
-    """Fail early, listing the model's module names, when a target module does not exist."""
-    if targets is None or isinstance(targets, str):
-        return
-    names = [name for name, _ in backbone.named_modules()]
-    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
-    if missing:
-        raise SeqpeftInputError(
-            None, f"method {method!r}: target modules {missing} do not exist in model {model_name!r}.",
-            fix=f"choose target_modules among the model's module names: {_module_leaves(backbone)}.",
-        )
-
-
-def _peft_wrap(backbone, config):
-    from peft import get_peft_model
-
-    try:
-        return get_peft_model(backbone, config)
-    except ValueError as error:
-        # Only reachable for an unregistered family left to peft's defaults, which has none for it.
-        if getattr(config, "target_modules", "") is None and "target_modules" in str(error):
-            model_type = getattr(backbone.config, "model_type", "?")
-            raise SeqpeftInputError(
-                None, f"{type(config).__name__}: model type {model_type!r} has no family in seqpeft.models.families.FAMILIES "
-                "and peft has no default target modules for it.",
-                fix=f"set target_modules in the method entry, among the model's module names: {_module_leaves(backbone)}.",
-            ) from error
-        raise
+__all__ = ["METHODS", "METHOD_NAMES", "Method", "MethodContext", "passthrough_method", "register", "resolve_method"]
 
 
 def _full(backbone, args: dict, ctx: MethodContext):
@@ -130,8 +32,8 @@ def _frozen(backbone, args: dict, ctx: MethodContext):
 def _lora(backbone, args: dict, ctx: MethodContext):
     from peft import LoraConfig
 
-    targets = _targets(args, ctx.family.lora_targets)
-    _check_targets(backbone, targets, "lora", ctx.model_name)
+    targets = targets_of(args, ctx.family.lora_targets)
+    check_targets(backbone, targets, "lora", ctx.model_name)
     args = dict(args)
     if "last_n_layers" in args:  # PEFT-SP's --num_end_lora_layers: layers_to_transform counted from the top
         from seqpeft.config.recipe import last_layers
@@ -145,131 +47,7 @@ def _lora(backbone, args: dict, ctx: MethodContext):
         # with one the user chooses (target_parameters: [] keeps dropout on the modules only).
         options["target_parameters"] = list(ctx.family.lora_target_parameters)
         options["lora_dropout"] = args.get("lora_dropout", 0.0)
-    return _peft_wrap(backbone, ctx.peft_config(LoraConfig, options))
-
-
-def adalora_schedule(total_steps: int, args: dict) -> dict:
-    """AdaLoRA's tinit/tfinal/deltaT scaled to the real number of optimizer steps.
-
-    The seed code hard-coded ``total_step``; here it comes from epochs x steps per epoch, with
-    warm-up (no pruning) for the first 10 % and a fixed budget for the last 20 %, unless the
-    method sets ``total_step`` itself (LINGO as published: 7485, whatever the run's length).
-    """
-    fixed = bool(args.get("total_step"))
-    total_steps = int(args["total_step"]) if fixed else max(int(total_steps), 10)
-    tinit = int(args.get("tinit", max(1, total_steps // 10)))
-    tfinal = int(args.get("tfinal", max(1, total_steps // 5)))
-    if tinit + tfinal >= total_steps:
-        raise SeqpeftInputError(None, f"adalora: tinit ({tinit}) + tfinal ({tfinal}) must be below total_step ({total_steps}"
-                                f"{'' if fixed else ': epochs x optimizer steps per epoch'}).",
-                                fix=("raise total_step or lower tinit/tfinal." if fixed else
-                                     "train for more steps or lower tinit/tfinal."))
-    delta = int(args.get("deltaT", max(1, (total_steps - tinit - tfinal) // 20)))
-    return {"total_step": total_steps, "tinit": tinit, "tfinal": tfinal, "deltaT": delta}
-
-
-def _adalora_check(args: dict) -> tuple[str, str, str] | None:
-    """A negative ``allocate_every``; with ``total_step`` set, a schedule whose tinit + tfinal
-    leaves no step to prune in (without it the run's length decides, known only in the job)."""
-    every = args.get("allocate_every", 1)
-    if not isinstance(every, int) or every < 0:
-        return ("allocate_every", f"is {every!r}, not a step count.",
-                "1 (every optimizer step, peft's documented use), 50 (LINGO's DSP scripts) or 0 (never).")
-    if args.get("total_step"):
-        try:
-            adalora_schedule(0, args)
-        except SeqpeftInputError as error:
-            return ("tinit" if "tinit" in args or "tfinal" not in args else "tfinal", error.problem, error.fix)
-    return None
-
-
-def _adalora_rs_check(args: dict) -> tuple[str, str, str] | None:
-    probability = args.get("rs_probability", 0.0)
-    if not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
-        return ("rs_probability", f"is {probability!r}, not a probability.", "set it between 0 and 1 (the seed uses 0.1).")
-    return _adalora_check(args)
-
-
-def _raise_on(problem: tuple[str, str, str] | None, method: str) -> None:
-    if problem:
-        option, text, fix = problem
-        raise SeqpeftInputError(None, f"{method}: {option} {text}", fix=fix)
-
-
-def _adalora(backbone, args: dict, ctx: MethodContext):
-    from peft import AdaLoraConfig
-
-    _raise_on(_adalora_check(args), "adalora")
-    args = dict(args)
-    every = int(args.pop("allocate_every", 1))
-    targets = _targets(args, ctx.family.lora_targets)
-    _check_targets(backbone, targets, "adalora", ctx.model_name)
-    options = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **args}
-    options.update(adalora_schedule(ctx.total_steps, args))
-    options["target_modules"] = targets
-    model = _peft_wrap(backbone, ctx.peft_config(AdaLoraConfig, options))
-    model.seqpeft_allocate_every = every
-    return model
-
-
-def _adalora_step(model, global_step: int) -> None:
-    # The HF Trainer never calls this; without it AdaLoRA is LoRA with extra parameters.
-    # allocate_every: LINGO's CustomTrainer calls it every 50 steps; its train_opt125m.py never (0).
-    every = getattr(model, "seqpeft_allocate_every", 1)
-    if every and global_step % every == 0:
-        model.base_model.update_and_allocate(global_step)
-
-
-def _adalora_save_state(model) -> dict:
-    allocator = model.base_model.rankallocator
-    config = model.peft_config[model.active_adapter]
-    return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
-            "rank_pattern": config.rank_pattern}
-
-
-def _adalora_load_state(model, state: dict) -> None:
-    allocator = model.base_model.rankallocator
-    allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"]
-    model.peft_config[model.active_adapter].rank_pattern = state["rank_pattern"]
-
-
-def _adalora_orthogonality(model):
-    """AdaLoRA's orthogonal regulariser (peft only adds it when the model itself returns a loss)."""
-    import torch
-
-    config = model.peft_config[model.active_adapter]
-    penalties = []
-    for name, param in model.named_parameters():
-        if ("lora_A" in name or "lora_B" in name) and param.requires_grad:
-            cov = param @ param.T if "lora_A" in name else param.T @ param
-            penalties.append(torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)))
-    if not penalties:
-        return None
-    return config.orth_reg_weight * torch.stack(penalties).mean()
-
-
-def _adalora_rs(backbone, args: dict, ctx: MethodContext):
-    from seqpeft.methods import adalora_rs
-
-    _raise_on(_adalora_rs_check(args), "adalora_rs")
-    args = dict(args)
-    probability = float(args.pop("rs_probability", adalora_rs.DEFAULT_PROBABILITY))
-    seed = int(args.pop("rs_seed", 0))
-    restore = bool(args.pop("rs_restore", True))
-    return adalora_rs.install(_adalora(backbone, args, ctx), probability, seed, restore)
-
-
-def _adalora_rs_save_state(model) -> dict:
-    from seqpeft.methods import adalora_rs
-
-    return {**_adalora_save_state(model), "rs_generator": adalora_rs.save_generator(model)}
-
-
-def _adalora_rs_load_state(model, state: dict) -> None:
-    from seqpeft.methods import adalora_rs
-
-    _adalora_load_state(model, state)
-    adalora_rs.load_generator(model, state["rs_generator"])
+    return peft_wrap(backbone, ctx.peft_config(LoraConfig, options))
 
 
 def _qlora(backbone, args: dict, ctx: MethodContext):
@@ -310,7 +88,7 @@ def _prompt_learning(config_name: str, defaults: dict) -> Callable:
             # virtual tokens join the input embeddings, which need not be hidden_size wide (OPT-350m's
             # are word_embed_proj_dim, 512 vs 1024); peft would size them from hidden_size
             options["token_dim"] = int(backbone.get_input_embeddings().embedding_dim)
-        return _peft_wrap(backbone, ctx.peft_config(getattr(peft, config_name), options))
+        return peft_wrap(backbone, ctx.peft_config(getattr(peft, config_name), options))
 
     return apply
 
@@ -318,10 +96,10 @@ def _prompt_learning(config_name: str, defaults: dict) -> Callable:
 def _ia3(backbone, args: dict, ctx: MethodContext):
     from peft import IA3Config
 
-    targets = _targets(args, ctx.family.ia3_targets)
-    feedforward = _targets(args, ctx.family.ia3_feedforward, "feedforward_modules")
-    _check_targets(backbone, targets, "ia3", ctx.model_name)
-    return _peft_wrap(backbone, ctx.peft_config(IA3Config, {**args, "target_modules": targets,
+    targets = targets_of(args, ctx.family.ia3_targets)
+    feedforward = targets_of(args, ctx.family.ia3_feedforward, "feedforward_modules")
+    check_targets(backbone, targets, "ia3", ctx.model_name)
+    return peft_wrap(backbone, ctx.peft_config(IA3Config, {**args, "target_modules": targets,
                                                                 "feedforward_modules": feedforward}))
 
 
@@ -330,13 +108,13 @@ register(Method("frozen", "Frozen backbone, linear probe: only the task head tra
 register(Method("lora", "LoRA: low-rank updates on the family's attention/MLP projections (peft).", _lora,
                 peft_config="LoraConfig", options=("last_n_layers",), on_family_parameters=True))
 register(Method("adalora", "AdaLoRA: SVD-form LoRA whose rank budget is reallocated every step (peft, driven correctly).",
-                _adalora, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_save_state, load_state=_adalora_load_state, peft_config="AdaLoraConfig",
-                options=("allocate_every",), check_args=_adalora_check))
+                adalora.apply, after_optimizer_step=adalora.after_step, extra_loss=adalora.orthogonality,
+                save_state=adalora.save_state, load_state=adalora.load_state, peft_config="AdaLoraConfig",
+                options=("allocate_every",), check_args=adalora.check_args))
 register(Method("adalora_rs", "AdaLoRA + random sampling: each budget mask step drops kept / re-admits pruned triplets with prob. rs_probability.",
-                _adalora_rs, after_optimizer_step=_adalora_step, extra_loss=_adalora_orthogonality,
-                save_state=_adalora_rs_save_state, load_state=_adalora_rs_load_state, peft_config="AdaLoraConfig",
-                options=("rs_probability", "rs_seed", "rs_restore", "allocate_every"), check_args=_adalora_rs_check))
+                adalora_rs.apply, after_optimizer_step=adalora.after_step, extra_loss=adalora.orthogonality,
+                save_state=adalora_rs.save_state, load_state=adalora_rs.load_state, peft_config="AdaLoraConfig",
+                options=("rs_probability", "rs_seed", "rs_restore", "allocate_every"), check_args=adalora_rs.check_args))
 register(Method("qlora", "QLoRA: LoRA on a 4-bit NF4 backbone (double quantisation, bf16 compute; bitsandbytes).",
                 _qlora, load_kwargs=_qlora_load_kwargs, peft_config="LoraConfig",
                 options=("last_n_layers", *QLORA_OWN_KEYS), on_family_parameters=True))
@@ -388,10 +166,10 @@ def passthrough_method(config_class: str) -> Method:
                                     fix="name a peft config class, e.g. LoHaConfig, LoKrConfig, VeraConfig.")
         options = dict(args)
         if "target_modules" in config_cls.__dataclass_fields__ and "target_modules" not in options:
-            options["target_modules"] = _targets({}, ctx.family.lora_targets)
+            options["target_modules"] = targets_of({}, ctx.family.lora_targets)
         if options.get("target_modules") is not None:
-            _check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
-        return _peft_wrap(backbone, ctx.peft_config(config_cls, options))
+            check_targets(backbone, options["target_modules"], config_class, ctx.model_name)
+        return peft_wrap(backbone, ctx.peft_config(config_cls, options))
 
     return Method(config_class, f"peft pass-through: {config_class}", apply, peft_config=config_class)
 
