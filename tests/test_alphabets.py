@@ -54,6 +54,33 @@ def test_a_protein_classification_task_tokenizes_with_esm_and_refuses_dna_alphab
     assert "family: dna | protein, or alphabet:" in message and not (tmp_path / "dna.npz").exists()
 
 
+def test_every_letter_of_the_protein_alphabet_is_its_own_token_in_the_real_esm2_vocabulary(tmp_path, tiny_model_dir):
+    """ESM-2's own tokenizer files (facebook/esm2_t33_650M_UR50D, ../shared/models/layouts): the slow
+    EsmTokenizer over vocab.txt, no tokenizer.json. Each of the protein alphabet's 25 letters gets a
+    token of its own, none <unk>, and a task using all of them tokenizes."""
+    import shutil
+
+    from helpers import shared_path
+    from seqpeft.data.tokenize import load_tokenizer
+
+    model = tmp_path / "esm2"
+    shutil.copytree(tiny_model_dir("esm"), model)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    layout = shared_path("models/layouts/facebook--esm2_t33_650M_UR50D")
+    for name in ("vocab.txt", "special_tokens_map.json", "tokenizer_config.json"):
+        shutil.copy(layout / name, model / name)
+    tokenizer = load_tokenizer(model)
+    assert type(tokenizer).__name__ == "EsmTokenizer" and len(tokenizer) == 33
+    ids = tokenizer(PROTEIN_ALPHABET, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(PROTEIN_ALPHABET) == len(set(ids)) and tokenizer.unk_token_id not in ids
+    data = _protein_task(tmp_path / "data", [f"{PROTEIN_ALPHABET}{sequence},{index % 2}"
+                                             for index, sequence in enumerate(PROTEINS * 2)])
+    tokenize_task({"kind": "sequence_classification", "family": "protein"}, data, model, tmp_path / "cache.npz")
+    train = load_cache(tmp_path / "cache.npz").splits["train"]
+    assert len(train) == 8 and tokenizer.unk_token_id not in set(int(i) for i in train.ids)
+
+
 def test_evaluate_and_predict_read_sequences_in_the_runs_alphabet(tmp_path, tiny_model_dir):
     from seqpeft.training.evaluate import evaluate_file, load_predictor, predict_file
     from seqpeft.training.launch import run_finetune
