@@ -77,6 +77,15 @@ def test_token_cache_quick_prints_speedup():
     assert match and float(match.group(1)) > 1, last
 
 
+def test_bootstrap_quick_prints_speedups_and_the_full_benchmark_minutes():
+    shared_path("data/gue/tf/0")
+    lines = run_script_lines("bootstrap.py", "--quick")
+    match = re.fullmatch(rf"statistics_speedup: ({NUMBER}) regression_speedup: ({NUMBER}) "
+                         rf"full_benchmark_minutes: ({NUMBER})", lines[-1])
+    assert match and all(float(value) > 0 for value in match.groups()), lines[-1]
+    assert not any(line.rstrip().endswith("NO") for line in lines), lines  # the same interval both ways
+
+
 def test_dag_scale_quick_counts_jobs():
     last = run_script("dag_scale.py", "--quick")
     match = re.fullmatch(r"dryrun_seconds: (\d+\.\d) jobs: (\d+)", last)

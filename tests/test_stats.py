@@ -148,3 +148,60 @@ def test_a_kind_without_prediction_hooks_is_refused():
                     predict_file=None)
     with pytest.raises(ValueError, match="must declare prediction_columns and score_predictions"):
         register_task_kind(kind)
+
+
+def _resample_frames(rng):
+    """One predictions mapping per kind with a vectorised resample score: several classes, three
+    labels, and two regression targets with ties (and a constant one, whose Spearman is undefined)."""
+    n = 60
+    truth = rng.integers(0, 4, n)
+    classification = {"example_id": np.arange(n), "label": truth,
+                      "predicted": np.where(rng.random(n) < 0.6, truth, rng.integers(0, 4, n))}
+    labels = {f"label_label{j}": rng.integers(0, 2, n) for j in range(3)}
+    multi = {"example_id": np.arange(n), **labels,
+             **{f"predicted_label{j}": np.where(rng.random(n) < 0.7, labels[f"label_label{j}"], 1 - labels[f"label_label{j}"])
+                for j in range(3)}}
+    target = rng.integers(0, 8, n).astype(float)  # ties
+    regression = {"example_id": np.arange(n), "target_target0": target,
+                  "predicted_target0": np.round(target + rng.normal(0, 2, n)), "target_target1": np.full(n, 3.0),
+                  "predicted_target1": rng.normal(size=n)}
+    return {"sequence_classification": classification, "multi_label_classification": multi, "regression": regression}
+
+
+@pytest.mark.parametrize("kind", ["sequence_classification", "multi_label_classification", "regression"])
+def test_vectorised_resample_scores_equal_the_kinds_score_of_each_resample(kind):
+    """The statistics score a thousand resamples per run at once through a kind's score_resamples;
+    each must be what score_predictions gives that resample (including resamples of 2 examples,
+    where a correlation can be undefined)."""
+    from seqpeft.analysis.stats import Columns, KindScorer, resample_scores
+
+    rng = np.random.default_rng(3)
+    entry = task_kind(kind)
+    columns = Columns({key: np.asarray(value) for key, value in _resample_frames(rng)[kind].items()})
+    for size in (60, 2):
+        picks = rng.integers(0, 60, (300, size))
+        fast = resample_scores(KindScorer(entry.score_predictions, entry.score_resamples), columns, picks)
+        slow = resample_scores(entry.score_predictions, columns, picks)
+        assert np.allclose(fast, slow, atol=1e-12, equal_nan=True), (fast[:5], slow[:5])
+        assert np.isfinite(slow).any()
+
+
+def test_comparisons_and_intervals_are_the_same_with_and_without_the_vectorised_score():
+    """The vectorised path changes the speed, not the numbers: the same resamples, the same results."""
+    from seqpeft.analysis.stats import KindScorer, bootstrap_mean_score, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    entry = task_kind("sequence_classification")
+
+    def frame(accuracy):
+        truth = rng.integers(0, 3, 500)
+        return pd.DataFrame({"example_id": np.arange(500), "label": truth,
+                             "predicted": np.where(rng.random(500) < accuracy, truth, (truth + 1) % 3)})
+
+    pairs = [(frame(0.7), frame(0.8)) for _ in range(3)]
+    fast, slow = KindScorer(entry.score_predictions, entry.score_resamples), entry.score_predictions
+    vectorised, looped = paired_bootstrap(pairs, fast, SETTINGS), paired_bootstrap(pairs, slow, SETTINGS)
+    assert vectorised == pytest.approx(looped, abs=1e-12)
+    assert vectorised["ci_low"] < vectorised["difference"] < vectorised["ci_high"] < 0
+    runs = [frame(0.7) for _ in range(2)]
+    assert bootstrap_mean_score(runs, fast, SETTINGS) == pytest.approx(bootstrap_mean_score(runs, slow, SETTINGS), abs=1e-12)

@@ -12,7 +12,9 @@ another headline score (regression: Spearman) slots in unchanged.
 - Ranks (``ranks.csv``): per model and over all models, the methods' average ranks over tasks,
   the Friedman test and the Nemenyi critical difference (scipy's studentized range).
 
-Nothing here imports torch; the bootstrap is seeded, so a rerun gives the same table.
+Nothing here imports torch; the bootstrap is seeded, so a rerun gives the same table. A kind
+with ``TaskKind.score_resamples`` scores all of a run's resamples in one vectorised call, with
+the same resamples and results as one ``score_predictions`` call each.
 """
 
 from __future__ import annotations
@@ -37,7 +39,33 @@ def with_score(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 RUN_KEYS = ("task", "model", "method", "partition")
 Frames = Mapping[tuple[str, str, str, str], pd.DataFrame]  # run -> its predictions_test frame
-Scorer = Callable[[pd.DataFrame], float]  # a kind's score_predictions
+Scorer = Callable[[pd.DataFrame], float]  # a kind's score_predictions (a KindScorer adds its score_resamples)
+# resamples scored at once: rows of example indices times examples, at most this many cells
+CHUNK_CELLS = 4_000_000
+
+
+@dataclass(frozen=True)
+class KindScorer:
+    """A task kind's score of one predictions frame, and (``resamples``, optional) of many
+    resamples of it at once: ``TaskKind.score_predictions`` and ``score_resamples``."""
+
+    one: Callable[[object], float]
+    resamples: Callable[[object, np.ndarray], np.ndarray] | None = None
+
+    def __call__(self, frame) -> float:
+        return self.one(frame)
+
+
+def resample_scores(score: Scorer, columns: "Columns", picks: np.ndarray) -> np.ndarray:
+    """The score of each resample (row of ``picks``: example indices into ``columns``): the kind's
+    vectorised ``score_resamples`` where it has one (in chunks that bound memory), else one
+    call of its score per resample."""
+    many = getattr(score, "resamples", None)
+    if many is None:
+        return np.array([score(columns.take(row)) for row in picks], dtype=float)
+    rows = max(1, CHUNK_CELLS // max(picks.shape[1], 1))
+    return np.concatenate([np.asarray(many(columns, picks[start:start + rows]), dtype=float)
+                           for start in range(0, len(picks), rows)]) if len(picks) else np.empty(0)
 
 
 @dataclass(frozen=True)
@@ -79,7 +107,8 @@ def load_predictions(paths) -> tuple[dict, dict[str, Scorer]]:
                                     fix="re-run the fine-tuning job that writes them.") from None
         frames[tuple(str(metrics[key]) for key in RUN_KEYS)] = frame
         kind = str(metrics["task_kind"])
-        scorers[kind] = task_kind(kind, where=metrics_path).score_predictions
+        entry = task_kind(kind, where=metrics_path)
+        scorers[kind] = KindScorer(entry.score_predictions, entry.score_resamples)
     return frames, scorers
 
 
@@ -134,12 +163,16 @@ def bootstrap_mean_score(frames: list[pd.DataFrame], score: Scorer, settings: St
     rng = np.random.default_rng(settings.seed)
     sets = _example_sets(frames)
     sizes = {s: len(frame) for s, frame in zip(sets, frames)}
-    columns = [Columns.of(frame) for frame in frames]
-    draws = np.empty(settings.bootstrap)
-    for b in range(settings.bootstrap):
-        picks = {s: rng.integers(0, size, size) for s, size in sizes.items()}
-        draws[b] = np.nanmean([score(frame.take(picks[s])) for s, frame in zip(sets, columns)])
-    return _percentile(draws, settings.confidence)
+    picks = {s: rng.integers(0, size, (settings.bootstrap, size)) for s, size in sizes.items()}
+    scores = np.array([resample_scores(score, Columns.of(frame), picks[s]) for s, frame in zip(sets, frames)])
+    return _percentile(_nanmean_rows(scores.T), settings.confidence)
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean of each row without its NaNs; NaN for a row of NaNs only."""
+    counts = (~np.isnan(values)).sum(axis=1)
+    totals = np.nansum(values, axis=1)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), math.nan)
 
 
 def add_intervals(table: pd.DataFrame, summary: pd.DataFrame, frames: Frames, scorers: Mapping[str, Scorer],
@@ -196,17 +229,19 @@ def paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], score: Scor
     mean_a = float(np.nanmean([score(a) for a, _ in aligned]))
     mean_b = float(np.nanmean([score(b) for _, b in aligned]))
     rng = np.random.default_rng(settings.seed)
-    diffs, shares = np.empty(settings.bootstrap), np.empty(settings.bootstrap)
-    for k in range(settings.bootstrap):
-        chosen = rng.integers(0, len(aligned), len(aligned)) if len(aligned) > 1 else [0]
-        first_scores, second_scores = [], []
-        for index in chosen:
-            a, b = aligned[index]
-            pick = rng.integers(0, len(a), len(a))
-            first_scores.append(score(a.take(pick)))
-            second_scores.append(score(b.take(pick)))
-        fa, fb = np.nanmean(first_scores), np.nanmean(second_scores)
-        diffs[k], shares[k] = fa - fb, (fa / fb if fb else math.nan)
+    # draw k resamples len(aligned) pairs (with replacement, when there are several), and within
+    # each drawn pair its shared test examples, the same ones for both runs
+    chosen = (rng.integers(0, len(aligned), (settings.bootstrap, len(aligned))) if len(aligned) > 1
+              else np.zeros((settings.bootstrap, 1), dtype=np.int64))
+    first, second = np.full(chosen.shape, math.nan), np.full(chosen.shape, math.nan)
+    for index, (a, b) in enumerate(aligned):
+        slots = chosen == index
+        picks = rng.integers(0, len(a), (int(slots.sum()), len(a)))
+        first[slots], second[slots] = resample_scores(score, a, picks), resample_scores(score, b, picks)
+    fa, fb = _nanmean_rows(first), _nanmean_rows(second)
+    diffs = fa - fb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(fb != 0, fa / np.where(fb != 0, fb, 1.0), math.nan)
     low, high = _percentile(diffs, settings.confidence)
     share_low, share_high = _percentile(shares, settings.confidence)
     valid = diffs[~np.isnan(diffs)]

@@ -147,6 +147,10 @@ class TaskKind:
     # columns to arrays (``frame[column]``; a bootstrap resample is such a mapping): what
     # seqpeft.analysis.stats resamples for intervals and paired comparisons.
     score_predictions: Callable[[Any], float] | None = None
+    # Optional, for speed: the score of many resamples at once, (columns, picks) -> one score per
+    # row of ``picks`` (example indices), equal to score_predictions of each resample. Without it
+    # the statistics call score_predictions once per resample.
+    score_resamples: Callable[[Any, Any], Any] | None = None
 
     def alphabet_of(self, task_spec: dict | None) -> str:
         """The letters a task's sequences may hold: its ``alphabet`` (a name or the letters), else

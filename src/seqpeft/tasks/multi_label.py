@@ -15,6 +15,7 @@ Partitions are replicate seeds.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,17 @@ def _score_predictions(frame) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
+    from seqpeft.training.metrics import resampled_mcc
+
+    names = [column[len("label_"):] for column in columns if column.startswith("label_")]
+    per_label = np.array([resampled_mcc(np.asarray(columns[f"label_{name}"]), np.asarray(columns[f"predicted_{name}"]),
+                                        picks) for name in names])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without examples: NaN
+        return np.nanmean(per_label, axis=0) if names else np.full(len(picks), math.nan)
+
+
 # ---- the command line ----
 
 
@@ -246,4 +258,5 @@ MULTI_LABEL = register_task_kind(TaskKind(
     synthetic={"dna_multilabel": write_multilabel_dna_task},
     validate_file=lambda path, alphabet: len(read_multilabel_csv(path, alphabet)),
     claims=lambda first_line: COLUMN in csv_columns(first_line) and "label" not in csv_columns(first_line),
-    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions,
+    score_resamples=_score_resamples))

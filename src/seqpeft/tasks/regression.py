@@ -170,6 +170,28 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
 
 
+def resampled_spearman(x: np.ndarray, y: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """``spearman`` of every resample at once (row b of ``picks``: example indices). Each value is
+    replaced by its code among the distinct values, so a row's average ranks come from per-row
+    counts of each code: ranks = (values below) + (ties + 1) / 2."""
+    draws = len(picks)
+
+    def ranks(values: np.ndarray) -> np.ndarray:
+        codes = np.unique(values, return_inverse=True)[1].reshape(-1)[picks]
+        distinct = int(codes.max()) + 1 if codes.size else 1
+        counts = np.bincount((codes + np.arange(draws)[:, None] * distinct).ravel(),
+                             minlength=draws * distinct).reshape(draws, distinct)
+        table = np.cumsum(counts, axis=1) - counts + (counts + 1) / 2
+        return np.take_along_axis(table, codes, axis=1)
+
+    rx, ry = ranks(np.asarray(x, dtype=np.float64)), ranks(np.asarray(y, dtype=np.float64))
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    spread = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    defined = (spread > 0) & (picks.shape[1] >= 2)
+    return np.where(defined, (rx * ry).sum(axis=1) / np.where(defined, spread, 1.0), math.nan)
+
+
 def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
     """Per target (``spearman_target0``, ...) and their means: Spearman, Pearson, R², RMSE, MAE
     (NaN where a correlation is undefined, e.g. constant predictions)."""
@@ -244,6 +266,17 @@ def _score_predictions(frame) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
+    import warnings
+
+    names = [key[len("target_"):] for key in columns.keys() if str(key).startswith("target_")]
+    per_target = np.array([resampled_spearman(np.asarray(columns[f"target_{name}"]),
+                                              np.asarray(columns[f"predicted_{name}"]), picks) for name in names])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every target undefined (constant): NaN
+        return np.nanmean(per_target, axis=0) if names else np.full(len(picks), math.nan)
+
+
 # ---- the command line ----
 
 
@@ -305,4 +338,4 @@ REGRESSION = register_task_kind(TaskKind(
     synthetic={"dna_gc_regression": write_gc_regression_task},
     validate_file=lambda path, alphabet: len(read_regression_csv(path, alphabet)),
     claims=lambda first_line: COLUMN in csv_columns(first_line),
-    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions, score_resamples=_score_resamples))

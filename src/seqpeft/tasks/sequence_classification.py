@@ -109,9 +109,15 @@ def _score_predictions(frame) -> float:
     return fast_mcc(np.asarray(frame["label"]), np.asarray(frame["predicted"]))
 
 
+def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
+    from seqpeft.training.metrics import resampled_mcc
+
+    return resampled_mcc(np.asarray(columns["label"]), np.asarray(columns["predicted"]), picks)
+
+
 SEQUENCE_CLASSIFICATION = register_task_kind(TaskKind(
     "sequence_classification", summary="train/dev/test.csv with header sequence,label (one class per sequence)",
     partitions=REPLICATES, tokenize=_tokenize, objective=lambda task_spec: OBJECTIVE,
     evaluate_file=_evaluate_file, predict_file=_predict_file, text_template=True,
     validate_file=_validate_file, claims=lambda first_line: "label" in csv_columns(first_line),
-    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions, score_resamples=_score_resamples))
