@@ -68,3 +68,27 @@ def test_plan_uses_the_configured_gpu_type_and_applies_pins(tmp_path):
     # a pin applies only to the repository it was resolved for
     assert "unpinned model mistral_dna" not in out and "unpinned model nucleotide_transformer" in out
     assert f"(pins from {tmp_path / 'pins.yaml'})" in out
+
+
+def test_plan_prices_gpu_hours_per_gpu_type(tmp_path):
+    """resources.gpu_hour_price: the cost of the GPU-hours asked for, per GPU type, a type without a
+    price named; no price set, no cost line."""
+    config = yaml.safe_load(FULL.read_text())
+    config["resources"]["sizes"] = {"large": {"gpu": 2, "gpu_model": "h100", "mem_mb": 1000, "runtime": 90}}
+    config["resources"]["gpu_hour_price"] = {"H100": 4.0}
+    config["resources"]["price_unit"] = "USD"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = plan("--configfile", str(tmp_path / "config.yaml"))
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in config["models"]]
+    h100_hours = sum(float(row[6].replace(",", "")) for row in rows if row[4] == "h100")
+    (cost_line,) = [line for line in out.splitlines() if line.startswith("cost: ")]
+    cost = float(cost_line.split()[1].replace(",", ""))
+    assert h100_hours > 0 and abs(cost - 4.0 * h100_hours) <= 4.0 * 0.5 * len(rows)  # rows print rounded GPU-hours
+    assert "USD at the limits asked for" in cost_line and "h100 4" in cost_line
+    assert "no price for GPU type(s) any, left out" in cost_line  # the other sizes name no GPU type
+    config["resources"]["gpu_hour_price"]["any"] = 1.0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "no price for" not in plan("--configfile", str(tmp_path / "config.yaml"))
+    del config["resources"]["gpu_hour_price"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "cost: " not in plan("--configfile", str(tmp_path / "config.yaml"))

@@ -220,6 +220,7 @@ def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Pa
         if with_defaults(config.get("rehearsal"), "rehearsal")["partitions"] == "first":
             lines.append("          (rehearsal.partitions: first: a job of another partition counts at the measurement "
                          "of its task x model x method's first partition)")
+    lines += _cost_lines(config, rows, rehearsed)
     lines += [f"disk: {_gb(sum(known))} for checkpoints/adapters (full fine-tuning: float32 backbone per run; adapters "
               f"counted as {ADAPTER_FRACTION:.0%} of the model)" + (f"; unknown for {', '.join(unknown)}" if unknown else ""),
               f"      + {_gb(sum(b * BYTES_PER_PARAM for b in model_bytes if b))} for the prepared models (float32 upper bound)"]
@@ -232,6 +233,37 @@ def format_plan(config: dict, rows: list[Row], pins: Path | None, configfile: Pa
     else:
         lines.append("every model and source the experiments use is pinned")
     return "\n".join(lines)
+
+
+def _cost_lines(config: dict, rows: list[Row], rehearsed: bool) -> list[str]:
+    """``resources.gpu_hour_price`` x GPU-hours per GPU type: the limits' cost, and the rehearsal's
+    estimate's where there is one; GPU types without a price (and no ``any``) are named."""
+    from seqpeft.config.schema import with_defaults
+
+    resources = with_defaults(config.get("resources"), "resources")
+    prices = {str(name).lower(): float(price) for name, price in (resources["gpu_hour_price"] or {}).items()}
+    if not prices:
+        return []
+    unit = f" {resources['price_unit']}" if resources["price_unit"] else ""
+    limits = estimate = 0.0
+    unpriced = set()
+    for row in rows:
+        if not row.gpus:
+            continue
+        price = prices.get(row.gpu_model.lower(), prices.get("any"))
+        if price is None:
+            unpriced.add(row.gpu_model)
+            continue
+        limits += row.gpu_hours * price
+        estimate += (row.estimated_gpu_hours if row.rehearsed else row.gpu_hours) * price
+    listed = ", ".join(f"{name} {price:g}" for name, price in prices.items())
+    line = f"cost: {limits:,.2f}{unit} at the limits asked for"
+    if rehearsed:
+        line += f", {estimate:,.2f}{unit} at the rehearsal's estimate"
+    line += f" (resources.gpu_hour_price per GPU-hour: {listed})"
+    if unpriced:
+        line += f"; no price for GPU type(s) {', '.join(sorted(unpriced))}, left out (add them or `any`)"
+    return [line]
 
 
 def print_plan(configfile: Path, profile: Path | None = None) -> str:
