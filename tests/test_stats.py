@@ -165,10 +165,17 @@ def _resample_frames(rng):
     regression = {"example_id": np.arange(n), "target_target0": target,
                   "predicted_target0": np.round(target + rng.normal(0, 2, n)), "target_target1": np.full(n, 3.0),
                   "predicted_target1": rng.normal(size=n)}
-    return {"sequence_classification": classification, "multi_label_classification": multi, "regression": regression}
+    types = np.array(["NO_SP", "SP", "LIPO", "TAT", "TATLIPO", "PILIN"])
+    true_types = types[rng.choice(6, n, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05])]
+    signal_peptide = {"example_id": np.arange(n), "kingdom": np.array(["EUKARYA", "ARCHAEA", "POSITIVE", "NEGATIVE"])[
+        rng.integers(0, 4, n)], "sp_type": true_types,
+        "sp_type_name": np.where(rng.random(n) < 0.6, true_types, types[rng.integers(0, 6, n)])}
+    return {"sequence_classification": classification, "multi_label_classification": multi, "regression": regression,
+            "signal_peptide": signal_peptide}
 
 
-@pytest.mark.parametrize("kind", ["sequence_classification", "multi_label_classification", "regression"])
+@pytest.mark.parametrize("kind", ["sequence_classification", "multi_label_classification", "regression",
+                                  "signal_peptide"])
 def test_vectorised_resample_scores_equal_the_kinds_score_of_each_resample(kind):
     """The statistics score a thousand resamples per run at once through a kind's score_resamples;
     each must be what score_predictions gives that resample (including resamples of 2 examples,

@@ -188,6 +188,38 @@ def _score_predictions(frame) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
+    """``_score_predictions`` of every resample at once: each example coded as (kingdom, true type,
+    predicted type), one ``bincount`` per resample row gives every kingdom's confusion counts, and
+    each kingdom x reported type's binary MCC (counted where the resample holds a positive) is
+    read off them."""
+    from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES
+
+    kingdoms, kingdom_codes = np.unique(np.asarray(columns["kingdom"]), return_inverse=True)
+    truth, predicted = np.asarray(columns["sp_type"]), np.asarray(columns["sp_type_name"])
+    types = sorted(set(REPORTED_TYPES) | set(truth.tolist()) | set(predicted.tolist()))
+    index = {name: i for i, name in enumerate(types)}
+    true_codes = np.array([index[name] for name in truth], dtype=np.int64)
+    predicted_codes = np.array([index[name] for name in predicted], dtype=np.int64)
+    cells = len(kingdoms) * len(types) * len(types)
+    codes = (kingdom_codes.reshape(-1) * len(types) + true_codes) * len(types) + predicted_codes
+    draws = len(picks)
+    counts = np.bincount((codes[picks] + np.arange(draws)[:, None] * cells).ravel(), minlength=draws * cells)
+    counts = counts.reshape(draws, len(kingdoms), len(types), len(types)).astype(float)
+    reported = [index[name] for name in REPORTED_TYPES]
+    total = counts.sum(axis=(2, 3))[:, :, None]
+    tp = np.diagonal(counts, axis1=2, axis2=3)[:, :, reported]
+    positives, called = counts.sum(axis=3)[:, :, reported], counts.sum(axis=2)[:, :, reported]
+    fn, fp = positives - tp, called - tp
+    tn = total - tp - fp - fn
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1.0), 0.0)
+    defined = positives > 0
+    kept = defined.sum(axis=(1, 2))
+    return np.where(kept > 0, np.where(defined, values, 0.0).sum(axis=(1, 2)) / np.maximum(kept, 1), math.nan)
+
+
 def _settings(task_spec: dict | None) -> dict:
     from seqpeft.tasks.signal_peptide.regions import SignalPeptideSettings
 
@@ -202,4 +234,4 @@ SIGNAL_PEPTIDE = register_task_kind(TaskKind(
     outputs=("signalp_table.csv", "figures/{task}/signalp_mcc.png", "figures/{task}/signalp_mcc.svg",
              "figures/{task}/signalp_cleavage_w0.png", "figures/{task}/signalp_cleavage_w0.svg"),
     validate_file=_validate_file, claims=_claims,
-    prediction_columns=_prediction_columns, score_predictions=_score_predictions))
+    prediction_columns=_prediction_columns, score_predictions=_score_predictions, score_resamples=_score_resamples))
