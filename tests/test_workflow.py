@@ -7,16 +7,13 @@ closed port, Hugging Face offline) so that any attempt to download fails the tes
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import OFFLINE, finish, job_stats, run, snakemake_cmd, start
+from helpers import finish, job_stats, run, start
 from seqpeft.config.jobs import expand_runs
 
 ROOT = Path(__file__).resolve().parents[1]
