@@ -212,3 +212,21 @@ def test_comparisons_and_intervals_are_the_same_with_and_without_the_vectorised_
     assert vectorised["ci_low"] < vectorised["difference"] < vectorised["ci_high"] < 0
     runs = [frame(0.7) for _ in range(2)]
     assert bootstrap_mean_score(runs, fast, SETTINGS) == pytest.approx(bootstrap_mean_score(runs, slow, SETTINGS), abs=1e-12)
+
+
+def test_resamples_drawn_in_chunks_give_the_same_numbers(monkeypatch):
+    """Resamples are drawn and scored in chunks that bound memory; the chunk size changes nothing."""
+    import seqpeft.analysis.stats as stats
+
+    rng = np.random.default_rng(1)
+    entry = task_kind("regression")
+    frames = _resample_frames(rng)["regression"]
+    run = pd.DataFrame({key: value for key, value in frames.items() if not key.endswith("target1")})
+    other = run.assign(predicted_target0=run["predicted_target0"] + rng.normal(0, 1, len(run)))
+    scorer = stats.KindScorer(entry.score_predictions, entry.score_resamples)
+    whole = stats.paired_bootstrap([(run, other), (other, run)], scorer, SETTINGS), \
+        stats.bootstrap_mean_score([run, other], scorer, SETTINGS)
+    monkeypatch.setattr(stats, "CHUNK_CELLS", 7 * len(run))  # 7 resamples a chunk
+    chunked = stats.paired_bootstrap([(run, other), (other, run)], scorer, SETTINGS), \
+        stats.bootstrap_mean_score([run, other], scorer, SETTINGS)
+    assert chunked[0] == pytest.approx(whole[0], abs=1e-12) and chunked[1] == pytest.approx(whole[1], abs=1e-12)

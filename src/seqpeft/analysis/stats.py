@@ -58,14 +58,20 @@ class KindScorer:
 
 def resample_scores(score: Scorer, columns: "Columns", picks: np.ndarray) -> np.ndarray:
     """The score of each resample (row of ``picks``: example indices into ``columns``): the kind's
-    vectorised ``score_resamples`` where it has one (in chunks that bound memory), else one
-    call of its score per resample."""
+    vectorised ``score_resamples`` where it has one, else one call of its score per resample."""
     many = getattr(score, "resamples", None)
     if many is None:
         return np.array([score(columns.take(row)) for row in picks], dtype=float)
-    rows = max(1, CHUNK_CELLS // max(picks.shape[1], 1))
-    return np.concatenate([np.asarray(many(columns, picks[start:start + rows]), dtype=float)
-                           for start in range(0, len(picks), rows)]) if len(picks) else np.empty(0)
+    return np.asarray(many(columns, picks), dtype=float)
+
+
+def resample_chunks(rng: np.random.Generator, count: int, size: int):
+    """``count`` resamples of ``size`` example indices, drawn in chunks of at most CHUNK_CELLS
+    indices (the numbers of one ``rng.integers(0, size, (count, size))`` call, without holding
+    them all: a test set of 100,000 examples would take 800 MB per 1,000 resamples)."""
+    rows = max(1, CHUNK_CELLS // max(size, 1))
+    for start in range(0, count, rows):
+        yield rng.integers(0, size, (min(rows, count - start), size))
 
 
 @dataclass(frozen=True)
@@ -163,9 +169,16 @@ def bootstrap_mean_score(frames: list[pd.DataFrame], score: Scorer, settings: St
     rng = np.random.default_rng(settings.seed)
     sets = _example_sets(frames)
     sizes = {s: len(frame) for s, frame in zip(sets, frames)}
-    picks = {s: rng.integers(0, size, (settings.bootstrap, size)) for s, size in sizes.items()}
-    scores = np.array([resample_scores(score, Columns.of(frame), picks[s]) for s, frame in zip(sets, frames)])
-    return _percentile(_nanmean_rows(scores.T), settings.confidence)
+    columns = [Columns.of(frame) for frame in frames]
+    scores = np.full((settings.bootstrap, len(frames)), math.nan)
+    for example_set, size in sizes.items():
+        runs = [run for run, s in enumerate(sets) if s == example_set]
+        done = 0
+        for picks in resample_chunks(rng, settings.bootstrap, size):
+            for run in runs:
+                scores[done:done + len(picks), run] = resample_scores(score, columns[run], picks)
+            done += len(picks)
+    return _percentile(_nanmean_rows(scores), settings.confidence)
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:
@@ -236,8 +249,12 @@ def paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], score: Scor
     first, second = np.full(chosen.shape, math.nan), np.full(chosen.shape, math.nan)
     for index, (a, b) in enumerate(aligned):
         slots = chosen == index
-        picks = rng.integers(0, len(a), (int(slots.sum()), len(a)))
-        first[slots], second[slots] = resample_scores(score, a, picks), resample_scores(score, b, picks)
+        first_scores, second_scores = [], []
+        for picks in resample_chunks(rng, int(slots.sum()), len(a)):
+            first_scores.append(resample_scores(score, a, picks))
+            second_scores.append(resample_scores(score, b, picks))
+        if first_scores:
+            first[slots], second[slots] = np.concatenate(first_scores), np.concatenate(second_scores)
     fa, fb = _nanmean_rows(first), _nanmean_rows(second)
     diffs = fa - fb
     with np.errstate(invalid="ignore", divide="ignore"):
