@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from seqpeft.training.metrics import mean_of_defined
+
 SCORE = "test_score"  # the kind's own score in summary.csv and table.csv (MCC; Spearman for regression)
 
 
@@ -178,14 +180,7 @@ def bootstrap_mean_score(frames: list[pd.DataFrame], score: Scorer, settings: St
             for run in runs:
                 scores[done:done + len(picks), run] = resample_scores(score, columns[run], picks)
             done += len(picks)
-    return _percentile(_nanmean_rows(scores), settings.confidence)
-
-
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean of each row without its NaNs; NaN for a row of NaNs only."""
-    counts = (~np.isnan(values)).sum(axis=1)
-    totals = np.nansum(values, axis=1)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), math.nan)
+    return _percentile(mean_of_defined(scores.T, settings.bootstrap), settings.confidence)
 
 
 def add_intervals(table: pd.DataFrame, summary: pd.DataFrame, frames: Frames, scorers: Mapping[str, Scorer],
@@ -255,7 +250,7 @@ def paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], score: Scor
             second_scores.append(resample_scores(score, b, picks))
         if first_scores:
             first[slots], second[slots] = np.concatenate(first_scores), np.concatenate(second_scores)
-    fa, fb = _nanmean_rows(first), _nanmean_rows(second)
+    fa, fb = mean_of_defined(first.T, len(first)), mean_of_defined(second.T, len(second))
     diffs = fa - fb
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(fb != 0, fa / np.where(fb != 0, fb, 1.0), math.nan)

@@ -15,7 +15,6 @@ Partitions are replicate seeds.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,14 +183,11 @@ def _score_predictions(frame) -> float:
 
 
 def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
-    from seqpeft.training.metrics import resampled_mcc
+    from seqpeft.training.metrics import mean_of_defined, resampled_mcc
 
     names = [column[len("label_"):] for column in columns if column.startswith("label_")]
-    per_label = np.array([resampled_mcc(np.asarray(columns[f"label_{name}"]), np.asarray(columns[f"predicted_{name}"]),
-                                        picks) for name in names])
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without examples: NaN
-        return np.nanmean(per_label, axis=0) if names else np.full(len(picks), math.nan)
+    return mean_of_defined([resampled_mcc(np.asarray(columns[f"label_{name}"]), np.asarray(columns[f"predicted_{name}"]),
+                                          picks) for name in names], len(picks))
 
 
 # ---- the command line ----

@@ -147,27 +147,15 @@ def _defined(x: np.ndarray, y: np.ndarray) -> bool:
     return len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (``scipy.stats.rankdata``'s default)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts_group = np.empty(len(values), dtype=bool)
-    starts_group[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], len(values))
-    ranks = np.empty(len(values))
-    ranks[order] = ((starts + ends + 1) / 2)[np.cumsum(starts_group) - 1]
-    return ranks
-
-
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho as the Pearson correlation of average ranks (what ``scipy.stats.spearmanr``
-    computes) without its argument checks: the statistics' bootstrap scores each run thousands of
-    times. NaN where undefined (fewer than 2 values, a constant side)."""
+    computes, without its argument checks); NaN where undefined (fewer than 2 values, a constant
+    side). ``resampled_spearman`` computes the same for many resamples at once."""
+    from scipy.stats import rankdata
+
     if not _defined(x, y):
         return math.nan
-    return float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
+    return float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
 
 
 def resampled_spearman(x: np.ndarray, y: np.ndarray, picks: np.ndarray) -> np.ndarray:
@@ -267,14 +255,12 @@ def _score_predictions(frame) -> float:
 
 
 def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
-    import warnings
+    from seqpeft.training.metrics import mean_of_defined
 
     names = [key[len("target_"):] for key in columns.keys() if str(key).startswith("target_")]
-    per_target = np.array([resampled_spearman(np.asarray(columns[f"target_{name}"]),
-                                              np.asarray(columns[f"predicted_{name}"]), picks) for name in names])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # every target undefined (constant): NaN
-        return np.nanmean(per_target, axis=0) if names else np.full(len(picks), math.nan)
+    return mean_of_defined([resampled_spearman(np.asarray(columns[f"target_{name}"]),
+                                               np.asarray(columns[f"predicted_{name}"]), picks) for name in names],
+                           len(picks))
 
 
 # ---- the command line ----

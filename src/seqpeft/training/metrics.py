@@ -71,3 +71,12 @@ def resampled_mcc(truth: np.ndarray, predicted: np.ndarray, picks: np.ndarray) -
     denominator = cov_ytyt * cov_ypyp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator == 0, 0.0, cov_ytyp / np.sqrt(np.where(denominator == 0, 1.0, denominator)))
+
+
+def mean_of_defined(values, draws: int) -> np.ndarray:
+    """Per resample (column), the mean of ``values``' rows (labels, targets) that are defined
+    (not NaN); NaN where none is. ``values``: one array of ``draws`` scores per row."""
+    values = np.asarray(values, dtype=float).reshape(-1, draws)
+    defined = ~np.isnan(values)
+    counts = defined.sum(axis=0)
+    return np.where(counts > 0, np.where(defined, values, 0.0).sum(axis=0) / np.maximum(counts, 1), math.nan)

@@ -194,6 +194,7 @@ def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
     each kingdom x reported type's binary MCC (counted where the resample holds a positive) is
     read off them."""
     from seqpeft.tasks.signal_peptide.metrics import REPORTED_TYPES
+    from seqpeft.training.metrics import mean_of_defined
 
     kingdoms, kingdom_codes = np.unique(np.asarray(columns["kingdom"]), return_inverse=True)
     truth, predicted = np.asarray(columns["sp_type"]), np.asarray(columns["sp_type_name"])
@@ -215,9 +216,8 @@ def _score_resamples(columns, picks: np.ndarray) -> np.ndarray:
     denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1.0), 0.0)
-    defined = positives > 0
-    kept = defined.sum(axis=(1, 2))
-    return np.where(kept > 0, np.where(defined, values, 0.0).sum(axis=(1, 2)) / np.maximum(kept, 1), math.nan)
+    counted = np.where(positives > 0, values, math.nan).reshape(draws, -1)
+    return mean_of_defined(counted.T, draws)
 
 
 def _settings(task_spec: dict | None) -> dict:
